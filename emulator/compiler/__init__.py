@@ -1,0 +1,1 @@
+"""Topology to Plan: names, addresses, link realization. Pure."""

@@ -1,0 +1,245 @@
+"""The topology model: plain dataclasses that know no engine.
+
+Every object remembers where it came from (file and line) so that errors found
+late, in the compiler, still point at the line the user has to change.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Kinds a node may have; later layers (compute, vm, service) extend this set.
+NODE_KINDS: dict[str, str] = {
+    "host": "a network namespace",
+    "switch": "an Open vSwitch bridge",
+    "bridge": "a Linux bridge",
+}
+#: Kinds that forward frames (their ports live in the machine's root namespace).
+SWITCHING_KINDS = frozenset({"switch", "bridge"})
+
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+IFACE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+NAME_MAX = 32
+IFNAMSIZ = 15  # Linux interface names: 15 characters plus the terminating NUL
+#: Length of the per-experiment tag that prefixes names in the root namespace
+#: ("abc-"), fixed so that name lengths can be checked before an experiment exists.
+TAG_LEN = 3
+ROOT_PREFIX_LEN = TAG_LEN + 1
+
+
+@dataclass(frozen=True)
+class Where:
+    """A place in a topology source, for error messages."""
+
+    file: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        if self.file and self.line:
+            return f"{self.file}:{self.line}"
+        return self.file or (f"line {self.line}" if self.line else "<input>")
+
+
+class TopologyError(ValueError):
+    """Bad input: names the file, line and field, and what to do about it."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, where: Where | None = None, field: str | None = None):
+        self.message = message
+        self.where = where or Where()
+        self.field = field
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        head = str(self.where)
+        if self.field:
+            head += f": {self.field}"
+        return f"{head}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.where.file,
+            "line": self.where.line,
+            "field": self.field,
+            "message": self.message,
+        }
+
+
+@dataclass
+class LinkParams:
+    """Shaping and framing of one link; None means "not set"."""
+
+    bw: float | None = None  # Mbit/s
+    delay: str | None = None  # e.g. "5ms"
+    jitter: str | None = None
+    loss: float | None = None  # percent
+    mtu: int | None = None
+
+    def needs_netem(self) -> bool:
+        return bool(self.delay or self.jitter or self.loss)
+
+    def merged_over(self, defaults: LinkParams) -> LinkParams:
+        """These parameters, falling back to `defaults` field by field."""
+        return LinkParams(
+            **{k: (v if v is not None else getattr(defaults, k)) for k, v in vars(self).items()}
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    node: str
+    iface: str | None = None  # None: named by the compiler
+
+    @classmethod
+    def parse(cls, text: str) -> Endpoint:
+        node, _, iface = text.partition(":")
+        return cls(node, iface or None)
+
+    def __str__(self) -> str:
+        return f"{self.node}:{self.iface}" if self.iface else self.node
+
+
+@dataclass
+class Node:
+    name: str
+    kind: str = "host"
+    ip: str | None = None  # "10.0.0.1/24"; hosts only
+    mac: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # kind-specific (datapath, stp...)
+    where: Where = field(default_factory=Where)
+
+    @property
+    def switching(self) -> bool:
+        return self.kind in SWITCHING_KINDS
+
+
+@dataclass
+class Link:
+    a: Endpoint
+    b: Endpoint
+    params: LinkParams = field(default_factory=LinkParams)
+    where: Where = field(default_factory=Where)
+
+    @property
+    def nodes(self) -> tuple[str, str]:
+        return (self.a.node, self.b.node)
+
+
+@dataclass
+class Check:
+    """A test the topology file declares, run by `cloudemu run` after pingall."""
+
+    kind: str  # ping | exec | iperf
+    args: dict[str, Any]
+    where: Where = field(default_factory=Where)
+
+    @property
+    def title(self) -> str:
+        inner = ", ".join(f"{k}={v}" for k, v in self.args.items())
+        return f"{self.kind}({inner})"
+
+
+DEFAULT_SUBNET = "10.0.0.0/8"
+
+
+@dataclass
+class Topology:
+    """What the user asked for: nodes and links, before any placement."""
+
+    name: str
+    nodes: dict[str, Node] = field(default_factory=dict)
+    links: list[Link] = field(default_factory=list)
+    subnet: str = DEFAULT_SUBNET
+    link_defaults: LinkParams = field(default_factory=LinkParams)
+    checks: list[Check] = field(default_factory=list)
+    source: str | None = None
+
+    # -- building -------------------------------------------------------
+    def add_node(self, name: str, kind: str = "host", *, where: Where | None = None, **opts: Any) -> Node:
+        where = where or Where(self.source)
+        check_name(name, "node", where)
+        if name in self.nodes:
+            first = self.nodes[name].where
+            raise TopologyError(f"duplicate node {name!r} (first defined at {first})", where=where, field=f"nodes.{name}")
+        if kind not in NODE_KINDS:
+            raise TopologyError(
+                f"unknown kind {kind!r}; expected one of: {', '.join(NODE_KINDS)}", where=where, field=f"nodes.{name}.kind"
+            )
+        ip = opts.pop("ip", None)
+        mac = opts.pop("mac", None)
+        node = Node(name, kind, ip, mac, opts, where)
+        self.nodes[name] = node
+        return node
+
+    def add_link(self, a: str | Endpoint, b: str | Endpoint, *, where: Where | None = None, **params: Any) -> Link:
+        where = where or Where(self.source)
+        ea = a if isinstance(a, Endpoint) else Endpoint.parse(a)
+        eb = b if isinstance(b, Endpoint) else Endpoint.parse(b)
+        for ep in (ea, eb):
+            if ep.node not in self.nodes:
+                raise TopologyError(f"link to unknown node {ep.node!r}", where=where, field="links.endpoints")
+            if ep.iface is not None and not IFACE_RE.match(ep.iface):
+                raise TopologyError(
+                    f"interface name {ep.iface!r} must start with a letter and hold only letters, digits and _",
+                    where=where,
+                    field="links.endpoints",
+                )
+        if ea.node == eb.node:
+            raise TopologyError(f"self-loop: a link from {ea.node!r} to itself", where=where, field="links.endpoints")
+        link = Link(ea, eb, LinkParams(**params), where)
+        self.links.append(link)
+        return link
+
+    # -- queries ---------------------------------------------------------
+    def hosts(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.kind == "host"]
+
+    def switches(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.switching]
+
+    def summary(self) -> dict[str, Any]:
+        kinds: dict[str, int] = {}
+        for n in self.nodes.values():
+            kinds[n.kind] = kinds.get(n.kind, 0) + 1
+        return {"name": self.name, "nodes": len(self.nodes), "links": len(self.links), "kinds": kinds}
+
+    # -- interchange -----------------------------------------------------
+    @classmethod
+    def from_networkx(cls, graph: Any, name: str | None = None) -> Topology:
+        """A networkx graph in: node attribute `kind` (default host), edge attributes as link params."""
+        from emulator.topology.imports import topology_from_networkx
+
+        return topology_from_networkx(graph, name)
+
+    def to_networkx(self) -> Any:
+        import networkx as nx
+
+        g = nx.MultiGraph(name=self.name)
+        for n in self.nodes.values():
+            attrs = {"kind": n.kind, **n.options}
+            if n.ip:
+                attrs["ip"] = n.ip
+            g.add_node(n.name, **attrs)
+        for link in self.links:
+            g.add_edge(link.a.node, link.b.node, **link.params.to_dict())
+        return g
+
+
+def check_name(name: Any, what: str, where: Where | None = None) -> str:
+    """Names end up in namespace and device names: keep them short and plain."""
+    field_name = f"{what}s.{name}" if what == "node" else what
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise TopologyError(
+            f"{what} name {name!r} must start with a letter and hold only letters, digits and _",
+            where=where,
+            field=field_name,
+        )
+    if len(name) > NAME_MAX:
+        raise TopologyError(f"{what} name {name!r} is longer than {NAME_MAX} characters", where=where, field=field_name)
+    return name

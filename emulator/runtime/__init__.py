@@ -1,0 +1,1 @@
+"""Executing Plans: journal, state, executors, progress."""

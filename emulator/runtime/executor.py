@@ -1,0 +1,56 @@
+"""Running system commands: argument lists only, batched where the tool allows it.
+
+One executor per machine. This one runs locally; a remote one (SSH) offers the
+same methods, so provisioners never care where they run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+
+
+class CommandError(RuntimeError):
+    def __init__(self, argv: Sequence[str], returncode: int, stderr: str):
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr = stderr.strip()
+        super().__init__(f"{' '.join(self.argv[:4])}{' ...' if len(self.argv) > 4 else ''} failed "
+                         f"(exit {returncode}): {self.stderr[-800:]}")
+
+
+class LocalExecutor:
+    """Runs commands on this machine."""
+
+    machine = "local"
+
+    def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True,
+            timeout: float | None = 300) -> subprocess.CompletedProcess:
+        proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise CommandError(argv, proc.returncode, proc.stderr or proc.stdout)
+        return proc
+
+    def ip_batch(self, lines: Iterable[str], *, force: bool = False) -> None:
+        """Many `ip` commands in one process; `force` goes on past errors (for removal)."""
+        text = "\n".join(lines)
+        if text:
+            self.run(["ip", *(["-force"] if force else []), "-batch", "-"], input=text + "\n", check=not force)
+
+    def tc_batch(self, lines: Iterable[str]) -> None:
+        text = "\n".join(lines)
+        if text:
+            self.run(["tc", "-batch", "-"], input=text + "\n")
+
+    def ovs_vsctl(self, commands: Sequence[Sequence[str]], *, timeout: int = 120) -> str:
+        """Several ovs-vsctl commands as one OVSDB transaction."""
+        if not commands:
+            return ""
+        argv = ["ovs-vsctl", f"--timeout={timeout}"]
+        for cmd in commands:
+            argv += ["--", *cmd]
+        return self.run(argv, timeout=timeout + 10).stdout
+
+    def which(self, program: str) -> str | None:
+        return shutil.which(program)

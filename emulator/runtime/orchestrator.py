@@ -1,0 +1,108 @@
+"""Bring a Plan up and down: tag allocation, journal, preflight, the provisioner, clean-up on failure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from emulator.compiler.compile import compile_topology
+from emulator.compiler.plan import Plan
+from emulator.model import Topology
+from emulator.runtime.events import Phases
+from emulator.runtime.hostinfo import reserved_networks
+from emulator.runtime.journal import Journal, Resource
+from emulator.runtime.state import known_experiments, locked, tag_candidates
+from provisioners import Provisioner
+from provisioners import get as get_provisioner
+
+
+class ExperimentError(RuntimeError):
+    """The experiment is in the wrong state for what was asked (exists already, unknown)."""
+
+    exit_code = 2
+
+
+@dataclass
+class DownResult:
+    experiment: str
+    removed: int
+    left: list[Resource] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def clean(self) -> bool:
+        return not self.left
+
+
+def _tags_in_use() -> set[str]:
+    tags = set()
+    for name in known_experiments():
+        tag = Journal(name).meta().get("tag")
+        if tag:
+            tags.add(tag)
+    return tags
+
+
+def _free_tag(experiment: str) -> str:
+    import os
+
+    used = _tags_in_use()
+    devices = os.listdir("/sys/class/net")
+    for tag in tag_candidates(experiment):
+        if tag not in used and not any(d.startswith(tag + "-") for d in devices):
+            return tag
+    raise ExperimentError("no free experiment tag left; run 'cloudemu down --all'")
+
+
+def deploy(topo: Topology, *, experiment: str | None = None, provisioner: str = "netns",
+           phases: Phases | None = None) -> Plan:
+    """Compile, preflight, journal, create. On any failure, remove what was made and re-raise."""
+    phases = phases or Phases()
+    name = experiment or topo.name
+    engine = get_provisioner(provisioner)
+    journal = Journal(name)
+    with locked():
+        if journal.exists():
+            raise ExperimentError(f"experiment {name!r} is already up; 'cloudemu down {name}' first, "
+                                  "or pick another --name")
+        with phases.phase("compile"):
+            plan = compile_topology(topo, experiment=name, tag=_free_tag(name), reserved=reserved_networks(),
+                                    provisioner=provisioner)
+        with phases.phase("preflight"):
+            engine.preflight(plan)
+        journal.create({"experiment": name, "tag": plan.tag, "provisioner": provisioner,
+                        "plan": plan.to_dict(), "status": "creating", "source": topo.source,
+                        "checks": [{"kind": c.kind, "args": c.args} for c in topo.checks]})
+    try:
+        engine.create(plan, journal, phases)
+    except BaseException:
+        journal.set_meta(status="failed")
+        destroy(name, Phases())
+        raise
+    journal.set_meta(status="up", timings=phases.timings)
+    return plan
+
+
+def destroy(experiment: str, phases: Phases | None = None) -> DownResult:
+    """Remove what the experiment's journal and markers name; forget it once nothing is left."""
+    phases = phases or Phases()
+    journal = Journal(experiment)
+    if not journal.exists():
+        raise ExperimentError(f"no experiment named {experiment!r}; 'cloudemu status' lists them")
+    with locked(f".lock-{experiment}"):
+        meta = journal.meta()
+        engine: Provisioner = get_provisioner(meta.get("provisioner", "netns"))
+        journaled = journal.resources()
+        left = engine.destroy(experiment, journaled, phases)
+        journal.mark([r for r in journaled if r not in left], "removed")
+        if left:
+            journal.set_meta(status="partial")
+        else:
+            journal.remove()
+    return DownResult(experiment, len(journaled) - len(left), left, phases.timings)
+
+
+def load_plan(experiment: str) -> Plan:
+    journal = Journal(experiment)
+    if not journal.exists():
+        raise ExperimentError(f"no experiment named {experiment!r}; 'cloudemu status' lists them")
+    return Plan.from_dict(journal.meta()["plan"])

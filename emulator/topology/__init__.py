@@ -1,0 +1,1 @@
+"""Loading topologies: the YAML format, generators, and imports from networkx and Mininet."""

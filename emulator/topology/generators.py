@@ -1,0 +1,153 @@
+"""Parametric topologies. Names stay short so that device names fit in 15 characters.
+
+Each generator takes keyword parameters and returns (nodes, links): nodes as
+(name, kind), links as (a, b). The loader turns them into a Topology.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+NodeSpec = tuple[str, str]
+LinkSpec = tuple[str, str]
+Generated = tuple[list[NodeSpec], list[LinkSpec]]
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: int | None  # None: required
+    minimum: int
+    help: str
+
+
+@dataclass(frozen=True)
+class Generator:
+    name: str
+    params: tuple[Param, ...]
+    build: Callable[..., Generated]
+    help: str
+
+
+def linear(switches: int, hosts_per_switch: int) -> Generated:
+    nodes: list[NodeSpec] = []
+    links: list[LinkSpec] = []
+    h = 0
+    for i in range(1, switches + 1):
+        nodes.append((f"s{i}", "switch"))
+        if i > 1:
+            links.append((f"s{i - 1}", f"s{i}"))
+        for _ in range(hosts_per_switch):
+            h += 1
+            nodes.append((f"h{h}", "host"))
+            links.append((f"h{h}", f"s{i}"))
+    return nodes, links
+
+
+def tree(depth: int, fanout: int) -> Generated:
+    """Mininet's TreeTopo: switches s1.. in depth-first order, hosts h1.. at the leaves."""
+    nodes: list[NodeSpec] = []
+    links: list[LinkSpec] = []
+    counters = {"s": 0, "h": 0}
+
+    def add(level: int) -> str:
+        if level == 0:
+            counters["h"] += 1
+            name = f"h{counters['h']}"
+            nodes.append((name, "host"))
+            return name
+        counters["s"] += 1
+        name = f"s{counters['s']}"
+        nodes.append((name, "switch"))
+        for _ in range(fanout):
+            links.append((name, add(level - 1)))
+        return name
+
+    add(depth)
+    return nodes, links
+
+
+def fattree(k: int, hosts_per_edge: int | None) -> Generated:
+    """The k-ary fat-tree of Al-Fares et al.: (k/2)^2 cores, k pods of k/2 aggregation and k/2 edge."""
+    if k % 2:
+        raise ValueError("k must be even")
+    half = k // 2
+    per_edge = half if hosts_per_edge is None else hosts_per_edge
+    nodes: list[NodeSpec] = [(f"c{i}", "switch") for i in range(1, half * half + 1)]
+    links: list[LinkSpec] = []
+    h = 0
+    for pod in range(k):
+        aggs = [f"a{pod * half + i + 1}" for i in range(half)]
+        edges = [f"e{pod * half + i + 1}" for i in range(half)]
+        nodes += [(a, "switch") for a in aggs] + [(e, "switch") for e in edges]
+        for i, agg in enumerate(aggs):
+            for j in range(half):
+                links.append((agg, f"c{i * half + j + 1}"))
+            for edge in edges:
+                links.append((edge, agg))
+        for edge in edges:
+            for _ in range(per_edge):
+                h += 1
+                nodes.append((f"h{h}", "host"))
+                links.append((f"h{h}", edge))
+    return nodes, links
+
+
+def leafspine(spines: int, leaves: int, hosts_per_leaf: int) -> Generated:
+    nodes: list[NodeSpec] = [(f"sp{i}", "switch") for i in range(1, spines + 1)]
+    links: list[LinkSpec] = []
+    h = 0
+    for leaf in range(1, leaves + 1):
+        nodes.append((f"lf{leaf}", "switch"))
+        links += [(f"lf{leaf}", f"sp{s}") for s in range(1, spines + 1)]
+        for _ in range(hosts_per_leaf):
+            h += 1
+            nodes.append((f"h{h}", "host"))
+            links.append((f"h{h}", f"lf{leaf}"))
+    return nodes, links
+
+
+def torus(rows: int, cols: int, hosts_per_switch: int) -> Generated:
+    """A 2-D torus of switches (Mininet's TorusTopo); rows and cols of at least 3 avoid double links."""
+    nodes: list[NodeSpec] = []
+    links: list[LinkSpec] = []
+    h = 0
+
+    def sw(r: int, c: int) -> str:
+        return f"s{r + 1}x{c + 1}"
+
+    for r in range(rows):
+        for c in range(cols):
+            nodes.append((sw(r, c), "switch"))
+            for _ in range(hosts_per_switch):
+                h += 1
+                nodes.append((f"h{h}", "host"))
+                links.append((f"h{h}", sw(r, c)))
+    for r in range(rows):
+        for c in range(cols):
+            links.append((sw(r, c), sw(r, (c + 1) % cols)))
+            links.append((sw(r, c), sw((r + 1) % rows, c)))
+    return nodes, links
+
+
+GENERATORS: dict[str, Generator] = {
+    g.name: g
+    for g in (
+        Generator("linear", (Param("switches", None, 1, "switches in a chain"),
+                             Param("hosts_per_switch", 1, 0, "hosts on each switch")), linear,
+                  "a chain of switches, each with its hosts"),
+        Generator("tree", (Param("depth", None, 1, "levels of switches"),
+                           Param("fanout", 2, 1, "children of every switch")), tree,
+                  "a tree of switches with hosts at the leaves (Mininet's tree,D,F)"),
+        Generator("fattree", (Param("k", None, 2, "port count; even"),
+                              Param("hosts_per_edge", None, 0, "hosts per edge switch (default k/2)")), fattree,
+                  "the k-ary fat-tree: (k/2)^2 core, k pods, k^3/4 hosts"),
+        Generator("leafspine", (Param("spines", None, 1, "spine switches"), Param("leaves", None, 1, "leaf switches"),
+                                Param("hosts_per_leaf", 1, 0, "hosts on each leaf")), leafspine,
+                  "every leaf connected to every spine"),
+        Generator("torus", (Param("rows", None, 3, "rows of switches"), Param("cols", None, 3, "columns of switches"),
+                            Param("hosts_per_switch", 1, 0, "hosts on each switch")), torus,
+                  "a 2-D torus of switches"),
+    )
+}

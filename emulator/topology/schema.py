@@ -1,0 +1,152 @@
+"""Checks of field values: one place that knows what each field may hold."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+from emulator.model import TopologyError, Where
+
+TIME_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s)?\s*$")
+MAC_RE = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
+CONTROLLER_RE = re.compile(r"^(tcp|ssl|ptcp|pssl|unix):[^\s]+$")
+
+TOP_KEYS = {"version", "name", "defaults", "nodes", "links", "topology", "checks"}
+DEFAULTS_KEYS = {"link", "subnet"}
+LINK_PARAM_KEYS = {"bw", "delay", "jitter", "loss", "mtu"}
+LINK_KEYS = {"endpoints"} | LINK_PARAM_KEYS
+NODE_KEYS: dict[str, set[str]] = {
+    "host": {"kind", "ip", "mac"},
+    "switch": {"kind", "datapath", "controller", "fail_mode", "stp"},
+    "bridge": {"kind", "stp"},
+}
+CHECK_KEYS: dict[str, tuple[set[str], set[str]]] = {
+    # kind: (required, optional)
+    "ping": ({"from", "to"}, {"count"}),
+    "exec": ({"node", "cmd"}, {"expect_rc", "expect_output"}),
+    "iperf": ({"client", "server"}, {"seconds", "min_mbps", "max_mbps"}),
+}
+
+
+def fail(message: str, where: Where, field: str) -> TopologyError:
+    return TopologyError(message, where=where, field=field)
+
+
+def require_mapping(value: Any, where: Where, field: str, what: str = "a mapping") -> dict:
+    if not isinstance(value, dict):
+        raise fail(f"expected {what}, got {type(value).__name__}", where, field)
+    return value
+
+
+def unknown_keys(mapping: dict, allowed: set[str], where_of, field: str) -> None:
+    for key in mapping:
+        if key not in allowed:
+            raise fail(
+                f"unknown key {key!r}; expected one of: {', '.join(sorted(allowed))}",
+                where_of(key),
+                f"{field}.{key}" if field else str(key),
+            )
+
+
+def number(value: Any, where: Where, field: str, *, minimum: float = 0, maximum: float | None = None,
+           integer: bool = False, strict_min: bool = False) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise fail(f"expected a number, got {value!r}", where, field)
+    if integer and not float(value).is_integer():
+        raise fail(f"expected a whole number, got {value!r}", where, field)
+    if value < minimum or (strict_min and value == minimum):
+        rel = "greater than" if strict_min else "at least"
+        raise fail(f"must be {rel} {minimum:g}, got {value!r}", where, field)
+    if maximum is not None and value > maximum:
+        raise fail(f"must be at most {maximum:g}, got {value!r}", where, field)
+    return int(value) if integer else value
+
+
+def duration(value: Any, where: Where, field: str) -> str:
+    """A time such as 5ms, 100us or 0.5s (a bare number means milliseconds)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number(value, where, field)
+        return f"{value:g}ms"
+    m = TIME_RE.match(str(value)) if isinstance(value, str) else None
+    if not m:
+        raise fail(f"expected a duration such as 5ms, 100us or 0.5s, got {value!r}", where, field)
+    return f"{m.group(1)}{m.group(2) or 'ms'}"
+
+
+def link_params(raw: dict, where_of, field: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in LINK_PARAM_KEYS & raw.keys():
+        value, where = raw[key], where_of(key)
+        f = f"{field}.{key}"
+        if key == "bw":
+            out[key] = number(value, where, f, minimum=0, strict_min=True, maximum=100_000)
+        elif key in ("delay", "jitter"):
+            out[key] = duration(value, where, f)
+        elif key == "loss":
+            out[key] = number(value, where, f, maximum=100)
+        elif key == "mtu":
+            out[key] = number(value, where, f, minimum=68, maximum=65535, integer=True)
+    return out
+
+
+def ip_interface(value: Any, where: Where, field: str) -> str:
+    if not isinstance(value, str):
+        raise fail(f"expected an address with prefix such as 10.0.0.1/24, got {value!r}", where, field)
+    try:
+        iface = ipaddress.ip_interface(value if "/" in value else value + "/8")
+    except ValueError:
+        raise fail(f"not an IP address: {value!r}", where, field) from None
+    if iface.version != 4:
+        raise fail("only IPv4 addresses are supported for now", where, field)
+    if iface.ip in (iface.network.network_address, iface.network.broadcast_address) and iface.network.prefixlen < 31:
+        raise fail(f"{value} is the network or broadcast address of its subnet", where, field)
+    return str(iface)
+
+
+def ip_network(value: Any, where: Where, field: str) -> str:
+    try:
+        net = ipaddress.ip_network(str(value), strict=True)
+    except ValueError as exc:
+        raise fail(f"not a subnet: {exc}", where, field) from None
+    if net.version != 4 or net.prefixlen > 30:
+        raise fail(f"expected an IPv4 subnet of /30 or larger, got {value}", where, field)
+    return str(net)
+
+
+def mac(value: Any, where: Where, field: str) -> str:
+    if not isinstance(value, str) or not MAC_RE.match(value):
+        raise fail(f"expected a MAC address such as 02:00:00:00:00:01, got {value!r}", where, field)
+    if int(value[:2], 16) & 1:
+        raise fail(f"{value} is a multicast MAC address", where, field)
+    return value.lower()
+
+
+def node_options(kind: str, raw: dict, where_of, field: str) -> dict[str, Any]:
+    """Kind-specific options, checked; `ip` and `mac` included for hosts."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        f, where = f"{field}.{key}", where_of(key)
+        if key == "kind":
+            continue
+        if key == "ip":
+            out[key] = ip_interface(value, where, f)
+        elif key == "mac":
+            out[key] = mac(value, where, f)
+        elif key == "datapath":
+            if value not in ("user", "kernel", "auto"):
+                raise fail(f"expected user, kernel or auto, got {value!r}", where, f)
+            out[key] = value
+        elif key == "controller":
+            if not isinstance(value, str) or not CONTROLLER_RE.match(value):
+                raise fail(f"expected a controller target such as tcp:127.0.0.1:6653, got {value!r}", where, f)
+            out[key] = value
+        elif key == "fail_mode":
+            if value not in ("standalone", "secure"):
+                raise fail(f"expected standalone or secure, got {value!r}", where, f)
+            out[key] = value
+        elif key == "stp":
+            if value not in (True, False, "auto"):
+                raise fail(f"expected true, false or auto, got {value!r}", where, f)
+            out[key] = value
+    return out

@@ -1,0 +1,323 @@
+"""The embedded default engine: hosts are network namespaces, switches OVS bridges, links veth pairs.
+
+Work is batched: one `ip -batch` per phase, one ovs-vsctl transaction for all
+bridges and one for all ports, one thread for all namespace configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+from emulator.compiler.plan import MARKER_KEY, NETNS_PREFIX, Plan, PlanLink, PlanNode, marker
+from emulator.runtime.events import Phases
+from emulator.runtime.journal import Journal, Resource
+from provisioners import nsconfig
+from provisioners.base import NodeState, PreflightError, Provisioner
+
+NETNS_DIR = Path("/run/netns")
+
+
+class NetnsProvisioner(Provisioner):
+    name = "netns"
+
+    # -- what will exist -------------------------------------------------
+    def resources(self, plan: Plan) -> list[Resource]:
+        out = [Resource("netns", n.netns) for n in plan.nodes if n.kind == "host"]
+        out += [Resource("linux-bridge", n.device) for n in plan.nodes if n.kind == "bridge"]
+        out += [Resource("ovs-bridge", n.device) for n in plan.nodes if n.kind == "switch"]
+        out += [_veth_resource(link) for link in plan.links]
+        return out
+
+    # -- preflight -------------------------------------------------------
+    def preflight(self, plan: Plan) -> None:
+        problems: list[str] = []
+        if os.geteuid() != 0:
+            problems.append("cloudemu's netns engine needs root (network namespaces, veth, OVS): run it with sudo")
+        for tool, pkg in (("ip", "iproute2"), ("tc", "iproute2")):
+            if not self.ex.which(tool):
+                problems.append(f"{tool} is missing: apt-get install {pkg}")
+        if any(n.kind == "switch" for n in plan.nodes):
+            problems += self._ovs_problems(plan)
+        if any(_needs_netem(link) for link in plan.links) and not self.netem_available():
+            bad = next(link for link in plan.links if _needs_netem(link))
+            problems.append(
+                f"link {bad.a.node}-{bad.b.node} asks for delay/jitter/loss, but this kernel has no netem "
+                "(sch_netem); remove those parameters or run on a machine whose kernel has netem")
+        problems += self._collisions(plan)
+        if problems:
+            raise PreflightError("; ".join(problems))
+
+    def _ovs_problems(self, plan: Plan) -> list[str]:
+        if not self.ex.which("ovs-vsctl"):
+            return ["Open vSwitch is missing: apt-get install openvswitch-switch (or run scripts/setup.sh)"]
+        if self.ex.run(["ovs-vsctl", "--timeout=5", "show"], check=False).returncode != 0:
+            return ["Open vSwitch is not running: start it with "
+                    "/usr/share/openvswitch/scripts/ovs-ctl --system-id=random start (or run scripts/setup.sh)"]
+        if not self.kernel_datapath() and any(
+                n.options.get("datapath") == "kernel" for n in plan.nodes if n.kind == "switch"):
+            return ["a switch asks for datapath: kernel, but the openvswitch kernel module is not loaded; "
+                    "use datapath: user or auto"]
+        return []
+
+    def _collisions(self, plan: Plan) -> list[str]:
+        """A planned name that already exists belongs to someone else: refuse rather than touch it."""
+        existing_ns = set(os.listdir(NETNS_DIR)) if NETNS_DIR.exists() else set()
+        existing_dev = set(os.listdir("/sys/class/net"))
+        clash = [n.netns for n in plan.nodes if n.netns and n.netns in existing_ns]
+        clash += [n.device for n in plan.nodes if n.device and n.device in existing_dev]
+        clash += [e.dev for link in plan.links for e in (link.a, link.b) if e.netns is None and e.dev in existing_dev]
+        if clash:
+            shown = ", ".join(clash[:5]) + (f" and {len(clash) - 5} more" if len(clash) > 5 else "")
+            return [f"{shown} already exist(s) on this machine; if left by an earlier run, "
+                    f"'cloudemu down {plan.experiment}' removes it, otherwise pick another --name"]
+        return []
+
+    def kernel_datapath(self) -> bool:
+        return Path("/sys/module/openvswitch").exists()
+
+    def netem_available(self) -> bool:
+        """Ask the kernel: add a netem qdisc in a throwaway namespace."""
+        if Path("/sys/module/sch_netem").exists():
+            return True
+        probe = f"ce-probe-{os.getpid()}"
+        self.ex.run(["ip", "netns", "add", probe])
+        try:
+            return self.ex.run(["tc", "-n", probe, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
+                               check=False).returncode == 0
+        finally:
+            self.ex.run(["ip", "netns", "del", probe], check=False)
+
+    # -- create ----------------------------------------------------------
+    def create(self, plan: Plan, journal: Journal, phases: Phases) -> None:
+        hosts = [n for n in plan.nodes if n.kind == "host"]
+        switches = [n for n in plan.nodes if n.kind == "switch"]
+        bridges = [n for n in plan.nodes if n.kind == "bridge"]
+        mark = marker(plan.experiment)
+        userspace = not self.kernel_datapath()
+
+        with phases.phase("journal"):
+            journal.plan(self.resources(plan))
+
+        with phases.phase("namespaces", total=len(hosts)) as step:
+            self.ex.ip_batch(f"netns add {n.netns}" for n in hosts)
+            journal.mark([Resource("netns", n.netns) for n in hosts], "created")
+            step.advance(len(hosts))
+
+        with phases.phase("switches", total=len(switches) + len(bridges)) as step:
+            lines = []
+            for b in bridges:
+                lines += [f"link add {b.device} type bridge stp_state {int(b.options.get('stp', False))}",
+                          f"link set dev {b.device} alias {mark} up"]
+            self.ex.ip_batch(lines)
+            self.ex.ovs_vsctl([cmd for s in switches for cmd in _ovs_bridge_commands(s, plan.experiment, userspace)])
+            journal.mark([Resource("linux-bridge", b.device) for b in bridges]
+                         + [Resource("ovs-bridge", s.device) for s in switches], "created")
+            step.advance(len(switches) + len(bridges))
+
+        with phases.phase("links", total=len(plan.links)) as step:
+            self.ex.ip_batch(_veth_lines(plan.links, mark))
+            kinds = {n.name: n for n in plan.nodes}
+            ports = []
+            bridge_ports = []
+            for link in plan.links:
+                for end in (link.a, link.b):
+                    owner = kinds[end.node]
+                    if owner.kind == "switch":
+                        ports += [["add-port", owner.device, end.dev],
+                                  ["set", "Interface", end.dev, f"external_ids:{MARKER_KEY}={plan.experiment}"]]
+                    elif owner.kind == "bridge":
+                        bridge_ports.append(f"link set dev {end.dev} master {owner.device}")
+            self.ex.ip_batch(bridge_ports)
+            self.ex.ovs_vsctl(ports)
+            journal.mark([_veth_resource(link) for link in plan.links], "created")
+            step.advance(len(plan.links))
+
+        with phases.phase("configure", total=len(hosts)) as step:
+            self.ex.tc_batch(_root_shaping(plan.links))
+            nsconfig.configure(_namespace_configs(plan, tx_csum_off=userspace and bool(switches)), step.advance)
+            self._apply_netem(plan)
+
+    def _apply_netem(self, plan: Plan) -> None:
+        """Delay, jitter and loss (netem), below the HTB class when the link is also shaped."""
+        for link in plan.links:
+            if not _needs_netem(link):
+                continue
+            p = link.params
+            args = []
+            if p.get("delay"):
+                args += ["delay", p["delay"], *([p["jitter"]] if p.get("jitter") else [])]
+            if p.get("loss"):
+                args += ["loss", f"{p['loss']}%"]
+            for end in (link.a, link.b):
+                where = ["-n", end.netns] if end.netns else []
+                parent = ["parent", "1:1", "handle", "10:"] if p.get("bw") else ["root"]
+                self.ex.run(["tc", *where, "qdisc", "add", "dev", end.dev, *parent, "netem", *args])
+
+    # -- destroy ---------------------------------------------------------
+    def destroy(self, experiment: str, journaled: list[Resource], phases: Phases) -> list[Resource]:
+        mark = marker(experiment)
+        ns_prefix = f"{NETNS_PREFIX}{experiment}."
+        with phases.phase("processes"):
+            namespaces = sorted({r.name for r in journaled if r.kind == "netns"} | _netns_with_prefix(ns_prefix))
+            _kill_processes_in(namespaces)
+        with phases.phase("switches"):
+            ovs = self._ovs_bridges_of(experiment)
+            self.ex.ovs_vsctl([["--if-exists", "del-br", b] for b in ovs])
+        with phases.phase("links"):
+            devices = _root_devices_of(mark, {r.name for r in journaled if r.kind in ("veth", "linux-bridge")})
+            self.ex.ip_batch((f"link del dev {d}" for d in devices), force=True)
+        with phases.phase("namespaces", total=len(namespaces)) as step:
+            self.ex.ip_batch((f"netns del {ns}" for ns in namespaces), force=True)
+            step.advance(len(namespaces))
+        return self._leftovers(experiment, journaled)
+
+    def _ovs_bridges_of(self, experiment: str) -> list[str]:
+        """Bridges whose external_ids carry this experiment's marker (and no others)."""
+        if not self.ex.which("ovs-vsctl"):
+            return []
+        proc = self.ex.run(["ovs-vsctl", "--timeout=10", "--format=json", "--columns=name,external_ids",
+                            "list", "Bridge"], check=False)
+        if proc.returncode != 0:
+            return []
+        out = []
+        for name, ext in json.loads(proc.stdout)["data"]:
+            ids = dict(ext[1]) if ext[0] == "map" else {}
+            if ids.get(MARKER_KEY) == experiment:
+                out.append(name)
+        return out
+
+    def _leftovers(self, experiment: str, journaled: list[Resource]) -> list[Resource]:
+        left = [Resource("netns", ns) for ns in _netns_with_prefix(f"{NETNS_PREFIX}{experiment}.")]
+        left += [Resource("ovs-bridge", b) for b in self._ovs_bridges_of(experiment)]
+        left += [Resource("device", d) for d in _root_devices_of(marker(experiment), set())]
+        return left
+
+    # -- using it --------------------------------------------------------
+    def exec_argv(self, node: PlanNode, argv: list[str]) -> list[str]:
+        if node.netns:
+            return ["ip", "netns", "exec", node.netns, *argv]
+        return list(argv)  # switches and bridges live in the machine's root namespace
+
+    def status(self, plan: Plan) -> list[NodeState]:
+        namespaces = _netns_with_prefix(f"{NETNS_PREFIX}{plan.experiment}.")
+        bridges = set(self._ovs_bridges_of(plan.experiment))
+        devices = set(os.listdir("/sys/class/net"))
+        out = []
+        for n in plan.nodes:
+            if n.kind == "host":
+                up = n.netns in namespaces
+                out.append(NodeState(n.name, n.kind, "running" if up else "missing", n.ip or ""))
+            elif n.kind == "switch":
+                out.append(NodeState(n.name, n.kind, "running" if n.device in bridges else "missing", n.device))
+            else:
+                out.append(NodeState(n.name, n.kind, "running" if n.device in devices else "missing", n.device))
+        return out
+
+
+# -- helpers: pure text for the batches --------------------------------------
+def _veth_resource(link: PlanLink) -> Resource:
+    end = link.root_end or link.a
+    return Resource("veth", end.dev, end.netns or "")
+
+
+def _needs_netem(link: PlanLink) -> bool:
+    return any(link.params.get(k) for k in ("delay", "jitter", "loss"))
+
+
+def _veth_lines(links: list[PlanLink], mark: str) -> list[str]:
+    lines, marks = [], []
+    for link in links:
+        first, second = (link.a, link.b) if link.a.netns is None or link.b.netns is not None else (link.b, link.a)
+        mtu = f" mtu {link.params['mtu']}" if link.params.get("mtu") else ""
+
+        def side(end) -> str:
+            return (f"{end.dev}{mtu}" + (f" address {end.mac}" if end.mac else "")
+                    + (f" netns {end.netns}" if end.netns else ""))
+
+        lines.append(f"link add {side(first)} type veth peer name {side(second)}")
+        marks += [f"link set dev {e.dev} alias {mark} up" for e in (first, second) if e.netns is None]
+    return lines + marks
+
+
+def _ovs_bridge_commands(node: PlanNode, experiment: str, userspace: bool) -> list[list[str]]:
+    o = node.options
+    datapath = {"user": "netdev", "kernel": "system"}.get(o.get("datapath", "auto"), "netdev" if userspace else "system")
+    settings = [f"datapath_type={datapath}", f"external_ids:{MARKER_KEY}={experiment}",
+                f"external_ids:cloudemu-node={node.name}", f"fail_mode={o.get('fail_mode', 'standalone')}",
+                f"other_config:datapath-id={o['dpid']}"]
+    if o.get("stp"):
+        settings.append("rstp_enable=true")
+    cmds = [["add-br", node.device], ["set", "Bridge", node.device, *settings]]
+    if o.get("controller"):
+        cmds.append(["set-controller", node.device, o["controller"]])
+    return cmds
+
+
+def _root_shaping(links: list[PlanLink]) -> list[str]:
+    lines = []
+    for link in links:
+        bw = link.params.get("bw")
+        if not bw:
+            continue
+        for end in (link.a, link.b):
+            if end.netns is None:
+                lines += [f"qdisc add dev {end.dev} root handle 1: htb default 1",
+                          f"class add dev {end.dev} parent 1: classid 1:1 htb rate {bw:g}mbit "
+                          f"burst {nsconfig.htb_burst(bw)}"]
+    return lines
+
+
+def _namespace_configs(plan: Plan, tx_csum_off: bool) -> list[nsconfig.NamespaceConfig]:
+    configs = {n.netns: nsconfig.NamespaceConfig(n.netns) for n in plan.nodes if n.kind == "host"}
+    for link in plan.links:
+        for end in (link.a, link.b):
+            if end.netns:
+                configs[end.netns].ifaces.append(
+                    nsconfig.IfaceConfig(end.dev, end.ip, link.params.get("bw"), tx_csum_off))
+    return list(configs.values())
+
+
+# -- helpers: reading the machine --------------------------------------------
+def _netns_with_prefix(prefix: str) -> set[str]:
+    if not NETNS_DIR.exists():
+        return set()
+    return {name for name in os.listdir(NETNS_DIR) if name.startswith(prefix)}
+
+
+def _root_devices_of(mark: str, journaled: set[str]) -> list[str]:
+    """Devices carrying our ifalias, plus journaled ones not yet marked (a crash between add and alias)."""
+    out = []
+    for dev in os.listdir("/sys/class/net"):
+        try:
+            alias = Path(f"/sys/class/net/{dev}/ifalias").read_text().strip()
+        except OSError:
+            continue
+        if alias == mark or (dev in journaled and alias == ""):
+            out.append(dev)
+    return out
+
+
+def _kill_processes_in(namespaces: list[str]) -> None:
+    """End every process inside our namespaces (only there: they keep a namespace alive)."""
+    targets = set()
+    for ns in namespaces:
+        try:
+            st = os.stat(NETNS_DIR / ns)
+            targets.add((st.st_dev, st.st_ino))
+        except OSError:
+            continue
+    if not targets:
+        return
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            st = os.stat(f"/proc/{pid}/ns/net")
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in targets and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
