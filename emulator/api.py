@@ -132,7 +132,7 @@ class Emulation:
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(pending)))) as pool:
             while True:
                 ok = list(pool.map(lambda p: _ping_once(p[0], p[1].ip, timeout), pending))
-                pending = [p for p, good in zip(pending, ok) if not good]
+                pending = [p for p, good in zip(pending, ok, strict=True) if not good]
                 if not pending or time.perf_counter() >= deadline:
                     break
                 time.sleep(0.5)

@@ -159,6 +159,7 @@ class Topology:
     link_defaults: LinkParams = field(default_factory=LinkParams)
     checks: list[Check] = field(default_factory=list)
     source: str | None = None
+    subnet_where: Where = field(default_factory=Where)  # where the subnet was set, for errors about it
 
     # -- building -------------------------------------------------------
     def add_node(self, name: str, kind: str = "host", *, where: Where | None = None, **opts: Any) -> Node:

@@ -11,7 +11,7 @@ import os
 import signal
 from pathlib import Path
 
-from emulator.compiler.plan import MARKER_KEY, NETNS_PREFIX, Plan, PlanLink, PlanNode, marker
+from emulator.compiler.plan import MARKER_KEY, NETNS_PREFIX, Plan, PlanEnd, PlanLink, PlanNode, marker
 from emulator.runtime.events import Phases
 from emulator.runtime.journal import Journal, Resource
 from provisioners import nsconfig
@@ -232,14 +232,14 @@ def _veth_lines(links: list[PlanLink], mark: str) -> list[str]:
     for link in links:
         first, second = (link.a, link.b) if link.a.netns is None or link.b.netns is not None else (link.b, link.a)
         mtu = f" mtu {link.params['mtu']}" if link.params.get("mtu") else ""
-
-        def side(end) -> str:
-            return (f"{end.dev}{mtu}" + (f" address {end.mac}" if end.mac else "")
-                    + (f" netns {end.netns}" if end.netns else ""))
-
-        lines.append(f"link add {side(first)} type veth peer name {side(second)}")
+        lines.append(f"link add {_veth_side(first, mtu)} type veth peer name {_veth_side(second, mtu)}")
         marks += [f"link set dev {e.dev} alias {mark} up" for e in (first, second) if e.netns is None]
     return lines + marks
+
+
+def _veth_side(end: PlanEnd, mtu: str) -> str:
+    return (f"{end.dev}{mtu}" + (f" address {end.mac}" if end.mac else "")
+            + (f" netns {end.netns}" if end.netns else ""))
 
 
 def _ovs_bridge_commands(node: PlanNode, experiment: str, userspace: bool) -> list[list[str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Iterator
 
-from emulator.model import Topology, TopologyError, Where
+from emulator.model import Topology, TopologyError
 
 Reserved = tuple[ipaddress.IPv4Network, str]  # a network the machine uses, and what it is
 
@@ -29,7 +29,7 @@ def assign_host_addresses(topo: Topology) -> dict[str, str]:
             continue
         ip = next(free, None)
         if ip is None:
-            raise TopologyError(f"subnet {subnet} has no free address left for {node.name}", where=Where(topo.source),
+            raise TopologyError(f"subnet {subnet} has no free address left for {node.name}", where=topo.subnet_where,
                                 field="defaults.subnet")
         taken[ip] = node.name
         out[node.name] = f"{ip}/{subnet.prefixlen}"
@@ -59,7 +59,7 @@ def check_reserved(topo: Topology, addresses: dict[str, str], reserved: Iterable
             raise TopologyError(
                 f"the address plan {subnet} overlaps the machine's route {net} ({what}); "
                 "pick another defaults.subnet, e.g. 10.0.0.0/8 or 100.64.0.0/10",
-                where=Where(topo.source), field="defaults.subnet")
+                where=topo.subnet_where, field="defaults.subnet")
     for node in topo.hosts():
         net_of_host = ipaddress.ip_interface(addresses[node.name]).network
         for net, what in reserved:

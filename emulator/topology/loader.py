@@ -49,7 +49,8 @@ def from_located(doc: Located) -> Topology:
     if "subnet" in defaults:
         subnet = schema.ip_network(defaults["subnet"], w("defaults", "subnet"), "defaults.subnet")
 
-    topo = Topology(name=name, subnet=subnet, link_defaults=link_defaults, source=doc.file)
+    topo = Topology(name=name, subnet=subnet, link_defaults=link_defaults, source=doc.file,
+                    subnet_where=w("defaults", "subnet"))
     if "topology" in data:
         _generate(topo, doc)
     _nodes(topo, doc)

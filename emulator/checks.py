@@ -1,0 +1,98 @@
+"""What `cloudemu run` tests: pingall, then the checks a topology file declares."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from emulator.api import Emulation
+from emulator.model import Check
+
+
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool
+    seconds: float
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "passed": self.passed, "seconds": round(self.seconds, 3), "message": self.message}
+
+
+def run_check(emu: Emulation, check: Check) -> CheckResult:
+    t0 = time.perf_counter()
+    try:
+        passed, message = _RUNNERS[check.kind](emu, check.args)
+    except (subprocess.TimeoutExpired, OSError, ValueError, KeyError) as exc:
+        passed, message = False, f"{type(exc).__name__}: {exc}"
+    return CheckResult(check.title, passed, time.perf_counter() - t0, message)
+
+
+def _ping(emu: Emulation, args: dict) -> tuple[bool, str]:
+    dst = emu.node(args["to"]).ip
+    proc = emu.node(args["from"]).run(["ping", "-c", str(args.get("count", 3)), "-i", "0.2", "-W", "1", dst])
+    summary = next((ln for ln in proc.stdout.splitlines() if "packet loss" in ln), proc.stderr.strip())
+    return proc.returncode == 0 and " 0% packet loss" in summary, summary
+
+
+def _exec(emu: Emulation, args: dict) -> tuple[bool, str]:
+    proc = emu.node(args["node"]).run(args["cmd"])
+    want_rc = args.get("expect_rc", 0)
+    out = proc.stdout + proc.stderr
+    if proc.returncode != want_rc:
+        return False, f"exit code {proc.returncode}, expected {want_rc}: {out.strip()[-300:]}"
+    if "expect_output" in args and str(args["expect_output"]) not in out:
+        return False, f"output lacks {args['expect_output']!r}: {out.strip()[-300:]}"
+    return True, f"exit code {proc.returncode}"
+
+
+def iperf(emu: Emulation, client: str, server: str, seconds: int = 3) -> float:
+    """TCP throughput client -> server in Mbit/s, as the receiver saw it."""
+    srv = emu.node(server).popen(["iperf3", "-s", "-1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        proc = None
+        for _ in range(20):  # the server needs a moment to listen
+            proc = emu.node(client).run(["iperf3", "-J", "-c", emu.node(server).ip, "-t", str(seconds)],
+                                        timeout=seconds + 30)
+            if proc.returncode == 0:
+                break
+            time.sleep(0.2)
+        if proc is None or proc.returncode != 0:
+            raise ValueError(f"iperf3 failed: {(proc.stdout + proc.stderr)[-300:] if proc else ''}")
+        return json.loads(proc.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+def _iperf(emu: Emulation, args: dict) -> tuple[bool, str]:
+    mbps = iperf(emu, args["client"], args["server"], int(args.get("seconds", 3)))
+    lo, hi = args.get("min_mbps"), args.get("max_mbps")
+    ok = (lo is None or mbps >= lo) and (hi is None or mbps <= hi)
+    return ok, f"{mbps:.1f} Mbit/s" + (f" (expected {lo or 0}..{hi or 'any'})" if not ok else "")
+
+
+_RUNNERS = {"ping": _ping, "exec": _exec, "iperf": _iperf}
+
+
+def junit_xml(suite: str, results: list[CheckResult]) -> str:
+    """A JUnit report for CI systems: one testcase per phase and check."""
+    from xml.sax.saxutils import quoteattr
+
+    failures = sum(1 for r in results if not r.passed)
+    total = sum(r.seconds for r in results)
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>',
+             f'<testsuites tests="{len(results)}" failures="{failures}" time="{total:.3f}">',
+             f'  <testsuite name={quoteattr(suite)} tests="{len(results)}" failures="{failures}" time="{total:.3f}">']
+    for r in results:
+        head = f'    <testcase classname={quoteattr(suite)} name={quoteattr(r.name)} time="{r.seconds:.3f}"'
+        if r.passed:
+            lines.append(head + "/>")
+        else:
+            lines += [head + ">", f"      <failure message={quoteattr(r.message[:500])}/>", "    </testcase>"]
+    lines += ["  </testsuite>", "</testsuites>", ""]
+    return "\n".join(lines)

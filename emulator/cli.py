@@ -1,0 +1,364 @@
+"""The command line: parse, call, print (a table, or JSON with -o json). Thin on purpose."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from emulator.api import Emulation
+from emulator.checks import CheckResult, junit_xml, run_check
+from emulator.compiler.compile import compile_topology
+from emulator.model import Topology, TopologyError
+from emulator.runtime import orchestrator
+from emulator.runtime.executor import CommandError
+from emulator.runtime.hostinfo import reserved_networks
+from emulator.runtime.journal import Journal
+from emulator.runtime.state import known_experiments
+from emulator.topology.imports import from_mn_spec
+from emulator.topology.loader import load_file
+from emulator.topology.render import to_dot, to_mermaid
+from provisioners import REGISTRY, PreflightError
+
+out = Console()
+err = Console(stderr=True)
+OUTPUT = click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True,
+                      help="table for people, json for programs")
+CUSTOM = click.option("--custom", type=click.Path(dir_okay=False), help="Mininet --custom file (with --topo NAME as SOURCE)")
+
+
+class RichProgress:
+    """Progress bars per phase on stderr, so that -o json on stdout stays clean."""
+
+    def __init__(self, enabled: bool):
+        self.progress = Progress(TextColumn("{task.description:<11}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                 TimeElapsedColumn(), console=err, transient=False, disable=not enabled)
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> RichProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def start(self, phase: str, total: int) -> None:
+        self.tasks[phase] = self.progress.add_task(phase, total=total or 1)
+
+    def advance(self, phase: str, amount: int) -> None:
+        self.progress.advance(self.tasks[phase], amount)
+
+    def finish(self, phase: str, seconds: float) -> None:
+        task = self.tasks[phase]
+        self.progress.update(task, completed=self.progress.tasks[task].total)
+
+
+def emit(data: Any, output: str, table: Table | str | None = None) -> None:
+    if output == "json":
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    elif table is not None:
+        out.print(table)
+
+
+def fail(message: str, code: int, output: str = "table", **extra: Any) -> None:
+    if output == "json":
+        click.echo(json.dumps({"error": message, "exit_code": code, **extra}, indent=2, default=str))
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    sys.exit(code)
+
+
+def load_source(source: str, custom: str | None) -> Topology:
+    """A topology file, or a Mininet spec such as linear,4 or tree,2,3 (with --custom FILE)."""
+    if custom or (not Path(source).exists() and "," in source or source in ("single", "minimal")):
+        return from_mn_spec(source, custom)
+    return load_file(source)
+
+
+def guarded(fn):
+    """Turn our known errors into a clear message and the right exit code."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        output = kwargs.get("output", "table")
+        try:
+            return fn(*args, **kwargs)
+        except TopologyError as exc:
+            fail(str(exc), 2, output, **exc.to_dict())
+        except (PreflightError, orchestrator.ExperimentError) as exc:
+            fail(f"{exc} (nothing was created)" if isinstance(exc, PreflightError) else str(exc), 2, output)
+        except CommandError as exc:
+            fail(f"{exc}\nWhat had been made was removed; see the message above for the cause.", 1, output)
+        except KeyError as exc:
+            fail(str(exc.args[0]) if exc.args else str(exc), 2, output)
+        except KeyboardInterrupt:
+            fail("interrupted; whatever `up` had made was removed", 130, output)
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cloudemu")
+def cli() -> None:
+    """cloudemu: emulate networks of hosts, OVS switches and cloud nodes, and remove them without a trace."""
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
+    cli()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM ends `up` as Ctrl-C does: through the clean-up path, not around it."""
+    raise KeyboardInterrupt
+
+
+# -- validate / plan / graph ------------------------------------------------------
+@cli.command()
+@click.argument("source")
+@CUSTOM
+@OUTPUT
+@guarded
+def validate(source: str, custom: str | None, output: str) -> None:
+    """Load and check a topology; print a summary. Exit 2 on bad input."""
+    topo = load_source(source, custom)
+    plan = compile_topology(topo, reserved=reserved_networks())
+    summary = {**topo.summary(), "valid": True, "shaped_links": plan.summary()["shaped_links"]}
+    table = Table(title=f"{topo.name}: valid", show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, ", ".join(f"{k}: {v}" for k, v in value.items()) if isinstance(value, dict) else str(value))
+    emit(summary, output, table)
+
+
+@cli.command()
+@click.argument("source")
+@CUSTOM
+@click.option("--name", help="experiment name (default: the topology's name)")
+@OUTPUT
+@guarded
+def plan(source: str, custom: str | None, name: str | None, output: str) -> None:
+    """Compile without touching the machine; print what `up` would create."""
+    t0 = time.perf_counter()
+    topo = load_source(source, custom)
+    p = compile_topology(topo, experiment=name, reserved=reserved_networks())
+    seconds = time.perf_counter() - t0
+    if output == "json":
+        emit({**p.to_dict(), "summary": p.summary(), "compile_seconds": round(seconds, 4)}, output)
+        return
+    nodes = Table(title=f"plan for {p.experiment}: {len(p.nodes)} nodes, {len(p.links)} links ({seconds * 1000:.0f} ms)")
+    for col in ("node", "kind", "creates", "address"):
+        nodes.add_column(col)
+    for n in p.nodes:
+        nodes.add_row(n.name, n.kind, n.netns or n.device or "", n.ip or "")
+    links = Table(title="links")
+    for col in ("#", "end a", "end b", "kind", "params"):
+        links.add_column(col)
+    for lk in p.links:
+        links.add_row(str(lk.id), f"{lk.a.node}:{lk.a.dev}", f"{lk.b.node}:{lk.b.dev}", lk.kind,
+                      " ".join(f"{k}={v}" for k, v in lk.params.items()))
+    out.print(nodes)
+    out.print(links)
+    err.print(f"device names use the tag {p.tag!r} here; `up` picks a free tag of the same length")
+
+
+@cli.command()
+@click.argument("source")
+@CUSTOM
+@click.option("--format", "fmt", type=click.Choice(["dot", "mermaid"]), default="dot", show_default=True)
+@guarded
+def graph(source: str, custom: str | None, fmt: str) -> None:
+    """Draw the topology as Graphviz dot or Mermaid."""
+    topo = load_source(source, custom)
+    click.echo(to_dot(topo) if fmt == "dot" else to_mermaid(topo), nl=False)
+
+
+# -- up / down / status ---------------------------------------------------------
+def _up(source: str, custom: str | None, name: str | None, provisioner: str, output: str) -> Emulation:
+    topo = load_source(source, custom)
+    emu = Emulation(topo, name=name, provisioner=provisioner)
+    with RichProgress(enabled=output == "table") as progress:
+        emu.up(progress)
+    return emu
+
+
+def _timings_table(title: str, timings: dict[str, float]) -> Table:
+    table = Table(title=title)
+    table.add_column("phase")
+    table.add_column("seconds", justify="right")
+    for phase, seconds in timings.items():
+        table.add_row(phase, f"{seconds:.3f}")
+    table.add_row("[bold]total", f"[bold]{sum(timings.values()):.3f}")
+    return table
+
+
+PROVISIONER = click.option("--provisioner", type=click.Choice(sorted(REGISTRY)), default="netns", show_default=True)
+
+
+@cli.command()
+@click.argument("source")
+@CUSTOM
+@click.option("--name", help="experiment name (default: the topology's name)")
+@PROVISIONER
+@OUTPUT
+@guarded
+def up(source: str, custom: str | None, name: str | None, provisioner: str, output: str) -> None:
+    """Deploy a topology on this machine."""
+    emu = _up(source, custom, name, provisioner, output)
+    summary = {"experiment": emu.name, **emu.plan.summary(), "timings": {k: round(v, 4) for k, v in emu.timings.items()}}
+    emit(summary, output, _timings_table(f"{emu.name} is up: {len(emu.plan.nodes)} nodes, {len(emu.plan.links)} links",
+                                         emu.timings))
+
+
+@cli.command()
+@click.argument("experiment", required=False)
+@click.option("--all", "all_", is_flag=True, help="every experiment this machine's state directory knows")
+@OUTPUT
+@guarded
+def down(experiment: str | None, all_: bool, output: str) -> None:
+    """Remove exactly what `up` made. Idempotent: an unknown experiment is not an error."""
+    names = known_experiments() if all_ else ([experiment] if experiment else [])
+    if not names and not all_:
+        fail("name an experiment, or pass --all", 2, output)
+    results = []
+    for name in names:
+        if not Journal(name).exists():
+            results.append({"experiment": name, "removed": 0, "left": [], "note": "not up"})
+            continue
+        res = orchestrator.destroy(name)
+        results.append({"experiment": name, "removed": res.removed, "left": [vars(r) for r in res.left],
+                        "timings": {k: round(v, 4) for k, v in res.timings.items()}})
+    table = Table(title="down")
+    for col in ("experiment", "removed", "left"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(r["experiment"], str(r["removed"]), str(len(r["left"])) if r["left"] else r.get("note", "nothing"))
+    emit(results, output, table)
+    if any(r["left"] for r in results):
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("experiment", required=False)
+@OUTPUT
+@guarded
+def status(experiment: str | None, output: str) -> None:
+    """What is running: every experiment, or one experiment per node."""
+    if experiment is None:
+        rows = []
+        for name in known_experiments():
+            meta = Journal(name).meta()
+            rows.append({"experiment": name, "status": meta.get("status"), "provisioner": meta.get("provisioner"),
+                         "nodes": len(meta.get("plan", {}).get("nodes", [])),
+                         "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(meta.get("created", 0)))})
+        table = Table(title="experiments")
+        for col in ("experiment", "status", "provisioner", "nodes", "created"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(*(str(r[c]) for c in ("experiment", "status", "provisioner", "nodes", "created")))
+        emit(rows, output, table)
+        return
+    states = Emulation.attach(experiment).status()
+    table = Table(title=f"{experiment}")
+    for col in ("node", "kind", "state", "detail"):
+        table.add_column(col)
+    for s in states:
+        table.add_row(s.node, s.kind, ("[green]" if s.state == "running" else "[red]") + s.state, s.detail)
+    emit([vars(s) for s in states], output, table)
+    if any(s.state != "running" for s in states):
+        sys.exit(1)
+
+
+# -- exec / pingall / run ---------------------------------------------------------
+@cli.command(name="exec", context_settings={"ignore_unknown_options": True})
+@click.argument("experiment")
+@click.argument("node")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@guarded
+def exec_(experiment: str, node: str, command: tuple[str, ...]) -> None:
+    """Run a command in a node: cloudemu exec EXP h1 -- ping -c1 10.0.0.2"""
+    import os
+
+    argv = Emulation.attach(experiment).node(node).argv(list(command))
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)
+
+
+@cli.command()
+@click.argument("experiment", required=False)
+@click.option("--wait", default=0.0, show_default=True, help="retry failed pairs for this many seconds")
+@OUTPUT
+@guarded
+def pingall(experiment: str | None, wait: float, output: str) -> None:
+    """All hosts ping all hosts; exit 1 on any loss."""
+    if experiment is None:
+        names = known_experiments()
+        if len(names) != 1:
+            fail(f"name the experiment; up now: {', '.join(names) or 'none'}", 2, output)
+        experiment = names[0]
+    res = Emulation.attach(experiment).pingall(wait=wait)
+    table = Table(title=f"pingall {experiment}")
+    for col in ("pairs", "failed", "loss %", "seconds"):
+        table.add_column(col)
+    table.add_row(str(res.pairs), str(len(res.failed)), f"{res.loss_percent:.1f}", f"{res.seconds:.2f}")
+    emit(res.to_dict(), output, table)
+    if res.failed:
+        if output == "table":
+            err.print("failed pairs: " + ", ".join(f"{a}->{b}" for a, b in res.failed[:20]))
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("source")
+@CUSTOM
+@click.option("--name", help="experiment name (default: the topology's name)")
+@PROVISIONER
+@click.option("--junit", type=click.Path(dir_okay=False), help="write a JUnit XML report here")
+@click.option("--wait", default=30.0, show_default=True, help="seconds pingall may retry while switches converge")
+@OUTPUT
+@guarded
+def run(source: str, custom: str | None, name: str | None, provisioner: str, junit: str | None, wait: float,
+        output: str) -> None:
+    """up, pingall, the file's checks, down. Exit 0 when everything passed, 1 otherwise."""
+    topo = load_source(source, custom)
+    results: list[CheckResult] = []
+    t0 = time.perf_counter()
+    emu = Emulation(topo, name=name, provisioner=provisioner)
+    try:
+        with RichProgress(enabled=output == "table") as progress:
+            emu.up(progress)
+        results.append(CheckResult("up", True, time.perf_counter() - t0,
+                                   f"{len(emu.plan.nodes)} nodes, {len(emu.plan.links)} links"))
+        ping = emu.pingall(wait=wait)
+        results.append(CheckResult("pingall", not ping.failed, ping.seconds,
+                                   f"{ping.pairs} pairs, {ping.loss_percent:.1f}% loss"
+                                   + (f"; failed: {ping.failed[:10]}" if ping.failed else "")))
+        for check in topo.checks:
+            results.append(run_check(emu, check))
+    except CommandError as exc:
+        results.append(CheckResult("up", False, time.perf_counter() - t0, str(exc)))
+    finally:
+        if emu.plan is not None:
+            t1 = time.perf_counter()
+            res = emu.down()
+            results.append(CheckResult("down", res.clean, time.perf_counter() - t1,
+                                       f"removed {res.removed}" + (f"; left {res.left}" if res.left else "")))
+    passed = all(r.passed for r in results)
+    if junit:
+        Path(junit).write_text(junit_xml(f"cloudemu.{emu.name}", results))
+    table = Table(title=f"run {emu.name}: {'[green]PASS' if passed else '[red]FAIL'}")
+    for col in ("step", "result", "seconds", "detail"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(r.name, "[green]pass" if r.passed else "[red]fail", f"{r.seconds:.2f}", r.message)
+    emit({"experiment": emu.name, "passed": passed, "results": [r.to_dict() for r in results],
+          "timings": {k: round(v, 4) for k, v in emu.timings.items()}}, output, table)
+    sys.exit(0 if passed else 1)
+
+
