@@ -54,16 +54,19 @@ def iperf(emu: Emulation, client: str, server: str, seconds: int = 3) -> float:
     """TCP throughput client -> server in Mbit/s, as the receiver saw it."""
     srv = emu.node(server).popen(["iperf3", "-s", "-1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        proc = None
-        for _ in range(20):  # the server needs a moment to listen
+        report: dict = {}
+        for _ in range(25):  # the server needs a moment to listen
             proc = emu.node(client).run(["iperf3", "-J", "-c", emu.node(server).ip, "-t", str(seconds)],
                                         timeout=seconds + 30)
-            if proc.returncode == 0:
-                break
+            try:
+                report = json.loads(proc.stdout)
+            except ValueError:
+                report = {"error": (proc.stdout + proc.stderr)[-300:]}
+            # iperf3 3.12 exits 0 on a refused connection in JSON mode: the report's "error" tells
+            if proc.returncode == 0 and "error" not in report:
+                return report["end"]["sum_received"]["bits_per_second"] / 1e6
             time.sleep(0.2)
-        if proc is None or proc.returncode != 0:
-            raise ValueError(f"iperf3 failed: {(proc.stdout + proc.stderr)[-300:] if proc else ''}")
-        return json.loads(proc.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
+        raise ValueError(f"iperf3 failed: {report.get('error')}")
     finally:
         srv.kill()
         srv.wait()

@@ -68,10 +68,11 @@ def emit(data: Any, output: str, table: Table | str | None = None) -> None:
         out.print(table)
 
 
-def fail(message: str, code: int, output: str = "table", **extra: Any) -> None:
+def fail(text: str, code: int, output: str = "table", **extra: Any) -> None:
     if output == "json":
-        click.echo(json.dumps({"error": message, "exit_code": code, **extra}, indent=2, default=str))
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+        click.echo(json.dumps({"error": text, "exit_code": code, **extra}, indent=2, default=str))
+    err.print("[bold red]error:[/] ", end="")
+    err.print(text, highlight=False, markup=False, soft_wrap=True)
     sys.exit(code)
 
 

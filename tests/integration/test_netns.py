@@ -1,0 +1,180 @@
+"""Real namespaces, veth and Open vSwitch: bring topologies up, use them, and check nothing is left."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from emulator import Emulation, load_file, load_text
+from emulator.checks import iperf
+from tests.conftest import NEEDS_ROOT_OVS, ROOT
+
+pytestmark = NEEDS_ROOT_OVS
+CLI = [sys.executable, "-m", "emulator"]
+
+
+def leftovers(experiment: str) -> dict:
+    """Everything on the machine that carries the experiment's marks."""
+    ns = [n for n in os.listdir("/run/netns") if n.startswith(f"ce.{experiment}.")] if Path("/run/netns").exists() else []
+    devs = []
+    for d in os.listdir("/sys/class/net"):
+        try:
+            if Path(f"/sys/class/net/{d}/ifalias").read_text().strip() == f"cloudemu-exp={experiment}":
+                devs.append(d)
+        except OSError:
+            pass
+    out = subprocess.run(["ovs-vsctl", "--format=json", "--columns=name,external_ids", "list", "Bridge"],
+                         capture_output=True, text=True, check=True).stdout
+    bridges = [name for name, ext in json.loads(out)["data"] if ["cloudemu-exp", experiment] in ext[1]]
+    return {k: v for k, v in {"netns": ns, "devices": devs, "bridges": bridges}.items() if v}
+
+
+def cli(*args, check=True, **kw):
+    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=ROOT, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"cloudemu {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_smoke_up_use_down(state_dir):
+    emu = Emulation(load_file(ROOT / "topologies" / "smoke.yaml")).up()
+    try:
+        assert {s.node: s.state for s in emu.status()} == {"s1": "running", "h1": "running", "h2": "running"}
+        assert "1 received" in emu.node("h1").cmd("ping -c1 -W2 10.0.0.2")
+        assert "10.0.0.2/24" in emu.node("h2").cmd(["ip", "-4", "addr", "show", "eth0"])
+        assert emu.pingall(wait=10).failed == []
+        assert leftovers("smoke")  # sanity: the marks we look for are there while it runs
+    finally:
+        res = emu.down()
+    assert res.clean and leftovers("smoke") == {}
+    assert not (state_dir / "experiments" / "smoke").exists()
+
+
+def test_cli_run_passes_with_junit(state_dir, tmp_path):
+    junit = tmp_path / "smoke.xml"
+    proc = cli("run", "topologies/smoke.yaml", "--junit", str(junit), "-o", "json")
+    result = json.loads(proc.stdout)
+    assert result["passed"] is True
+    assert [r["name"] for r in result["results"]][:2] == ["up", "pingall"]
+    assert 'failures="0"' in junit.read_text()
+    assert leftovers("smoke") == {}
+
+
+def test_cli_run_fails_on_failing_check(state_dir, tmp_path):
+    topo = tmp_path / "failing.yaml"
+    topo.write_text("version: 1\nname: failing\nnodes: {s1: {kind: switch}, h1: {}, h2: {}}\n"
+                    "links: [{endpoints: [h1, s1]}, {endpoints: [h2, s1]}]\n"
+                    "checks:\n  - exec: {node: h1, cmd: 'false'}\n")
+    junit = tmp_path / "f.xml"
+    proc = cli("run", str(topo), "--junit", str(junit), check=False)
+    assert proc.returncode == 1
+    assert 'failures="1"' in junit.read_text()
+    assert leftovers("failing") == {}
+
+
+def test_loopy_topologies_converge_and_linux_bridge(state_dir):
+    for text in ("version: 1\nname: ft\ntopology: {generator: fattree, k: 4}\n",
+                 "version: 1\nname: lin\ntopology: {generator: linear, switches: 10}\n"):
+        emu = Emulation(load_text(text)).up()
+        try:
+            res = emu.pingall(wait=30)
+            assert res.failed == [], res.failed
+            assert res.pairs == len(emu.hosts()) * (len(emu.hosts()) - 1)
+        finally:
+            assert emu.down().clean
+    emu = Emulation(load_file(ROOT / "topologies" / "bridged.yaml")).up()
+    try:
+        assert emu.pingall(wait=10).failed == []
+        assert "mtu 1400" in subprocess.run(["ip", "link", "show", emu.plan.links[2].a.dev],
+                                            capture_output=True, text=True).stdout
+    finally:
+        assert emu.down().clean
+    assert leftovers("bridged") == {}
+
+
+@pytest.mark.parametrize("bw", [20, 50])
+def test_bandwidth_shaping_within_ten_percent(state_dir, bw):
+    topo = load_text(f"version: 1\nname: bw{bw}\nnodes: {{s1: {{kind: switch}}, h1: {{}}, h2: {{}}}}\n"
+                     f"links: [{{endpoints: [h1, s1], bw: {bw}}}, {{endpoints: [h2, s1], bw: {bw}}}]\n")
+    with Emulation(topo) as emu:
+        mbps = iperf(emu, "h1", "h2", seconds=3)
+    assert abs(mbps - bw) / bw <= 0.10, f"measured {mbps:.1f} Mbit/s for bw={bw}"
+    assert leftovers(f"bw{bw}") == {}
+
+
+def test_two_experiments_do_not_collide(state_dir):
+    a = Emulation(load_file(ROOT / "topologies" / "smoke.yaml"), name="alpha").up()
+    b = Emulation(load_file(ROOT / "topologies" / "smoke.yaml"), name="alps").up()
+    try:
+        assert a.plan.tag != b.plan.tag
+        assert a.pingall(wait=5).failed == [] and b.pingall(wait=5).failed == []
+        assert a.down().clean
+        assert leftovers("alpha") == {}
+        assert all(s.state == "running" for s in b.status())  # alps untouched by alpha's down
+    finally:
+        b.down()
+    assert leftovers("alps") == {}
+
+
+def test_same_name_twice_is_refused(state_dir):
+    emu = Emulation(load_file(ROOT / "topologies" / "smoke.yaml")).up()
+    try:
+        proc = cli("up", "topologies/smoke.yaml", check=False)
+        assert proc.returncode == 2 and "already up" in proc.stderr
+    finally:
+        emu.down()
+
+
+def test_bad_input_exit_2_creates_nothing(state_dir, tmp_path):
+    before = set(os.listdir("/sys/class/net")), set(os.listdir("/run/netns") if Path("/run/netns").exists() else [])
+    delay = tmp_path / "delay.yaml"
+    delay.write_text("version: 1\nname: delayed\nnodes: {s1: {kind: switch}, h1: {}}\n"
+                     "links: [{endpoints: [h1, s1], delay: 5ms}]\n")
+    overlap = tmp_path / "overlap.yaml"
+    overlap.write_text("version: 1\nname: overlap\nnodes: {h1: {ip: 192.0.2.7/24}}\n")
+    for path, text in ((delay, "netem"), (overlap, "overlaps the machine's route"),
+                       (ROOT / "tests/golden/errors/unknown_link_node.yaml", "unknown node 'h9'")):
+        proc = cli("up", str(path), check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert text in proc.stderr
+    after = set(os.listdir("/sys/class/net")), set(os.listdir("/run/netns") if Path("/run/netns").exists() else [])
+    assert after == before
+    assert not list((state_dir / "experiments").glob("*")) if (state_dir / "experiments").exists() else True
+
+
+def test_down_after_up_killed_half_way(state_dir, tmp_path):
+    """SIGKILL `up` in the middle of creating 300 hosts; `down` must still remove everything."""
+    topo = tmp_path / "big.yaml"
+    topo.write_text("version: 1\nname: killed\ntopology: {generator: linear, switches: 30, hosts_per_switch: 10}\n")
+    proc = subprocess.Popen([*CLI, "up", str(topo), "-o", "json"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not leftovers("killed").get("netns"):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    made = leftovers("killed")
+    assert made, "the kill came too late or too early to test anything"
+    assert cli("status", "-o", "json").stdout.count('"killed"') == 1
+    cli("down", "killed")
+    assert leftovers("killed") == {}
+    assert cli("down", "killed").returncode == 0  # idempotent
+
+
+def test_exec_and_status_cli(state_dir):
+    cli("up", "topologies/smoke.yaml", "-o", "json")
+    try:
+        proc = cli("exec", "smoke", "h1", "--", "ping", "-c1", "-W2", "10.0.0.2")
+        assert "1 received" in proc.stdout
+        states = json.loads(cli("status", "smoke", "-o", "json").stdout)
+        assert {s["node"]: s["state"] for s in states} == {"s1": "running", "h1": "running", "h2": "running"}
+        ping = json.loads(cli("pingall", "smoke", "--wait", "5", "-o", "json").stdout)
+        assert ping["loss_percent"] == 0 and ping["pairs"] == 2
+    finally:
+        cli("down", "--all")
+    assert leftovers("smoke") == {}
