@@ -39,40 +39,49 @@ def htb_burst(mbit: float) -> int:
     return max(15_000, int(mbit * 1e6 / 8 / 1000))
 
 
-def configure(namespaces: list[NamespaceConfig], on_done: Callable[[int], None] | None = None) -> None:
-    """Apply every NamespaceConfig; raises the first error after restoring the thread's namespace."""
-    errors: list[BaseException] = []
+def configure(namespaces: list[NamespaceConfig], on_done: Callable[[int], None] | None = None,
+              workers: int = 2) -> None:
+    """Apply every NamespaceConfig from `workers` threads; raises the first error.
 
-    def work() -> None:
+    Netlink calls release the GIL, so two threads keep both cores of a small machine busy."""
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def work(chunk: list[NamespaceConfig]) -> None:
         home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         try:
-            for i, ns in enumerate(namespaces):
+            for i, ns in enumerate(chunk):
+                if errors:
+                    return
                 setns(ns.netns)
                 _configure_one(ns)
-                if on_done and (i % 50 == 49 or i == len(namespaces) - 1):
-                    on_done(min(50, i % 50 + 1))
+                if on_done and (i % 50 == 49 or i == len(chunk) - 1):
+                    with lock:
+                        on_done(i % 50 + 1)
         except BaseException as exc:  # surfaced to the caller below
             errors.append(exc)
         finally:
-            setns(home)
+            setns(home)  # the thread ends anyway; leave it where it started
             os.close(home)
 
-    worker = threading.Thread(target=work, name="nsconfig", daemon=True)
-    worker.start()
-    worker.join()
+    threads = [threading.Thread(target=work, args=(namespaces[i::workers],), name=f"nsconfig-{i}", daemon=True)
+               for i in range(max(1, workers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     if errors:
         raise errors[0]
 
 
 def _configure_one(ns: NamespaceConfig) -> None:
     with IPRoute() as ipr:
-        (lo,) = ipr.link_lookup(ifname="lo")
-        ipr.link("set", index=lo, state="up")
+        index = {link.get_attr("IFLA_IFNAME"): link["index"] for link in ipr.get_links()}  # one dump
+        ipr.link("set", index=index["lo"], state="up")
         for cfg in ns.ifaces:
-            found = ipr.link_lookup(ifname=cfg.dev)
-            if not found:
+            idx = index.get(cfg.dev)
+            if idx is None:
                 raise RuntimeError(f"{cfg.dev} is missing in namespace {ns.netns}")
-            idx = found[0]
             if cfg.tx_csum_off:
                 eth = IoctlEthtool(cfg.dev)
                 try:

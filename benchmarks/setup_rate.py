@@ -1,0 +1,140 @@
+"""Setup and teardown rate: cloudemu vs Mininet vs a bare `ip -batch`, side by side in one run.
+
+The same topology for all three: H hosts spread over S OVS switches in a chain
+(userspace datapath where the kernel module is missing, as here).
+
+    sudo .venv/bin/python benchmarks/setup_rate.py --hosts 1000 --switches 20
+
+Targets (issue 2): cloudemu at least 10x faster than Mininet up and down, and
+within 3x of the bare loop (which makes the same namespaces, veths, bridges and
+ports, but sets no addresses or shaping and keeps no journal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from emulator import Emulation, load_text  # noqa: E402
+
+
+def topology_text(hosts: int, switches: int, name: str) -> str:
+    return (f"version: 1\nname: {name}\n"
+            f"topology: {{generator: linear, switches: {switches}, hosts_per_switch: {hosts // switches}}}\n")
+
+
+def run_cloudemu(hosts: int, switches: int) -> tuple[float, float, dict]:
+    emu = Emulation(load_text(topology_text(hosts, switches, "bench")))
+    t0 = time.perf_counter()
+    emu.up()
+    up = time.perf_counter() - t0
+    sample = emu.hosts()[:1] + emu.hosts()[-1:]
+    reach = sample[0].run(["ping", "-c1", "-W2", sample[1].ip]).returncode == 0
+    t0 = time.perf_counter()
+    res = emu.down()
+    down = time.perf_counter() - t0
+    assert res.clean, res.left
+    return up, down, {"phases": {k: round(v, 3) for k, v in emu.timings.items()}, "first_to_last_ping": reach}
+
+
+def run_bare(hosts: int, switches: int) -> tuple[float, float, dict]:
+    """The physical floor: one ip -batch for namespaces and veths, one ovs-vsctl for bridges and ports."""
+    per = hosts // switches
+    br = [f"bb-s{i}" for i in range(switches)]
+    lines, ports, ups = [], [], []
+    for h in range(per * switches):
+        s = h // per
+        lines += [f"netns add bare.h{h}", f"link add bb-{h} type veth peer name eth0 netns bare.h{h}"]
+        ports += ["--", "add-port", br[s], f"bb-{h}"]
+        ups.append(f"link set bb-{h} up")
+    bridges = []
+    for b in br:
+        bridges += ["--", "add-br", b, "--", "set", "bridge", b, "datapath_type=netdev"]
+    links = []
+    for a, b in zip(br, br[1:], strict=False):
+        links.append(f"link add {a}-n type veth peer name {b}-p")
+        ports += ["--", "add-port", a, f"{a}-n", "--", "add-port", b, f"{b}-p"]
+        ups += [f"link set {a}-n up", f"link set {b}-p up"]
+    t0 = time.perf_counter()
+    subprocess.run(["ip", "-batch", "-"], input="\n".join(lines + links) + "\n", text=True, check=True)
+    subprocess.run(["ovs-vsctl", "--timeout=120", *bridges], check=True)
+    subprocess.run(["ovs-vsctl", "--timeout=120", *ports], check=True)
+    subprocess.run(["ip", "-batch", "-"], input="\n".join(ups) + "\n", text=True, check=True)
+    up = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    subprocess.run(["ovs-vsctl", "--timeout=120", *[x for b in br for x in ("--", "--if-exists", "del-br", b)]], check=True)
+    dels = [f"link del bb-{h}" for h in range(per * switches)] + [f"link del {a}-n" for a in br[:-1]]
+    subprocess.run(["ip", "-force", "-batch", "-"], input="\n".join(dels) + "\n", text=True)
+    subprocess.run(["ip", "-force", "-batch", "-"], input="\n".join(f"netns del bare.h{h}" for h in range(per * switches)) + "\n",
+                   text=True)
+    down = time.perf_counter() - t0
+    return up, down, {}
+
+
+def run_mininet(hosts: int, switches: int) -> tuple[float, float, dict]:
+    """Mininet's Python API only (never `mn` or cleanup(), which kill processes by broad names)."""
+    from functools import partial
+
+    from mininet.link import Link
+    from mininet.net import Mininet
+    from mininet.node import OVSBridge
+    from mininet.topo import LinearTopo
+
+    topo = LinearTopo(k=switches, n=hosts // switches)
+    datapath = "kernel" if Path("/sys/module/openvswitch").exists() else "user"
+    t0 = time.perf_counter()
+    net = Mininet(topo=topo, switch=partial(OVSBridge, datapath=datapath), controller=None, link=Link,
+                  autoSetMacs=True, build=False)
+    net.build()
+    net.start()
+    up = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    net.stop()
+    down = time.perf_counter() - t0
+    return up, down, {"datapath": datapath}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hosts", type=int, default=1000)
+    ap.add_argument("--switches", type=int, default=20)
+    ap.add_argument("--skip-mininet", action="store_true")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = ap.parse_args()
+    os.environ.setdefault("CLOUDEMU_STATE_DIR", tempfile.mkdtemp(prefix="cloudemu-bench-"))
+
+    runs = {"cloudemu": run_cloudemu(args.hosts, args.switches), "bare ip -batch": run_bare(args.hosts, args.switches)}
+    if not args.skip_mininet:
+        runs["mininet"] = run_mininet(args.hosts, args.switches)
+    ce_up, ce_down, _ = runs["cloudemu"]
+    result = {"hosts": args.hosts, "switches": args.switches,
+              "runs": {k: {"up_s": round(u, 3), "down_s": round(d, 3), **extra} for k, (u, d, extra) in runs.items()},
+              "ratio_vs_bare": {"up": round(ce_up / runs["bare ip -batch"][0], 2),
+                                "down": round(ce_down / runs["bare ip -batch"][1], 2)}}
+    if "mininet" in runs:
+        result["speedup_vs_mininet"] = {"up": round(runs["mininet"][0] / ce_up, 1),
+                                        "down": round(runs["mininet"][1] / ce_down, 1)}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"{args.hosts} hosts on {args.switches} switches")
+    print(f"{'engine':<16}{'up (s)':>10}{'down (s)':>10}{'hosts/s up':>12}")
+    for name, (u, d, _) in runs.items():
+        print(f"{name:<16}{u:>10.2f}{d:>10.2f}{args.hosts / u:>12.0f}")
+    print(f"cloudemu / bare: up {result['ratio_vs_bare']['up']}x, down {result['ratio_vs_bare']['down']}x (target <= 3x)")
+    if "speedup_vs_mininet" in result:
+        s = result["speedup_vs_mininet"]
+        print(f"cloudemu speed-up over Mininet: up {s['up']}x, down {s['down']}x (target >= 10x)")
+    print("cloudemu phases:", runs["cloudemu"][2]["phases"])
+
+
+if __name__ == "__main__":
+    main()
