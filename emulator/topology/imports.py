@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from emulator.model import SWITCHING_KINDS, Topology, TopologyError, Where, check_name
+from emulator.model import Topology, TopologyError, Where, check_name
 from emulator.topology import schema
 from emulator.topology.generators import GENERATORS
 
@@ -144,7 +144,3 @@ def _from_custom(path: str, name: str, args: list[int]) -> Topology:
         known = ", ".join(topos) if isinstance(topos, dict) else "none (the file defines no 'topos' dict)"
         raise TopologyError(f"topology {name!r} not in the file's topos; known: {known}", where=where, field="topo")
     return from_mininet(topos[name](*args), name)
-
-
-def is_switching(kind: str) -> bool:
-    return kind in SWITCHING_KINDS
