@@ -17,9 +17,10 @@ Generated = tuple[list[NodeSpec], list[LinkSpec]]
 @dataclass(frozen=True)
 class Param:
     name: str
-    default: int | None  # None: required
+    default: int | None  # None with required=False: the generator computes it
     minimum: int
     help: str
+    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,19 +135,21 @@ def torus(rows: int, cols: int, hosts_per_switch: int) -> Generated:
 GENERATORS: dict[str, Generator] = {
     g.name: g
     for g in (
-        Generator("linear", (Param("switches", None, 1, "switches in a chain"),
+        Generator("linear", (Param("switches", None, 1, "switches in a chain", required=True),
                              Param("hosts_per_switch", 1, 0, "hosts on each switch")), linear,
                   "a chain of switches, each with its hosts"),
-        Generator("tree", (Param("depth", None, 1, "levels of switches"),
+        Generator("tree", (Param("depth", None, 1, "levels of switches", required=True),
                            Param("fanout", 2, 1, "children of every switch")), tree,
                   "a tree of switches with hosts at the leaves (Mininet's tree,D,F)"),
-        Generator("fattree", (Param("k", None, 2, "port count; even"),
+        Generator("fattree", (Param("k", None, 2, "port count; even", required=True),
                               Param("hosts_per_edge", None, 0, "hosts per edge switch (default k/2)")), fattree,
                   "the k-ary fat-tree: (k/2)^2 core, k pods, k^3/4 hosts"),
-        Generator("leafspine", (Param("spines", None, 1, "spine switches"), Param("leaves", None, 1, "leaf switches"),
+        Generator("leafspine", (Param("spines", None, 1, "spine switches", required=True),
+                                Param("leaves", None, 1, "leaf switches", required=True),
                                 Param("hosts_per_leaf", 1, 0, "hosts on each leaf")), leafspine,
                   "every leaf connected to every spine"),
-        Generator("torus", (Param("rows", None, 3, "rows of switches"), Param("cols", None, 3, "columns of switches"),
+        Generator("torus", (Param("rows", None, 3, "rows of switches", required=True),
+                            Param("cols", None, 3, "columns of switches", required=True),
                             Param("hosts_per_switch", 1, 0, "hosts on each switch")), torus,
                   "a 2-D torus of switches"),
     )

@@ -76,7 +76,7 @@ def _generate(topo: Topology, doc: Located) -> None:
     for p in gen.params:
         f = f"topology.{p.name}"
         if p.name not in spec:
-            if p.default is None and p.name != "hosts_per_edge":
+            if p.required:
                 raise schema.fail(f"missing parameter {p.name!r} ({p.help})", w("topology"), f)
             kwargs[p.name] = p.default
             continue
