@@ -61,6 +61,17 @@ class RichProgress:
         self.progress.update(task, completed=self.progress.tasks[task].total)
 
 
+def table_of(title: str, *columns: str, **kwargs: Any) -> Table:
+    table = Table(title=title, **kwargs)
+    for col in columns:
+        table.add_column(col)
+    return table
+
+
+def rounded(timings: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in timings.items()}
+
+
 def emit(data: Any, output: str, table: Table | str | None = None) -> None:
     if output == "json":
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
@@ -153,14 +164,11 @@ def plan(source: str, custom: str | None, name: str | None, output: str) -> None
     if output == "json":
         emit({**p.to_dict(), "summary": p.summary(), "compile_seconds": round(seconds, 4)}, output)
         return
-    nodes = Table(title=f"plan for {p.experiment}: {len(p.nodes)} nodes, {len(p.links)} links ({seconds * 1000:.0f} ms)")
-    for col in ("node", "kind", "creates", "address"):
-        nodes.add_column(col)
+    title = f"plan for {p.experiment}: {len(p.nodes)} nodes, {len(p.links)} links ({seconds * 1000:.0f} ms)"
+    nodes = table_of(title, "node", "kind", "creates", "address")
     for n in p.nodes:
         nodes.add_row(n.name, n.kind, n.netns or n.device or "", n.ip or "")
-    links = Table(title="links")
-    for col in ("#", "end a", "end b", "kind", "params"):
-        links.add_column(col)
+    links = table_of("links", "#", "end a", "end b", "kind", "params")
     for lk in p.links:
         links.add_row(str(lk.id), f"{lk.a.node}:{lk.a.dev}", f"{lk.b.node}:{lk.b.dev}", lk.kind,
                       " ".join(f"{k}={v}" for k, v in lk.params.items()))
@@ -181,17 +189,14 @@ def graph(source: str, custom: str | None, fmt: str) -> None:
 
 
 # -- up / down / status ---------------------------------------------------------
-def _up(source: str, custom: str | None, name: str | None, provisioner: str, output: str) -> Emulation:
-    topo = load_source(source, custom)
-    emu = Emulation(topo, name=name, provisioner=provisioner)
+def _bring_up(emu: Emulation, output: str) -> Emulation:
+    """up, with progress bars on a terminal (none under -o json)."""
     with RichProgress(enabled=output == "table") as progress:
-        emu.up(progress)
-    return emu
+        return emu.up(progress)
 
 
 def _timings_table(title: str, timings: dict[str, float]) -> Table:
-    table = Table(title=title)
-    table.add_column("phase")
+    table = table_of(title, "phase")
     table.add_column("seconds", justify="right")
     for phase, seconds in timings.items():
         table.add_row(phase, f"{seconds:.3f}")
@@ -211,8 +216,8 @@ PROVISIONER = click.option("--provisioner", type=click.Choice(sorted(REGISTRY)),
 @guarded
 def up(source: str, custom: str | None, name: str | None, provisioner: str, output: str) -> None:
     """Deploy a topology on this machine."""
-    emu = _up(source, custom, name, provisioner, output)
-    summary = {"experiment": emu.name, **emu.plan.summary(), "timings": {k: round(v, 4) for k, v in emu.timings.items()}}
+    emu = _bring_up(Emulation(load_source(source, custom), name=name, provisioner=provisioner), output)
+    summary = {"experiment": emu.name, **emu.plan.summary(), "timings": rounded(emu.timings)}
     emit(summary, output, _timings_table(f"{emu.name} is up: {len(emu.plan.nodes)} nodes, {len(emu.plan.links)} links",
                                          emu.timings))
 
@@ -234,10 +239,8 @@ def down(experiment: str | None, all_: bool, output: str) -> None:
             continue
         res = orchestrator.destroy(name)
         results.append({"experiment": name, "removed": res.removed, "left": [vars(r) for r in res.left],
-                        "timings": {k: round(v, 4) for k, v in res.timings.items()}})
-    table = Table(title="down")
-    for col in ("experiment", "removed", "left"):
-        table.add_column(col)
+                        "timings": rounded(res.timings)})
+    table = table_of("down", "experiment", "removed", "left")
     for r in results:
         table.add_row(r["experiment"], str(r["removed"]), str(len(r["left"])) if r["left"] else r.get("note", "nothing"))
     emit(results, output, table)
@@ -258,17 +261,13 @@ def status(experiment: str | None, output: str) -> None:
             rows.append({"experiment": name, "status": meta.get("status"), "provisioner": meta.get("provisioner"),
                          "nodes": len(meta.get("plan", {}).get("nodes", [])),
                          "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(meta.get("created", 0)))})
-        table = Table(title="experiments")
-        for col in ("experiment", "status", "provisioner", "nodes", "created"):
-            table.add_column(col)
+        table = table_of("experiments", "experiment", "status", "provisioner", "nodes", "created")
         for r in rows:
             table.add_row(*(str(r[c]) for c in ("experiment", "status", "provisioner", "nodes", "created")))
         emit(rows, output, table)
         return
     states = Emulation.attach(experiment).status()
-    table = Table(title=f"{experiment}")
-    for col in ("node", "kind", "state", "detail"):
-        table.add_column(col)
+    table = table_of(f"{experiment}", "node", "kind", "state", "detail")
     for s in states:
         table.add_row(s.node, s.kind, ("[green]" if s.state == "running" else "[red]") + s.state, s.detail)
     emit([vars(s) for s in states], output, table)
@@ -304,9 +303,7 @@ def pingall(experiment: str | None, wait: float, output: str) -> None:
             fail(f"name the experiment; up now: {', '.join(names) or 'none'}", 2, output)
         experiment = names[0]
     res = Emulation.attach(experiment).pingall(wait=wait)
-    table = Table(title=f"pingall {experiment}")
-    for col in ("pairs", "failed", "loss %", "seconds"):
-        table.add_column(col)
+    table = table_of(f"pingall {experiment}", "pairs", "failed", "loss %", "seconds")
     table.add_row(str(res.pairs), str(len(res.failed)), f"{res.loss_percent:.1f}", f"{res.seconds:.2f}")
     emit(res.to_dict(), output, table)
     if res.failed:
@@ -332,8 +329,7 @@ def run(source: str, custom: str | None, name: str | None, provisioner: str, jun
     t0 = time.perf_counter()
     emu = Emulation(topo, name=name, provisioner=provisioner)
     try:
-        with RichProgress(enabled=output == "table") as progress:
-            emu.up(progress)
+        _bring_up(emu, output)
         results.append(CheckResult("up", True, time.perf_counter() - t0,
                                    f"{len(emu.plan.nodes)} nodes, {len(emu.plan.links)} links"))
         ping = emu.pingall(wait=wait)
@@ -353,13 +349,11 @@ def run(source: str, custom: str | None, name: str | None, provisioner: str, jun
     passed = all(r.passed for r in results)
     if junit:
         Path(junit).write_text(junit_xml(f"cloudemu.{emu.name}", results))
-    table = Table(title=f"run {emu.name}: {'[green]PASS' if passed else '[red]FAIL'}")
-    for col in ("step", "result", "seconds", "detail"):
-        table.add_column(col)
+    table = table_of(f"run {emu.name}: {'[green]PASS' if passed else '[red]FAIL'}", "step", "result", "seconds", "detail")
     for r in results:
         table.add_row(r.name, "[green]pass" if r.passed else "[red]fail", f"{r.seconds:.2f}", r.message)
     emit({"experiment": emu.name, "passed": passed, "results": [r.to_dict() for r in results],
-          "timings": {k: round(v, 4) for k, v in emu.timings.items()}}, output, table)
+          "timings": rounded(emu.timings)}, output, table)
     sys.exit(0 if passed else 1)
 
 
