@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import shlex
 import subprocess
 import time
@@ -85,8 +86,9 @@ class Emulation:
         emu.provisioner = emu.plan.provisioner
         return emu
 
-    @property
+    @functools.cached_property
     def engine(self):
+        """One provisioner per emulation: every node command (each ping of pingall) goes through it."""
         return get_provisioner(self.provisioner)
 
     # -- lifecycle -------------------------------------------------------

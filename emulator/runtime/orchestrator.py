@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from emulator.compiler.compile import compile_topology
@@ -43,8 +44,6 @@ def _tags_in_use() -> set[str]:
 
 
 def _free_tag(experiment: str) -> str:
-    import os
-
     used = _tags_in_use()
     devices = os.listdir("/sys/class/net")
     for tag in tag_candidates(experiment):
