@@ -149,17 +149,69 @@ DEFAULT_SUBNET = "10.0.0.0/8"
 
 
 @dataclass
+class Bulk:
+    """Generated nodes and links as plain lists and index arrays.
+
+    A million-node region would cost seconds and a gigabyte as Node and Link
+    objects; the compiler reads this form directly, and the objects are only
+    made if someone asks for them.
+    """
+
+    names: list[str]
+    kinds: list[str]
+    src: Any  # link ends as indices into names (sequence or numpy array)
+    dst: Any
+    where: Where = field(default_factory=Where)
+
+
 class Topology:
     """What the user asked for: nodes and links, before any placement."""
 
-    name: str
-    nodes: dict[str, Node] = field(default_factory=dict)
-    links: list[Link] = field(default_factory=list)
-    subnet: str = DEFAULT_SUBNET
-    link_defaults: LinkParams = field(default_factory=LinkParams)
-    checks: list[Check] = field(default_factory=list)
-    source: str | None = None
-    subnet_where: Where = field(default_factory=Where)  # where the subnet was set, for errors about it
+    def __init__(self, name: str, nodes: dict[str, Node] | None = None, links: list[Link] | None = None,
+                 subnet: str = DEFAULT_SUBNET, link_defaults: LinkParams | None = None,
+                 checks: list[Check] | None = None, source: str | None = None, subnet_where: Where | None = None):
+        self.name = name
+        self._nodes: dict[str, Node] = nodes if nodes is not None else {}
+        self._links: list[Link] = links if links is not None else []
+        self.bulk: list[Bulk] = []
+        self.subnet = subnet
+        self.link_defaults = link_defaults or LinkParams()
+        self.checks: list[Check] = checks or []
+        self.source = source
+        self.subnet_where = subnet_where or Where()  # where the subnet was set, for errors about it
+
+    @property
+    def nodes(self) -> dict[str, Node]:
+        self._materialize()
+        return self._nodes
+
+    @property
+    def links(self) -> list[Link]:
+        self._materialize()
+        return self._links
+
+    def add_bulk(self, bulk: Bulk) -> None:
+        """Generated content; names are valid by construction, duplicates are checked when objects are made."""
+        if self._nodes or self._links:
+            self._materialize_one(bulk)
+        else:
+            self.bulk.append(bulk)
+
+    def only_bulk(self) -> bool:
+        """True while no object form exists: the compiler may read the arrays alone."""
+        return bool(self.bulk) and not self._nodes and not self._links
+
+    def _materialize(self) -> None:
+        pending, self.bulk = self.bulk, []
+        for bulk in pending:
+            self._materialize_one(bulk)
+
+    def _materialize_one(self, bulk: Bulk) -> None:
+        names, where = bulk.names, bulk.where
+        for name, kind in zip(names, bulk.kinds, strict=True):
+            self.add_node(name, kind, where=where)
+        for a, b in zip(bulk.src, bulk.dst, strict=True):
+            self.add_link(names[a], names[b], where=where)
 
     # -- building -------------------------------------------------------
     def add_node(self, name: str, kind: str = "host", *, where: Where | None = None, **opts: Any) -> Node:
@@ -198,6 +250,9 @@ class Topology:
         return link
 
     # -- queries ---------------------------------------------------------
+    def __len__(self) -> int:
+        return sum(len(b.names) for b in self.bulk) + len(self._nodes)
+
     def hosts(self) -> list[Node]:
         return [n for n in self.nodes.values() if n.kind == "host"]
 
@@ -205,10 +260,13 @@ class Topology:
         return [n for n in self.nodes.values() if n.switching]
 
     def summary(self) -> dict[str, Any]:
-        kinds: dict[str, int] = {}
-        for n in self.nodes.values():
-            kinds[n.kind] = kinds.get(n.kind, 0) + 1
-        return {"name": self.name, "nodes": len(self.nodes), "links": len(self.links), "kinds": kinds}
+        from collections import Counter
+
+        kinds = Counter(n.kind for n in self._nodes.values())
+        for b in self.bulk:
+            kinds.update(b.kinds)
+        links = len(self._links) + sum(len(b.src) for b in self.bulk)
+        return {"name": self.name, "nodes": len(self), "links": links, "kinds": dict(kinds)}
 
     # -- interchange -----------------------------------------------------
     @classmethod
@@ -230,6 +288,47 @@ class Topology:
         for link in self.links:
             g.add_edge(link.a.node, link.b.node, **link.params.to_dict())
         return g
+
+
+@dataclass
+class Machine:
+    """A physical (or emulated physical) machine nodes are placed on."""
+
+    name: str
+    address: str = "127.0.0.1"  # where SSH reaches it
+    user: str = "root"
+    key: str | None = None  # SSH private key file
+    port: int = 22
+    provisioner: str = "netns"
+    cpu: float | None = None  # cores; None: not a limit
+    memory: int | None = None  # MiB
+    max_nodes: int | None = None
+    underlay: str | None = None  # interface that carries the tunnels
+    tunnel_ip: str | None = None  # the address tunnels bind to
+    mtu: int = 1500  # of the underlay
+    where: Where = field(default_factory=Where)
+
+    @property
+    def tunnel_address(self) -> str:
+        return self.tunnel_ip or self.address
+
+
+@dataclass
+class Cluster:
+    name: str
+    machines: list[Machine]
+    source: str | None = None
+
+    @classmethod
+    def local(cls, count: int = 1) -> Cluster:
+        """`count` identical machines on this host, for planning (m1, m2, ...)."""
+        if count == 1:
+            return cls("local", [Machine("local")])
+        return cls(f"local{count}", [Machine(f"m{i}", tunnel_ip=f"127.0.{i // 250}.{i % 250 + 1}")
+                                      for i in range(1, count + 1)])
+
+    def index(self) -> dict[str, int]:
+        return {m.name: i for i, m in enumerate(self.machines)}
 
 
 def check_name(name: Any, what: str, where: Where | None = None) -> str:

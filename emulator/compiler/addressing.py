@@ -48,18 +48,24 @@ def host_mac(host_index: int, iface_index: int) -> str:
     return f"02:ce:{(n >> 16) & 0xFF:02x}:{(n >> 8) & 0xFF:02x}:{n & 0xFF:02x}:{iface_index & 0xFF:02x}"
 
 
-def check_reserved(topo: Topology, addresses: dict[str, str], reserved: Iterable[Reserved]) -> None:
-    """Refuse an address plan that overlaps a route of the machine (its LAN, Docker's bridge...)."""
+def check_reserved(topo: Topology, addresses: dict[str, str], reserved: Iterable[Reserved], *,
+                   subnet_only: bool = False) -> None:
+    """Refuse an address plan that overlaps a route of the machine (its LAN, Docker's bridge...).
+
+    `subnet_only`: every host is addressed from the subnet, so checking the subnet is enough.
+    """
     reserved = [(net, what) for net, what in reserved if net.prefixlen > 0]
     if not reserved:
         return
     subnet = ipaddress.ip_network(topo.subnet)
     for net, what in reserved:
-        if subnet.overlaps(net) and any(n.ip is None for n in topo.hosts()):
+        if subnet.overlaps(net) and (subnet_only or any(n.ip is None for n in topo.hosts())):
             raise TopologyError(
                 f"the address plan {subnet} overlaps the machine's route {net} ({what}); "
                 "pick another defaults.subnet, e.g. 10.0.0.0/8 or 100.64.0.0/10",
                 where=topo.subnet_where, field="defaults.subnet")
+    if subnet_only:
+        return
     for node in topo.hosts():
         net_of_host = ipaddress.ip_interface(addresses[node.name]).network
         for net, what in reserved:

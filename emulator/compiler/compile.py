@@ -1,62 +1,309 @@
-"""compile(Topology) -> Plan for one machine: names, addresses, link realization.
+"""compile(Topology, Cluster) -> one Plan per machine: placement, names, addresses, link realization.
 
-Pure: same input, same plan, byte for byte. Errors found here (names too long
-for the kernel, address clashes) point at the line that caused them.
+Pure: same input, same plans, byte for byte. Works on the topology's arrays
+(see graph.py) so that a million-node region compiles in seconds; rows are made
+one machine at a time, so a shard can be written before the next is built.
+Errors found here (names too long for the kernel, address clashes, a topology
+that does not fit) point at the line that caused them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import ipaddress
+import re
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from emulator.compiler.addressing import Reserved, assign_host_addresses, check_reserved, host_mac
-from emulator.compiler.plan import Plan, PlanEnd, PlanLink, PlanNode, netns_name, root_device
-from emulator.model import IFNAMSIZ, TAG_LEN, Link, Topology, TopologyError
+from emulator.compiler.graph import KIND_CODE, Graph, graph_of
+from emulator.compiler.placement import Capacity, Placement, metrics, place
+from emulator.compiler.plan import Plan, netns_name
+from emulator.model import IFNAMSIZ, TAG_LEN, Cluster, Link, Topology, TopologyError, Where
 
 #: Tag used when no experiment exists yet (validate, plan): same length as a real one.
 PLACEHOLDER_TAG = "x" * TAG_LEN
+VXLAN_PORT = 4789  # IANA
+#: Bytes a VXLAN tunnel adds around an inner frame: outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8.
+VXLAN_OVERHEAD = 50
+VNI_MAX = (1 << 24) - 1
+ETH_RE = re.compile(r"^eth(\d+)$")
+HOST, SWITCH, BRIDGE = KIND_CODE["host"], KIND_CODE["switch"], KIND_CODE["bridge"]
 
 
 def compile_topology(topo: Topology, *, experiment: str | None = None, tag: str = PLACEHOLDER_TAG,
                      reserved: Iterable[Reserved] = (), provisioner: str = "netns") -> Plan:
+    """The plan for one machine (no placement, no tunnels): what `up` on this machine runs."""
+    return compile_cluster(topo, None, experiment=experiment, tag=tag, reserved=reserved,
+                           provisioner=provisioner).plan(0)
+
+
+def compile_cluster(topo: Topology, cluster: Cluster | None, *, placement: str = "metis",
+                    experiment: str | None = None, tag: str = PLACEHOLDER_TAG, reserved: Iterable[Reserved] = (),
+                    provisioner: str | None = None, vni_base: int = 1) -> Compiled:
+    """Place `topo` on `cluster` (None: this machine alone, pins ignored) and name everything."""
+    started = time.perf_counter()
     if len(tag) != TAG_LEN:
         raise ValueError(f"tag must be {TAG_LEN} characters")
-    experiment = experiment or topo.name
-    addresses = assign_host_addresses(topo)
-    check_reserved(topo, addresses, reserved)
-    stp_on = _switches_needing_stp(topo)
+    single = cluster is None
+    cluster = cluster or Cluster.local(1)
+    graph = graph_of(topo, None if single else cluster.index())
+    placed = place(graph, cluster, placement)
+    compiled = Compiled(topo, cluster, graph, placed, experiment or topo.name, tag, provisioner, vni_base, reserved)
+    placed.seconds = time.perf_counter() - started
+    compiled.metrics = metrics(graph, Capacity(graph, cluster), placed)
+    return compiled
 
-    plan = Plan(experiment=experiment, tag=tag, subnet=topo.subnet, provisioner=provisioner)
-    host_index = {n.name: i for i, n in enumerate(topo.hosts(), start=1)}
-    switch_index = {n.name: i for i, n in enumerate(topo.switches(), start=1)}
-    for node in topo.nodes.values():
-        pn = PlanNode(node.name, node.kind)
-        if node.kind == "host":
-            pn.netns = netns_name(experiment, node.name)
-            pn.ip = addresses[node.name]
+
+@dataclass(frozen=True)
+class _End:
+    """Where one end of a link sits, precomputed for row building."""
+
+    node: int
+    iface: str
+    ordinal: int  # position among the node's interfaces, in link order
+    short_dev: bool  # a switch port named <tag>-<node>-<N> because <tag>-<node>-ethN is too long
+
+
+class Compiled:
+    """A compiled topology: placement and names decided; per-machine rows on demand."""
+
+    def __init__(self, topo: Topology, cluster: Cluster, graph: Graph, placement: Placement, experiment: str,
+                 tag: str, provisioner: str | None, vni_base: int, reserved: Iterable[Reserved]):
+        self.topo, self.cluster, self.graph, self.placement = topo, cluster, graph, placement
+        self.experiment, self.tag, self.vni_base = experiment, tag, vni_base
+        self.provisioner = provisioner
+        self.metrics: dict[str, Any] = {}
+        g = graph
+        self.part = placement.part
+        self.kind = g.kind.tolist()
+        self.host_rank = np.cumsum(g.kind == HOST).tolist()  # 1-based among hosts, for MACs and addresses
+        self.switch_rank = np.cumsum(g.switching()).tolist()
+        self.ips = self._addresses(list(reserved))
+        self.ifnames, self.ordinals = self._interfaces()
+        self.short = self._check_device_names()
+        self.stp = _switches_needing_stp(g, topo)
+        cut = self.part[g.src] != self.part[g.dst]
+        self.cut = cut
+        self.vni = np.full(g.n_links, -1, dtype=np.int64)
+        self.vni[cut] = vni_base + np.arange(int(cut.sum()))
+        if cut.any() and self.vni.max() > VNI_MAX:
+            raise TopologyError(f"{int(cut.sum())} links cross machines, more than VXLAN's 24-bit VNI allows from "
+                                f"{vni_base}", field="links")
+        self.tunnel_mtu = min(m.mtu for m in cluster.machines) - VXLAN_OVERHEAD if cut.any() else None
+        self.params = self._link_params()
+
+    # -- decisions ---------------------------------------------------------
+    def _addresses(self, reserved: list[Reserved]) -> list[str | None]:
+        """Each host's primary address; arithmetic when no host names its own."""
+        topo, g = self.topo, self.graph
+        subnet = ipaddress.ip_network(topo.subnet)
+        if topo.only_bulk() or not any(n.ip for n in topo.hosts()):
+            check_reserved(topo, {}, reserved, subnet_only=True)
+            hosts = int((g.kind == HOST).sum())
+            if hosts > subnet.num_addresses - 2:
+                raise TopologyError(f"subnet {subnet} has room for {subnet.num_addresses - 2} hosts, the topology has "
+                                    f"{hosts}", where=topo.subnet_where, field="defaults.subnet")
+            base, plen = int(subnet.network_address), subnet.prefixlen
+            return [_dotted(base + r, plen) if k == HOST else None for k, r in zip(self.kind, self.host_rank, strict=True)]
+        addresses = assign_host_addresses(topo)
+        check_reserved(topo, addresses, reserved)
+        return [addresses.get(name) for name in g.names]
+
+    def _interfaces(self) -> tuple[list[str], list[int]]:
+        """Interface name and ordinal of every link end (2 per link, a then b)."""
+        g = self.graph
+        ends = np.empty(2 * g.n_links, dtype=np.int64)
+        ends[0::2], ends[1::2] = g.src, g.dst
+        order = np.argsort(ends, kind="stable")
+        starts = np.zeros(g.n_nodes + 1, dtype=np.int64)
+        np.cumsum(np.bincount(ends, minlength=g.n_nodes), out=starts[1:])
+        ordinal = np.empty_like(ends)
+        ordinal[order] = np.arange(len(ends)) - starts[ends[order]]
+        if not self.topo.only_bulk() and any(ep.iface for lk in self.topo.links for ep in (lk.a, lk.b)):
+            return _explicit_interfaces(self.topo), ordinal.tolist()
+        first = (g.kind[ends] != HOST).astype(np.int64)  # hosts count from eth0, switches from eth1 (as Mininet)
+        numbers = ordinal + first
+        table = [f"eth{i}" for i in range(int(numbers.max()) + 1 if len(numbers) else 0)]
+        return [table[i] for i in numbers.tolist()], ordinal.tolist()
+
+    def _check_device_names(self) -> set[int]:
+        """Ends whose root-namespace device gets the short form; refuse what fits neither way."""
+        g = self.graph
+        short: set[int] = set()
+        limit = IFNAMSIZ - TAG_LEN - 2
+        name_len = np.fromiter(map(len, g.names), np.int64, g.n_nodes)
+        ends = np.empty(2 * g.n_links, dtype=np.int64)
+        ends[0::2], ends[1::2] = g.src, g.dst
+        root_side = g.kind[ends] != HOST
+        iface_len = np.fromiter(map(len, self.ifnames), np.int64, len(self.ifnames))
+        too_long = np.flatnonzero((root_side & (name_len[ends] + 1 + iface_len > limit)) | (~root_side & (iface_len > IFNAMSIZ)))
+        for e in too_long.tolist():
+            node, iface = int(ends[e]), self.ifnames[e]
+            m = ETH_RE.match(iface)
+            if root_side[e] and m and len(g.names[node]) + 1 + len(m.group(1)) <= limit:
+                short.add(e)
+                continue
+            dev = f"{self.tag}-{g.names[node]}-{iface}" if root_side[e] else iface
+            raise TopologyError(
+                f"device name {dev!r} is {len(dev)} characters after prefixing; Linux allows {IFNAMSIZ}. "
+                "Use a shorter node name, or name the interface (e.g. s1:p1)",
+                where=self._link_where(e // 2), field="links.endpoints")
+        return short
+
+    def _link_params(self) -> list[dict[str, Any]] | dict[str, Any]:
+        """Per link (object topologies) or one shared dict (generated ones)."""
+        if self.topo.only_bulk():
+            shared = self.topo.link_defaults.to_dict()
+            return shared
+        defaults = self.topo.link_defaults
+        out = [lk.params.merged_over(defaults).to_dict() for lk in self.topo.links]
+        if self.tunnel_mtu is not None:
+            for i in np.flatnonzero(self.cut).tolist():
+                mtu = out[i].get("mtu")
+                if mtu and mtu > self.tunnel_mtu:
+                    raise TopologyError(f"mtu {mtu} does not fit through the VXLAN tunnel this link becomes "
+                                        f"(underlay MTU minus {VXLAN_OVERHEAD} = {self.tunnel_mtu})",
+                                        where=self.topo.links[i].where, field="links.mtu")
+        return out
+
+    def _link_where(self, link: int) -> Where:
+        if self.topo.only_bulk():
+            return self.topo.bulk[0].where
+        return self.topo.links[link].where
+
+    # -- rows ----------------------------------------------------------------
+    def params_of(self, link: int) -> dict[str, Any]:
+        params = self.params if isinstance(self.params, dict) else self.params[link]
+        if self.tunnel_mtu is not None and "mtu" not in params:
+            return {**params, "mtu": self.tunnel_mtu}  # every link: frames must fit through any tunnel on the way
+        return params
+
+    def node_row(self, v: int) -> dict[str, Any]:
+        name, kind = self.graph.names[v], self.kind[v]
+        machine = self.cluster.machines[self.part[v]].name
+        row: dict[str, Any] = {"name": name, "kind": "host", "machine": machine, "netns": None, "device": None,
+                               "ip": None, "options": {}}
+        if kind == HOST:
+            row["netns"] = netns_name(self.experiment, name)
+            row["ip"] = self.ips[v]
         else:
-            pn.device = _checked_dev(root_device(tag, node.name), node.where, f"nodes.{node.name}")
-            pn.options = _switch_options(node.options, node.kind, switch_index[node.name], node.name in stp_on)
-        plan.nodes.append(pn)
+            row["kind"] = "switch" if kind == SWITCH else "bridge"
+            row["device"] = f"{self.tag}-{name}"
+            row["options"] = self._switch_options(v)
+        return row
 
+    def _switch_options(self, v: int) -> dict[str, Any]:
+        opts = {} if self.topo.only_bulk() else self.topo.nodes[self.graph.names[v]].options
+        out: dict[str, Any] = {"stp": v in self.stp}
+        if self.kind[v] == SWITCH:
+            out.update({"datapath": opts.get("datapath", "auto"), "fail_mode": opts.get("fail_mode", "standalone"),
+                        "dpid": f"{self.switch_rank[v]:016x}"})
+            if opts.get("controller"):
+                out["controller"] = opts["controller"]
+        return out
+
+    def end_row(self, e: int) -> dict[str, Any]:
+        g = self.graph
+        v = int(g.src[e // 2] if e % 2 == 0 else g.dst[e // 2])
+        name, iface = g.names[v], self.ifnames[e]
+        if self.kind[v] == HOST:
+            ordinal = self.ordinals[e]
+            return {"node": name, "iface": iface, "dev": iface, "netns": netns_name(self.experiment, name),
+                    "mac": self._mac(v, ordinal), "ip": self.ips[v] if ordinal == 0 else None}
+        port = ETH_RE.match(iface).group(1) if e in self.short else iface
+        return {"node": name, "iface": iface, "dev": f"{self.tag}-{name}-{port}", "netns": None, "mac": None, "ip": None}
+
+    def _mac(self, v: int, ordinal: int) -> str:
+        if ordinal == 0 and not self.topo.only_bulk():
+            own = self.topo.nodes[self.graph.names[v]].mac
+            if own:
+                return own
+        return host_mac(self.host_rank[v], ordinal)
+
+    def link_row(self, i: int) -> dict[str, Any]:
+        machine = self.cluster.machines[self.part[self.graph.src[i]]].name
+        return {"id": i, "a": self.end_row(2 * i), "b": self.end_row(2 * i + 1), "params": self.params_of(i),
+                "kind": "veth", "machine": machine}
+
+    def tunnel_row(self, i: int, side: int) -> dict[str, Any]:
+        """The end of cut link `i` on the machine of its `side` (0: a, 1: b)."""
+        g = self.graph
+        here, there = (g.src[i], g.dst[i]) if side == 0 else (g.dst[i], g.src[i])
+        local, remote = self.cluster.machines[self.part[here]], self.cluster.machines[self.part[there]]
+        vni = int(self.vni[i])
+        end = self.end_row(2 * i + side)
+        kind = self.kind[here]
+        realize = "netns" if kind == HOST else ("ovs" if kind == SWITCH else "bridge")
+        return {"link": i, "vni": vni, "end": end, "peer_node": g.names[there], "peer_machine": remote.name,
+                "local_ip": local.tunnel_address, "remote_ip": remote.tunnel_address, "realize": realize,
+                "port": VXLAN_PORT, "mtu": self.tunnel_mtu, "create_as": f"{self.tag}-v{vni}" if kind == HOST else None,
+                "params": self.params_of(i)}
+
+    # -- per machine -----------------------------------------------------------
+    def machine_members(self) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """(machine, its nodes, its local links, cut links with their a end here, cut links with their b end here)."""
+        g, part = self.graph, self.part
+        k = len(self.cluster.machines)
+        node_order = np.argsort(part, kind="stable")
+        node_bounds = np.searchsorted(part[node_order], np.arange(k + 1))
+        pa = part[g.src]
+        local = np.flatnonzero(~self.cut)
+        local_order = local[np.argsort(pa[local], kind="stable")]
+        local_bounds = np.searchsorted(pa[local_order], np.arange(k + 1))
+        cut = np.flatnonzero(self.cut)
+        by_a = cut[np.argsort(pa[cut], kind="stable")]
+        a_bounds = np.searchsorted(pa[by_a], np.arange(k + 1))
+        pb = part[g.dst]
+        by_b = cut[np.argsort(pb[cut], kind="stable")]
+        b_bounds = np.searchsorted(pb[by_b], np.arange(k + 1))
+        for m in range(k):
+            yield (m, node_order[node_bounds[m]:node_bounds[m + 1]], local_order[local_bounds[m]:local_bounds[m + 1]],
+                   by_a[a_bounds[m]:a_bounds[m + 1]], by_b[b_bounds[m]:b_bounds[m + 1]])
+
+    def shard(self, m: int, members: tuple | None = None) -> dict[str, Any]:
+        """Machine `m`'s plan as plain data (the Plan's JSON form)."""
+        if members is None:
+            members = next(x for x in self.machine_members() if x[0] == m)
+        _, nodes, local, cut_a, cut_b = members
+        machine = self.cluster.machines[m]
+        tunnels = [(i, 0) for i in cut_a.tolist()] + [(i, 1) for i in cut_b.tolist()]
+        tunnels.sort()
+        return {
+            "experiment": self.experiment, "tag": self.tag, "subnet": self.topo.subnet, "format": 1,
+            "provisioner": self.provisioner or machine.provisioner, "machine": machine.name,
+            "nodes": [self.node_row(v) for v in nodes.tolist()],
+            "links": [self.link_row(i) for i in local.tolist()],
+            "tunnels": [self.tunnel_row(i, side) for i, side in tunnels],
+        }
+
+    def plan(self, m: int = 0) -> Plan:
+        return Plan.from_dict(self.shard(m))
+
+    def machines_summary(self) -> list[dict[str, Any]]:
+        out = []
+        for m, nodes, local, cut_a, cut_b in self.machine_members():
+            machine = self.cluster.machines[m]
+            out.append({"machine": machine.name, "address": machine.address, "nodes": len(nodes),
+                        "links": len(local), "tunnels": len(cut_a) + len(cut_b)})
+        return out
+
+
+def _dotted(ip: int, plen: int) -> str:
+    return f"{ip >> 24}.{(ip >> 16) & 255}.{(ip >> 8) & 255}.{ip & 255}/{plen}"
+
+
+def _explicit_interfaces(topo: Topology) -> list[str]:
+    """Names when some links name their interfaces: the others take the next free ethN."""
     names = _InterfaceNames(topo)
-    for i, link in enumerate(topo.links):
-        ends = []
+    out = []
+    for link in topo.links:
         for ep in (link.a, link.b):
-            node = topo.nodes[ep.node]
-            iface = names.take(link, ep.node, ep.iface)
-            if node.kind == "host":
-                dev, ns = _checked_dev(iface, link.where, "links.endpoints"), netns_name(experiment, node.name)
-                index = names.count_of(ep.node) - 1
-                end = PlanEnd(node.name, iface, dev, ns, mac=host_mac(host_index[node.name], index))
-                if index == 0:
-                    end.ip = addresses[node.name]
-            else:
-                dev = _checked_dev(root_device(tag, node.name, iface), link.where, "links.endpoints")
-                end = PlanEnd(node.name, iface, dev, None)
-            ends.append(end)
-        params = link.params.merged_over(topo.link_defaults).to_dict()
-        plan.links.append(PlanLink(i, ends[0], ends[1], params))
-    return plan
+            out.append(names.take(link, ep.node, ep.iface))
+    return out
 
 
 class _InterfaceNames:
@@ -80,55 +327,30 @@ class _InterfaceNames:
         used[wanted] = link
         return wanted
 
-    def count_of(self, node: str) -> int:
-        return len(self.used.get(node, {}))
 
-
-def _checked_dev(dev: str, where, field: str) -> str:
-    if len(dev) > IFNAMSIZ:
-        raise TopologyError(
-            f"device name {dev!r} is {len(dev)} characters after prefixing; Linux allows {IFNAMSIZ}. "
-            "Use a shorter node name, or name the interface (e.g. s1:p1)",
-            where=where, field=field)
-    return dev
-
-
-def _switch_options(opts: dict, kind: str, index: int, stp: bool) -> dict:
-    out = {"stp": stp}
-    if kind == "switch":
-        out.update({
-            "datapath": opts.get("datapath", "auto"),
-            "fail_mode": opts.get("fail_mode", "standalone"),
-            "dpid": f"{index:016x}",
-        })
-        if opts.get("controller"):
-            out["controller"] = opts["controller"]
-    return out
-
-
-def _switches_needing_stp(topo: Topology) -> set[str]:
+def _switches_needing_stp(g: Graph, topo: Topology) -> set[int]:
     """Switches in a loop need spanning tree to avoid a broadcast storm; `stp` overrides."""
-    parent: dict[str, str] = {n.name: n.name for n in topo.switches()}
+    switching = g.switching()
+    both = np.flatnonzero(switching[g.src] & switching[g.dst])
+    parent = list(range(g.n_nodes))
 
-    def find(x: str) -> str:
+    def find(x: int) -> int:
         while parent[x] != x:
             parent[x] = parent[parent[x]]
             x = parent[x]
         return x
 
-    looped_roots: set[str] = set()
-    for link in topo.links:
-        a, b = link.nodes
-        if a in parent and b in parent:
-            ra, rb = find(a), find(b)
-            if ra == rb:
-                looped_roots.add(ra)
-            else:
-                parent[ra] = rb
+    looped_roots: set[int] = set()
+    for a, b in zip(g.src[both].tolist(), g.dst[both].tolist(), strict=True):
+        ra, rb = find(a), find(b)
+        if ra == rb:
+            looped_roots.add(ra)
+        else:
+            parent[ra] = rb
     looped = {find(r) for r in looped_roots}
     out = set()
-    for node in topo.switches():
-        want = node.options.get("stp", "auto")
-        if want is True or (want == "auto" and find(node.name) in looped):
-            out.add(node.name)
+    for v in np.flatnonzero(switching).tolist():
+        want = "auto" if topo.only_bulk() else topo.nodes[g.names[v]].options.get("stp", "auto")
+        if want is True or (want == "auto" and find(v) in looped):
+            out.add(v)
     return out

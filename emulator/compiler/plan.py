@@ -57,6 +57,30 @@ class PlanLink:
 
 
 @dataclass
+class PlanTunnel:
+    """One machine's end of a link cut by placement: a VXLAN tunnel to the other machine.
+
+    `realize` says how: `ovs` (a vxlan port on the switch's bridge), `bridge` (a
+    Linux vxlan device on the Linux bridge) or `netns` (a Linux vxlan device made
+    in the root namespace as `create_as`, then moved into the host's namespace and
+    renamed, so its UDP socket stays on the underlay).
+    """
+
+    link: int
+    vni: int
+    end: PlanEnd
+    peer_node: str
+    peer_machine: str
+    local_ip: str
+    remote_ip: str
+    realize: str
+    port: int = 4789
+    mtu: int = 1450
+    create_as: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class PlanNode:
     name: str
     kind: str
@@ -76,6 +100,8 @@ class Plan:
     links: list[PlanLink] = field(default_factory=list)
     provisioner: str = "netns"
     format: int = PLAN_FORMAT
+    machine: str = "local"
+    tunnels: list[PlanTunnel] = field(default_factory=list)
 
     # -- lookups ---------------------------------------------------------
     def node(self, name: str) -> PlanNode:
@@ -96,6 +122,7 @@ class Plan:
             "provisioner": self.provisioner,
             "nodes": len(self.nodes),
             "links": len(self.links),
+            "tunnels": len(self.tunnels),
             "kinds": kinds,
             "shaped_links": sum(1 for link in self.links if link.params.get("bw")),
         }
@@ -111,7 +138,8 @@ class Plan:
     def from_dict(cls, d: dict[str, Any]) -> Plan:
         nodes = [PlanNode(**n) for n in d["nodes"]]
         links = [PlanLink(**{**lk, "a": PlanEnd(**lk["a"]), "b": PlanEnd(**lk["b"])}) for lk in d["links"]]
-        return cls(**{**d, "nodes": nodes, "links": links})
+        tunnels = [PlanTunnel(**{**t, "end": PlanEnd(**t["end"])}) for t in d.get("tunnels", ())]
+        return cls(**{**d, "nodes": nodes, "links": links, "tunnels": tunnels})
 
     @classmethod
     def from_json(cls, text: str) -> Plan:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from emulator.model import Bulk
+
 NodeSpec = tuple[str, str]
 LinkSpec = tuple[str, str]
 Generated = tuple[list[NodeSpec], list[LinkSpec]]
@@ -27,7 +29,7 @@ class Param:
 class Generator:
     name: str
     params: tuple[Param, ...]
-    build: Callable[..., Generated]
+    build: Callable[..., Generated | Bulk]
     help: str
 
 
@@ -132,6 +134,46 @@ def torus(rows: int, cols: int, hosts_per_switch: int) -> Generated:
     return nodes, links
 
 
+def region(racks: int, hosts_per_rack: int, spines: int, uplinks: int) -> Bulk:
+    """An Alcor-style region: racks of hosts under a top-of-rack switch, each ToR wired to `uplinks` spines.
+
+    Built as index arrays (no per-link tuples): a 1M-host region takes well under a second.
+    """
+    import numpy as np
+
+    if uplinks > spines:
+        raise ValueError(f"uplinks ({uplinks}) cannot exceed spines ({spines})")
+    block = 1 + hosts_per_rack  # a ToR and its hosts, contiguous
+    names = [f"sp{i}" for i in range(1, spines + 1)]
+    kinds = ["switch"] * spines
+    host_kinds = ["host"] * hosts_per_rack
+    h = 0
+    for r in range(1, racks + 1):
+        names.append(f"t{r}")
+        names += [f"h{i}" for i in range(h + 1, h + hosts_per_rack + 1)]
+        h += hosts_per_rack
+        kinds.append("switch")
+        kinds += host_kinds
+    tor = spines + np.arange(racks, dtype=np.int64) * block  # index of each ToR
+    up_spine = (np.arange(racks, dtype=np.int64)[:, None] * uplinks + np.arange(uplinks)) % spines
+    hosts = tor[:, None] + 1 + np.arange(hosts_per_rack)
+    per_rack = uplinks + hosts_per_rack
+    src = np.empty((racks, per_rack), dtype=np.int32)
+    dst = np.empty((racks, per_rack), dtype=np.int32)
+    src[:, :uplinks], dst[:, :uplinks] = tor[:, None], up_spine
+    src[:, uplinks:], dst[:, uplinks:] = hosts, tor[:, None]
+    return Bulk(names, kinds, src.ravel(), dst.ravel())
+
+
+def as_bulk(generated: Generated | Bulk) -> Bulk:
+    """Generator output as names and index arrays, the form the Topology keeps."""
+    if isinstance(generated, Bulk):
+        return generated
+    nodes, links = generated
+    index = {name: i for i, (name, _) in enumerate(nodes)}
+    return Bulk([n for n, _ in nodes], [k for _, k in nodes], [index[a] for a, _ in links], [index[b] for _, b in links])
+
+
 GENERATORS: dict[str, Generator] = {
     g.name: g
     for g in (
@@ -152,5 +194,10 @@ GENERATORS: dict[str, Generator] = {
                             Param("cols", None, 3, "columns of switches", required=True),
                             Param("hosts_per_switch", 1, 0, "hosts on each switch")), torus,
                   "a 2-D torus of switches"),
+        Generator("region", (Param("racks", None, 1, "racks (one top-of-rack switch each)", required=True),
+                             Param("hosts_per_rack", 40, 0, "hosts under each top-of-rack switch"),
+                             Param("spines", 16, 1, "spine switches"),
+                             Param("uplinks", 4, 1, "spines each top-of-rack switch connects to")), region,
+                  "an Alcor-style cloud region: racks of hosts, top-of-rack switches, a spine layer"),
     )
 }

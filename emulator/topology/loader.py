@@ -7,7 +7,7 @@ from typing import Any
 
 from emulator.model import DEFAULT_SUBNET, Check, LinkParams, Topology, TopologyError, check_name
 from emulator.topology import schema
-from emulator.topology.generators import GENERATORS
+from emulator.topology.generators import GENERATORS, as_bulk
 from emulator.topology.yamlsource import Located, load_yaml, read_yaml_file
 
 SUPPORTED_VERSIONS = (1,)
@@ -82,14 +82,12 @@ def _generate(topo: Topology, doc: Located) -> None:
             continue
         kwargs[p.name] = schema.number(spec[p.name], w("topology", p.name), f, minimum=p.minimum, integer=True)
     try:
-        nodes, links = gen.build(**kwargs)
+        generated = gen.build(**kwargs)
     except ValueError as exc:
         raise schema.fail(str(exc), w("topology"), "topology") from None
-    where = w("topology")
-    for name, kind in nodes:
-        topo.add_node(name, kind, where=where)
-    for a, b in links:
-        topo.add_link(a, b, where=where)
+    bulk = as_bulk(generated)
+    bulk.where = w("topology")
+    topo.add_bulk(bulk)
 
 
 def _nodes(topo: Topology, doc: Located) -> None:
@@ -155,7 +153,7 @@ def _checks(topo: Topology, doc: Located) -> list[Check]:
         for key in sorted(required - args.keys()):
             raise schema.fail(f"missing key {key!r}", where, f"checks[{i}].{kind}.{key}")
         for key in ("from", "to", "node", "client", "server"):
-            if key in args and args[key] not in topo.nodes:
+            if key in args and args[key] not in topo.nodes:  # makes objects of generated nodes: checks are for small runs
                 raise schema.fail(f"unknown node {args[key]!r}", w("checks", i, kind, key), f"checks[{i}].{kind}.{key}")
         for key in ("count", "seconds", "expect_rc"):
             if key in args:
