@@ -44,8 +44,8 @@ def _free_addresses(subnet: ipaddress.IPv4Network, taken: dict) -> Iterator[ipad
 
 def host_mac(host_index: int, iface_index: int) -> str:
     """Locally administered, unicast, unique per (host, interface) within an experiment."""
-    n = host_index
-    return f"02:ce:{(n >> 16) & 0xFF:02x}:{(n >> 8) & 0xFF:02x}:{n & 0xFF:02x}:{iface_index & 0xFF:02x}"
+    h = f"{host_index & 0xFFFFFF:06x}"
+    return f"02:ce:{h[:2]}:{h[2:4]}:{h[4:]}:{iface_index & 0xFF:02x}"
 
 
 def check_reserved(topo: Topology, addresses: dict[str, str], reserved: Iterable[Reserved], *,

@@ -9,10 +9,12 @@ that does not fit) point at the line that caused them.
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import re
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,18 @@ ETH_RE = re.compile(r"^eth(\d+)$")
 HOST, SWITCH, BRIDGE = KIND_CODE["host"], KIND_CODE["switch"], KIND_CODE["bridge"]
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic GC while building millions of acyclic rows: each collection would walk them all (2x the time)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def compile_topology(topo: Topology, *, experiment: str | None = None, tag: str = PLACEHOLDER_TAG,
                      reserved: Iterable[Reserved] = (), provisioner: str = "netns") -> Plan:
     """The plan for one machine (no placement, no tunnels): what `up` on this machine runs."""
@@ -41,6 +55,7 @@ def compile_topology(topo: Topology, *, experiment: str | None = None, tag: str 
                            provisioner=provisioner).plan(0)
 
 
+@gc_paused()
 def compile_cluster(topo: Topology, cluster: Cluster | None, *, placement: str = "metis",
                     experiment: str | None = None, tag: str = PLACEHOLDER_TAG, reserved: Iterable[Reserved] = (),
                     provisioner: str | None = None, vni_base: int = 1) -> Compiled:
@@ -80,11 +95,19 @@ class Compiled:
         g = graph
         self.part = placement.part
         self.kind = g.kind.tolist()
+        # Plain lists: the row builders index them a million times, numpy scalars would cost 5x more.
+        self.part_of = self.part.tolist()
+        ends = np.empty(2 * g.n_links, dtype=np.int64)
+        ends[0::2], ends[1::2] = g.src, g.dst
+        self.end_node = ends.tolist()
+        self.machine_names = [m.name for m in cluster.machines]
+        self.netns_prefix = netns_name(experiment, "")
+        self.has_objects = not topo.only_bulk()
         self.host_rank = np.cumsum(g.kind == HOST).tolist()  # 1-based among hosts, for MACs and addresses
         self.switch_rank = np.cumsum(g.switching()).tolist()
         self.ips = self._addresses(list(reserved))
-        self.ifnames, self.ordinals = self._interfaces()
-        self.short = self._check_device_names()
+        self.explicit_ifnames, self.ifnum, self.ordinals = self._interfaces()
+        self.short = self._check_device_names().tolist()
         self.stp = _switches_needing_stp(g, topo)
         cut = self.part[g.src] != self.part[g.dst]
         self.cut = cut
@@ -97,56 +120,67 @@ class Compiled:
         self.params = self._link_params()
 
     # -- decisions ---------------------------------------------------------
-    def _addresses(self, reserved: list[Reserved]) -> list[str | None]:
-        """Each host's primary address; arithmetic when no host names its own."""
+    def _addresses(self, reserved: list[Reserved]) -> list[str | None] | None:
+        """Hosts' own addresses when some host names one; None: host k gets subnet address k (see ip_of)."""
         topo, g = self.topo, self.graph
         subnet = ipaddress.ip_network(topo.subnet)
+        self.ip_base, self.prefixlen = int(subnet.network_address), subnet.prefixlen
         if topo.only_bulk() or not any(n.ip for n in topo.hosts()):
             check_reserved(topo, {}, reserved, subnet_only=True)
             hosts = int((g.kind == HOST).sum())
             if hosts > subnet.num_addresses - 2:
                 raise TopologyError(f"subnet {subnet} has room for {subnet.num_addresses - 2} hosts, the topology has "
                                     f"{hosts}", where=topo.subnet_where, field="defaults.subnet")
-            base, plen = int(subnet.network_address), subnet.prefixlen
-            return [_dotted(base + r, plen) if k == HOST else None for k, r in zip(self.kind, self.host_rank, strict=True)]
+            return None
         addresses = assign_host_addresses(topo)
         check_reserved(topo, addresses, reserved)
         return [addresses.get(name) for name in g.names]
 
-    def _interfaces(self) -> tuple[list[str], list[int]]:
-        """Interface name and ordinal of every link end (2 per link, a then b)."""
+    def ip_of(self, v: int) -> str | None:
+        if self.ips is not None:
+            return self.ips[v]
+        ip = self.ip_base + self.host_rank[v]
+        return f"{ip >> 24}.{(ip >> 16) & 255}.{(ip >> 8) & 255}.{ip & 255}/{self.prefixlen}"
+
+    def _interfaces(self) -> tuple[list[str] | None, list[int], list[int]]:
+        """Per link end (a then b): explicit names or None, the ethN number, and the ordinal among the node's ends."""
         g = self.graph
-        ends = np.empty(2 * g.n_links, dtype=np.int64)
-        ends[0::2], ends[1::2] = g.src, g.dst
+        ends = np.asarray(self.end_node, dtype=np.int64)
         order = np.argsort(ends, kind="stable")
         starts = np.zeros(g.n_nodes + 1, dtype=np.int64)
         np.cumsum(np.bincount(ends, minlength=g.n_nodes), out=starts[1:])
         ordinal = np.empty_like(ends)
         ordinal[order] = np.arange(len(ends)) - starts[ends[order]]
-        if not self.topo.only_bulk() and any(ep.iface for lk in self.topo.links for ep in (lk.a, lk.b)):
-            return _explicit_interfaces(self.topo), ordinal.tolist()
-        first = (g.kind[ends] != HOST).astype(np.int64)  # hosts count from eth0, switches from eth1 (as Mininet)
-        numbers = ordinal + first
-        table = [f"eth{i}" for i in range(int(numbers.max()) + 1 if len(numbers) else 0)]
-        return [table[i] for i in numbers.tolist()], ordinal.tolist()
+        numbers = ordinal + (g.kind[ends] != HOST)  # hosts count from eth0, switches from eth1 (as Mininet)
+        self.digits = 1 + sum((numbers >= 10 ** p).astype(np.int64) for p in range(1, 10))
+        explicit = None
+        if self.has_objects and any(ep.iface for lk in self.topo.links for ep in (lk.a, lk.b)):
+            explicit = _explicit_interfaces(self.topo)
+        return explicit, numbers.tolist(), ordinal.tolist()
 
-    def _check_device_names(self) -> set[int]:
-        """Ends whose root-namespace device gets the short form; refuse what fits neither way."""
+    def ifname(self, e: int) -> str:
+        return self.explicit_ifnames[e] if self.explicit_ifnames is not None else f"eth{self.ifnum[e]}"
+
+    def _check_device_names(self) -> np.ndarray:
+        """Ends whose root-namespace device gets the short form <tag>-<node>-<N>; refuse what fits neither way."""
         g = self.graph
-        short: set[int] = set()
-        limit = IFNAMSIZ - TAG_LEN - 2
-        name_len = np.fromiter(map(len, g.names), np.int64, g.n_nodes)
-        ends = np.empty(2 * g.n_links, dtype=np.int64)
-        ends[0::2], ends[1::2] = g.src, g.dst
+        limit = IFNAMSIZ - TAG_LEN - 2  # room for "<node>-<iface>" after "<tag>-"
+        ends = np.asarray(self.end_node, dtype=np.int64)
+        name_len = np.fromiter(map(len, g.names), np.int64, g.n_nodes)[ends]
         root_side = g.kind[ends] != HOST
-        iface_len = np.fromiter(map(len, self.ifnames), np.int64, len(self.ifnames))
-        too_long = np.flatnonzero((root_side & (name_len[ends] + 1 + iface_len > limit)) | (~root_side & (iface_len > IFNAMSIZ)))
-        for e in too_long.tolist():
-            node, iface = int(ends[e]), self.ifnames[e]
-            m = ETH_RE.match(iface)
-            if root_side[e] and m and len(g.names[node]) + 1 + len(m.group(1)) <= limit:
-                short.add(e)
-                continue
+        digits = self.digits
+        if self.explicit_ifnames is None:
+            iface_len, is_eth = digits + 3, np.ones(len(ends), bool)
+        else:
+            iface_len = np.fromiter(map(len, self.explicit_ifnames), np.int64, len(ends))
+            is_eth = np.fromiter((bool(ETH_RE.match(n)) for n in self.explicit_ifnames), bool, len(ends))
+            digits = np.where(is_eth, iface_len - 3, 0)
+        too_long = root_side & (name_len + 1 + iface_len > limit)
+        short = too_long & is_eth & (name_len + 1 + digits <= limit)
+        bad = np.flatnonzero((too_long & ~short) | (~root_side & (iface_len > IFNAMSIZ)))
+        if bad.size:
+            e = int(bad[0])
+            node, iface = self.end_node[e], self.ifname(e)
             dev = f"{self.tag}-{g.names[node]}-{iface}" if root_side[e] else iface
             raise TopologyError(
                 f"device name {dev!r} is {len(dev)} characters after prefixing; Linux allows {IFNAMSIZ}. "
@@ -156,11 +190,11 @@ class Compiled:
 
     def _link_params(self) -> list[dict[str, Any]] | dict[str, Any]:
         """Per link (object topologies) or one shared dict (generated ones)."""
+        mtu = {"mtu": self.tunnel_mtu} if self.tunnel_mtu is not None else {}  # frames must fit through any tunnel
         if self.topo.only_bulk():
-            shared = self.topo.link_defaults.to_dict()
-            return shared
+            return {**mtu, **self.topo.link_defaults.to_dict()}
         defaults = self.topo.link_defaults
-        out = [lk.params.merged_over(defaults).to_dict() for lk in self.topo.links]
+        out = [{**mtu, **lk.params.merged_over(defaults).to_dict()} for lk in self.topo.links]
         if self.tunnel_mtu is not None:
             for i in np.flatnonzero(self.cut).tolist():
                 mtu = out[i].get("mtu")
@@ -177,27 +211,19 @@ class Compiled:
 
     # -- rows ----------------------------------------------------------------
     def params_of(self, link: int) -> dict[str, Any]:
-        params = self.params if isinstance(self.params, dict) else self.params[link]
-        if self.tunnel_mtu is not None and "mtu" not in params:
-            return {**params, "mtu": self.tunnel_mtu}  # every link: frames must fit through any tunnel on the way
-        return params
+        return self.params if isinstance(self.params, dict) else self.params[link]
 
     def node_row(self, v: int) -> dict[str, Any]:
-        name, kind = self.graph.names[v], self.kind[v]
-        machine = self.cluster.machines[self.part[v]].name
-        row: dict[str, Any] = {"name": name, "kind": "host", "machine": machine, "netns": None, "device": None,
-                               "ip": None, "options": {}}
-        if kind == HOST:
-            row["netns"] = netns_name(self.experiment, name)
-            row["ip"] = self.ips[v]
-        else:
-            row["kind"] = "switch" if kind == SWITCH else "bridge"
-            row["device"] = f"{self.tag}-{name}"
-            row["options"] = self._switch_options(v)
-        return row
+        name = self.graph.names[v]
+        machine = self.machine_names[self.part_of[v]]
+        if self.kind[v] == HOST:
+            return {"name": name, "kind": "host", "machine": machine, "netns": self.netns_prefix + name, "device": None,
+                    "ip": self.ip_of(v), "options": {}}
+        return {"name": name, "kind": "switch" if self.kind[v] == SWITCH else "bridge", "machine": machine,
+                "netns": None, "device": f"{self.tag}-{name}", "ip": None, "options": self._switch_options(v)}
 
     def _switch_options(self, v: int) -> dict[str, Any]:
-        opts = {} if self.topo.only_bulk() else self.topo.nodes[self.graph.names[v]].options
+        opts = self.topo.nodes[self.graph.names[v]].options if self.has_objects else {}
         out: dict[str, Any] = {"stp": v in self.stp}
         if self.kind[v] == SWITCH:
             out.update({"datapath": opts.get("datapath", "auto"), "fail_mode": opts.get("fail_mode", "standalone"),
@@ -207,38 +233,36 @@ class Compiled:
         return out
 
     def end_row(self, e: int) -> dict[str, Any]:
-        g = self.graph
-        v = int(g.src[e // 2] if e % 2 == 0 else g.dst[e // 2])
-        name, iface = g.names[v], self.ifnames[e]
+        v = self.end_node[e]
+        name, iface = self.graph.names[v], self.ifname(e)
         if self.kind[v] == HOST:
             ordinal = self.ordinals[e]
-            return {"node": name, "iface": iface, "dev": iface, "netns": netns_name(self.experiment, name),
-                    "mac": self._mac(v, ordinal), "ip": self.ips[v] if ordinal == 0 else None}
-        port = ETH_RE.match(iface).group(1) if e in self.short else iface
+            return {"node": name, "iface": iface, "dev": iface, "netns": self.netns_prefix + name,
+                    "mac": self._mac(v, ordinal), "ip": self.ip_of(v) if ordinal == 0 else None}
+        port = iface[3:] if self.short[e] else iface
         return {"node": name, "iface": iface, "dev": f"{self.tag}-{name}-{port}", "netns": None, "mac": None, "ip": None}
 
     def _mac(self, v: int, ordinal: int) -> str:
-        if ordinal == 0 and not self.topo.only_bulk():
+        if ordinal == 0 and self.has_objects:
             own = self.topo.nodes[self.graph.names[v]].mac
             if own:
                 return own
         return host_mac(self.host_rank[v], ordinal)
 
     def link_row(self, i: int) -> dict[str, Any]:
-        machine = self.cluster.machines[self.part[self.graph.src[i]]].name
+        machine = self.machine_names[self.part_of[self.end_node[2 * i]]]
         return {"id": i, "a": self.end_row(2 * i), "b": self.end_row(2 * i + 1), "params": self.params_of(i),
                 "kind": "veth", "machine": machine}
 
     def tunnel_row(self, i: int, side: int) -> dict[str, Any]:
         """The end of cut link `i` on the machine of its `side` (0: a, 1: b)."""
-        g = self.graph
-        here, there = (g.src[i], g.dst[i]) if side == 0 else (g.dst[i], g.src[i])
-        local, remote = self.cluster.machines[self.part[here]], self.cluster.machines[self.part[there]]
+        here, there = self.end_node[2 * i + side], self.end_node[2 * i + 1 - side]
+        local, remote = self.cluster.machines[self.part_of[here]], self.cluster.machines[self.part_of[there]]
         vni = int(self.vni[i])
         end = self.end_row(2 * i + side)
         kind = self.kind[here]
         realize = "netns" if kind == HOST else ("ovs" if kind == SWITCH else "bridge")
-        return {"link": i, "vni": vni, "end": end, "peer_node": g.names[there], "peer_machine": remote.name,
+        return {"link": i, "vni": vni, "end": end, "peer_node": self.graph.names[there], "peer_machine": remote.name,
                 "local_ip": local.tunnel_address, "remote_ip": remote.tunnel_address, "realize": realize,
                 "port": VXLAN_PORT, "mtu": self.tunnel_mtu, "create_as": f"{self.tag}-v{vni}" if kind == HOST else None,
                 "params": self.params_of(i)}
@@ -290,10 +314,6 @@ class Compiled:
             out.append({"machine": machine.name, "address": machine.address, "nodes": len(nodes),
                         "links": len(local), "tunnels": len(cut_a) + len(cut_b)})
         return out
-
-
-def _dotted(ip: int, plen: int) -> str:
-    return f"{ip >> 24}.{(ip >> 16) & 255}.{(ip >> 8) & 255}.{ip & 255}/{plen}"
 
 
 def _explicit_interfaces(topo: Topology) -> list[str]:

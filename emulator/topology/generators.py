@@ -155,7 +155,8 @@ def region(racks: int, hosts_per_rack: int, spines: int, uplinks: int) -> Bulk:
         kinds.append("switch")
         kinds += host_kinds
     tor = spines + np.arange(racks, dtype=np.int64) * block  # index of each ToR
-    up_spine = (np.arange(racks, dtype=np.int64)[:, None] * uplinks + np.arange(uplinks)) % spines
+    # ToR r takes spines r, r+1, ... (mod spines): every spine gets the same share and the fabric is connected.
+    up_spine = (np.arange(racks, dtype=np.int64)[:, None] + np.arange(uplinks)) % spines
     hosts = tor[:, None] + 1 + np.arange(hosts_per_rack)
     per_rack = uplinks + hosts_per_rack
     src = np.empty((racks, per_rack), dtype=np.int32)

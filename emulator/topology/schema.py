@@ -16,10 +16,12 @@ TOP_KEYS = {"version", "name", "defaults", "nodes", "links", "topology", "checks
 DEFAULTS_KEYS = {"link", "subnet"}
 LINK_PARAM_KEYS = {"bw", "delay", "jitter", "loss", "mtu"}
 LINK_KEYS = {"endpoints"} | LINK_PARAM_KEYS
+#: Placement keys every node kind accepts: pin to a machine, and what the node needs of it.
+PLACEMENT_KEYS = {"machine", "cpu", "memory"}
 NODE_KEYS: dict[str, set[str]] = {
-    "host": {"kind", "ip", "mac"},
-    "switch": {"kind", "datapath", "controller", "fail_mode", "stp"},
-    "bridge": {"kind", "stp"},
+    "host": {"kind", "ip", "mac"} | PLACEMENT_KEYS,
+    "switch": {"kind", "datapath", "controller", "fail_mode", "stp"} | PLACEMENT_KEYS,
+    "bridge": {"kind", "stp"} | PLACEMENT_KEYS,
 }
 CHECK_KEYS: dict[str, tuple[set[str], set[str]]] = {
     # kind: (required, optional)
@@ -145,6 +147,14 @@ def node_options(kind: str, raw: dict, where_of, field: str) -> dict[str, Any]:
             if value not in ("standalone", "secure"):
                 raise fail(f"expected standalone or secure, got {value!r}", where, f)
             out[key] = value
+        elif key == "machine":
+            if not isinstance(value, str) or not value:
+                raise fail(f"expected a machine name from the cluster file, got {value!r}", where, f)
+            out[key] = value
+        elif key == "cpu":
+            out[key] = number(value, where, f, minimum=0, strict_min=True, maximum=4096)
+        elif key == "memory":
+            out[key] = number(value, where, f, minimum=1, integer=True)
         elif key == "stp":
             if value not in (True, False, "auto"):
                 raise fail(f"expected true, false or auto, got {value!r}", where, f)
