@@ -16,13 +16,16 @@ from rich.table import Table
 
 from emulator.api import Emulation
 from emulator.checks import CheckResult, junit_xml, run_check
-from emulator.compiler.compile import compile_topology
-from emulator.model import Topology, TopologyError
+from emulator.compiler.compile import compile_cluster, compile_topology
+from emulator.compiler.placement import ALGORITHMS
+from emulator.compiler.shards import write_plan
+from emulator.model import Cluster, Topology, TopologyError
 from emulator.runtime import orchestrator
 from emulator.runtime.executor import CommandError
 from emulator.runtime.hostinfo import reserved_networks
 from emulator.runtime.journal import Journal
 from emulator.runtime.state import known_experiments
+from emulator.topology.cluster import load_cluster
 from emulator.topology.imports import from_mn_spec
 from emulator.topology.loader import load_file
 from emulator.topology.render import to_dot, to_mermaid
@@ -32,6 +35,7 @@ out = Console()
 err = Console(stderr=True)
 OUTPUT = click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True,
                       help="table for people, json for programs")
+MAX_TABLE_ROWS = 50
 CUSTOM = click.option("--custom", type=click.Path(dir_okay=False), help="Mininet --custom file (with --topo NAME as SOURCE)")
 
 
@@ -109,6 +113,8 @@ def guarded(fn):
             fail(f"{exc} (nothing was created)" if isinstance(exc, PreflightError) else str(exc), 2, output)
         except CommandError as exc:
             fail(f"{exc}\nWhat had been made was removed; see the message above for the cause.", 1, output)
+        except FileExistsError as exc:
+            fail(str(exc), 2, output)
         except KeyError as exc:
             fail(str(exc.args[0]) if exc.args else str(exc), 2, output)
         except KeyboardInterrupt:
@@ -153,12 +159,58 @@ def validate(source: str, custom: str | None, output: str) -> None:
 @click.argument("source")
 @CUSTOM
 @click.option("--name", help="experiment name (default: the topology's name)")
+@click.option("--cluster", "cluster_file", type=click.Path(dir_okay=False), help="cluster inventory (YAML) to place on")
+@click.option("--machines", type=click.IntRange(1, 100_000), help="plan for N identical local machines")
+@click.option("--placement", type=click.Choice(ALGORITHMS), default="metis", show_default=True)
+@click.option("--compare", is_flag=True, help="compare every placement algorithm side by side")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="write plan.json and one shard per machine here")
 @OUTPUT
 @guarded
-def plan(source: str, custom: str | None, name: str | None, output: str) -> None:
-    """Compile without touching the machine; print what `up` would create."""
+def plan(source: str, custom: str | None, name: str | None, cluster_file: str | None, machines: int | None,
+         placement: str, compare: bool, out_dir: str | None, output: str) -> None:
+    """Compile without touching the machine; print what `up` would create (per machine with --cluster/--machines)."""
+    if cluster_file and machines:
+        raise click.UsageError("give --cluster or --machines, not both")
+    timings: dict[str, float] = {}
     t0 = time.perf_counter()
     topo = load_source(source, custom)
+    cluster = load_cluster(cluster_file) if cluster_file else (Cluster.local(machines) if machines else None)
+    timings["load"] = time.perf_counter() - t0
+    if cluster is None and not (compare or out_dir):
+        return _single_plan(topo, name, output, timings)
+    cluster = cluster or Cluster.local(1)
+    if compare:
+        return _compare_placements(topo, cluster, name, output)
+    t1 = time.perf_counter()
+    compiled = compile_cluster(topo, cluster, placement=placement, experiment=name, reserved=reserved_networks())
+    timings["compile"] = time.perf_counter() - t1
+    if out_dir:
+        t2 = time.perf_counter()
+        with RichProgress(enabled=output == "table") as progress:
+            progress.start("shards", len(cluster.machines))
+            index = write_plan(compiled, out_dir, on_shard=lambda n: progress.advance("shards", n))
+        timings["write"] = time.perf_counter() - t2
+    else:
+        index = {"experiment": compiled.experiment, "placement": compiled.metrics,
+                 "machines": compiled.machines_summary(), "summary": topo.summary()}
+    index = {**index, "timings": rounded(timings), "total_seconds": round(time.perf_counter() - t0, 4)}
+    if output == "json":
+        return emit(index, output)
+    table = table_of(f"plan for {compiled.experiment} on {len(cluster.machines)} machines", "machine", "nodes",
+                     "links", "tunnels")
+    for row in index["machines"][:MAX_TABLE_ROWS]:
+        table.add_row(row["machine"], str(row["nodes"]), str(row["links"]), str(row["tunnels"]))
+    if len(index["machines"]) > MAX_TABLE_ROWS:
+        table.add_row(f"... {len(index['machines']) - MAX_TABLE_ROWS} more (-o json lists all)", "", "", "")
+    out.print(table)
+    out.print(_metrics_table([compiled.metrics]))
+    out.print(_timings_table("timings", rounded(timings)))
+    if out_dir:
+        err.print(f"wrote {out_dir}/plan.json and {len(cluster.machines)} shards under {out_dir}/shards/")
+
+
+def _single_plan(topo: Topology, name: str | None, output: str, timings: dict[str, float]) -> None:
+    t0 = time.perf_counter()
     p = compile_topology(topo, experiment=name, reserved=reserved_networks())
     seconds = time.perf_counter() - t0
     if output == "json":
@@ -175,6 +227,26 @@ def plan(source: str, custom: str | None, name: str | None, output: str) -> None
     out.print(nodes)
     out.print(links)
     err.print(f"device names use the tag {p.tag!r} here; `up` picks a free tag of the same length")
+
+
+def _compare_placements(topo: Topology, cluster: Cluster, name: str | None, output: str) -> None:
+    rows = []
+    for algorithm in ALGORITHMS:
+        compiled = compile_cluster(topo, cluster, placement=algorithm, experiment=name, reserved=reserved_networks())
+        rows.append(compiled.metrics)
+    if output == "json":
+        return emit(rows, output)
+    out.print(_metrics_table(rows, f"placement of {topo.name} on {len(cluster.machines)} machines"))
+
+
+def _metrics_table(rows: list[dict[str, Any]], title: str = "placement") -> Table:
+    table = table_of(title, "algorithm")
+    for col in ("links cut", "crossing Mbit/s", "max load / mean", "compile s"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["algorithm"], str(r["links_cut"]), f"{r['crossing_bw']:,.0f}", f"{r['max_load_ratio']:.3f}",
+                      f"{r['compile_seconds']:.3f}")
+    return table
 
 
 @cli.command()

@@ -164,7 +164,7 @@ class Compiled:
     def _check_device_names(self) -> np.ndarray:
         """Ends whose root-namespace device gets the short form <tag>-<node>-<N>; refuse what fits neither way."""
         g = self.graph
-        limit = IFNAMSIZ - TAG_LEN - 2  # room for "<node>-<iface>" after "<tag>-"
+        limit = IFNAMSIZ - TAG_LEN - 1  # room for "<node>-<iface>" after "<tag>-"
         ends = np.asarray(self.end_node, dtype=np.int64)
         name_len = np.fromiter(map(len, g.names), np.int64, g.n_nodes)[ends]
         root_side = g.kind[ends] != HOST

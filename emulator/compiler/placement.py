@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from emulator.compiler.graph import Graph
-from emulator.model import Cluster, TopologyError
+from emulator.model import Cluster, TopologyError, Where
 
 ALGORITHMS = ("metis", "round-robin", "greedy")
 RESOURCES = ("max_nodes", "cpu", "memory")
@@ -72,7 +72,7 @@ def check_fits(graph: Graph, cap: Capacity) -> None:
         if np.isfinite(limit).all() and total[r] > limit.sum() + 1e-9:
             what = "nodes" if name == "max_nodes" else name
             raise TopologyError(f"the topology needs {total[r]:g} {what} but the cluster has {limit.sum():g}; "
-                                f"add machines or raise their {name}", field=name)
+                                f"add machines or raise their {name}", where=Where(cap.cluster.source), field=name)
         biggest = limit.max()
         too_big = np.flatnonzero(cap.demand[:, r] > biggest + 1e-9)
         if too_big.size:
@@ -119,7 +119,7 @@ def _metis(graph: Graph, cap: Capacity, k: int) -> np.ndarray:
         return (np.arange(graph.n_nodes) % k).astype(np.int32)
     xadj, adjncy, eweights = graph.csr()
     result = pymetis.part_graph(k, adjacency=pymetis.CSRAdjacency(xadj, adjncy), vweights=cap.weights(),
-                                eweights=eweights, tpwgts=list(cap.share / cap.share.sum() * (1 - 1e-9)))
+                                eweights=eweights, tpwgts=(cap.share / cap.share.sum()).tolist())
     return np.asarray(result[1], dtype=np.int32)
 
 
