@@ -74,3 +74,26 @@ def test_cli_validate_plan_graph_exit_codes():
     assert plan.exit_code == 0 and json.loads(plan.stdout)["summary"]["nodes"] == 6
     dot = runner.invoke(cli, ["graph", str(ROOT / "topologies/smoke.yaml")])
     assert dot.exit_code == 0 and '"h1" -- "s1" [label="bw=50"]' in dot.output
+
+
+def test_cli_plan_on_many_machines(tmp_path):
+    runner = CliRunner()
+    cluster = str(ROOT / "topologies/cluster2.yaml")
+    res = runner.invoke(cli, ["plan", "tree,2,4", "--cluster", cluster, "--out", str(tmp_path / "p"), "-o", "json"])
+    assert res.exit_code == 0, res.output
+    index = json.loads(res.stdout)
+    assert [m["machine"] for m in index["machines"]] == ["w1", "w2"]
+    assert sum(m["nodes"] for m in index["machines"]) == 21
+    assert {p.name for p in (tmp_path / "p" / "shards").iterdir()} == {"w1.json", "w2.json"}
+    assert set(index["placement"]) >= {"links_cut", "crossing_bw", "max_load_ratio", "compile_seconds"}
+
+    compare = runner.invoke(cli, ["plan", "tree,2,4", "--machines", "3", "--compare", "-o", "json"])
+    assert compare.exit_code == 0, compare.output
+    assert [r["algorithm"] for r in json.loads(compare.stdout)] == ["metis", "round-robin", "greedy"]
+
+    bad = runner.invoke(cli, ["plan", "tree,2,4", "--cluster", str(ROOT / "tests/golden/cluster_errors/unknown_key.yaml"),
+                              "-o", "json"])
+    assert bad.exit_code == 2 and json.loads(bad.stdout)["field"] == "machines.w1.adress"
+    too_small = runner.invoke(cli, ["plan", "linear,500", "--cluster", cluster, "--out", str(tmp_path / "q")])
+    assert too_small.exit_code == 2 and "needs 1000 nodes but the cluster has 400" in too_small.output
+    assert not (tmp_path / "q").exists()  # nothing written for a plan that cannot be made
