@@ -192,7 +192,12 @@ class Compiled:
         """Per link (object topologies) or one shared dict (generated ones)."""
         mtu = {"mtu": self.tunnel_mtu} if self.tunnel_mtu is not None else {}  # frames must fit through any tunnel
         if self.topo.only_bulk():
-            return {**mtu, **self.topo.link_defaults.to_dict()}
+            shared = {**mtu, **self.topo.link_defaults.to_dict()}
+            if mtu and shared["mtu"] > self.tunnel_mtu:
+                raise TopologyError(f"defaults.link.mtu {shared['mtu']} does not fit through the VXLAN tunnels this "
+                                    f"plan needs (underlay MTU minus {VXLAN_OVERHEAD} = {self.tunnel_mtu})",
+                                    where=self.topo.bulk[0].where, field="defaults.link.mtu")
+            return shared
         defaults = self.topo.link_defaults
         out = [{**mtu, **lk.params.merged_over(defaults).to_dict()} for lk in self.topo.links]
         if self.tunnel_mtu is not None:

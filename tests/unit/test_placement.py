@@ -256,3 +256,10 @@ def test_same_input_same_vnis_and_addresses():
     topo_a, topo_b = topo_of(TOPOLOGIES["torus"]), topo_of(TOPOLOGIES["torus"])
     a, b = compile_cluster(topo_a, Cluster.local(3)), compile_cluster(topo_b, Cluster.local(3))
     assert np.array_equal(a.part, b.part) and [a.shard(m) for m in range(3)] == [b.shard(m) for m in range(3)]
+
+
+def test_default_mtu_too_big_for_tunnels_is_refused_for_generated_topologies():
+    topo = load_text("version: 1\ndefaults: {link: {mtu: 9000}}\ntopology: {generator: fattree, k: 4}")
+    with pytest.raises(TopologyError, match="defaults.link.mtu 9000 does not fit"):
+        compile_cluster(topo, Cluster.local(2))
+    assert compile_cluster(topo, None).plan().links[0].params["mtu"] == 9000  # one machine: no tunnel, no limit
