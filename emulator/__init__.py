@@ -1,8 +1,18 @@
 """cloudemu: topologies in, running emulations out, and back out without a trace."""
 
-from emulator.api import Emulation
+from typing import Any
+
 from emulator.model import Topology, TopologyError
 from emulator.topology.loader import load_file, load_text
 
 __all__ = ["Emulation", "Topology", "TopologyError", "load_file", "load_text"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """Emulation on first use: importing a provisioner alone must not drag in the runtime (an import cycle)."""
+    if name == "Emulation":
+        from emulator.api import Emulation
+
+        return Emulation
+    raise AttributeError(name)

@@ -71,7 +71,7 @@ class NodeHandle:
 class Emulation:
     """One experiment: a topology brought up on this machine, and taken down again."""
 
-    def __init__(self, topology: Topology | None = None, *, name: str | None = None, provisioner: str = "netns"):
+    def __init__(self, topology: Topology | None = None, *, name: str | None = None, provisioner: str | None = None):
         self.topology = topology
         self.name = name or (topology.name if topology else None)
         self.provisioner = provisioner
@@ -89,7 +89,7 @@ class Emulation:
     @functools.cached_property
     def engine(self):
         """One provisioner per emulation: every node command (each ping of pingall) goes through it."""
-        return get_provisioner(self.provisioner)
+        return get_provisioner(self.plan.provisioner if self.plan else (self.provisioner or "netns"))
 
     # -- lifecycle -------------------------------------------------------
     def up(self, sink: ProgressSink | None = None) -> Emulation:

@@ -276,7 +276,8 @@ def _timings_table(title: str, timings: dict[str, float]) -> Table:
     return table
 
 
-PROVISIONER = click.option("--provisioner", type=click.Choice(sorted(REGISTRY)), default="netns", show_default=True)
+PROVISIONER = click.option("--provisioner", type=click.Choice(sorted(REGISTRY)), default=None,
+                           help="engine for hosts that do not name one (default: the file's defaults.provisioner, else netns)")
 
 
 @cli.command()

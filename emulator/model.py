@@ -16,6 +16,8 @@ NODE_KINDS: dict[str, str] = {
     "switch": "an Open vSwitch bridge",
     "bridge": "a Linux bridge",
 }
+#: What a host run as a container may say about its container (the container engines read these).
+CONTAINER_KEYS = frozenset({"provisioner", "image", "env", "command", "volumes", "caps"})
 #: Kinds that forward frames (their ports live in the machine's root namespace).
 SWITCHING_KINDS = frozenset({"switch", "bridge"})
 
@@ -179,6 +181,7 @@ class Topology:
         self.checks: list[Check] = checks or []
         self.source = source
         self.subnet_where = subnet_where or Where()  # where the subnet was set, for errors about it
+        self.node_defaults: dict[str, Any] = {}  # defaults.provisioner and defaults.image
 
     @property
     def nodes(self) -> dict[str, Node]:

@@ -8,6 +8,7 @@ from provisioners.base import NodeState, PreflightError, Provisioner
 
 REGISTRY: dict[str, str] = {
     "netns": "provisioners.netns:NetnsProvisioner",
+    "docker": "provisioners.docker:DockerProvisioner",
 }
 
 

@@ -103,9 +103,7 @@ class NetnsProvisioner(Provisioner):
             journal.plan(self.resources(plan))
 
         with phases.phase("namespaces", total=len(hosts)) as step:
-            self.ex.ip_batch(f"netns add {n.netns}" for n in hosts)
-            journal.mark([Resource("netns", n.netns) for n in hosts], "created")
-            step.advance(len(hosts))
+            self.make_hosts(plan, hosts, journal, step.advance)
 
         with phases.phase("switches", total=len(switches) + len(bridges)) as step:
             lines = []
@@ -140,6 +138,12 @@ class NetnsProvisioner(Provisioner):
             self.ex.tc_batch(_root_shaping(plan.links))
             nsconfig.configure(_namespace_configs(plan, tx_csum_off=userspace and bool(switches)), step.advance)
             self._apply_netem(plan)
+
+    def make_hosts(self, plan: Plan, hosts: list[PlanNode], journal: Journal, advance) -> None:
+        """Each host's network namespace (container engines make containers and name their namespaces)."""
+        self.ex.ip_batch(f"netns add {n.netns}" for n in hosts)
+        journal.mark([Resource("netns", n.netns) for n in hosts], "created")
+        advance(len(hosts))
 
     def _apply_netem(self, plan: Plan) -> None:
         """Delay, jitter and loss (netem), below the HTB class when the link is also shaped."""

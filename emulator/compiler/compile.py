@@ -23,8 +23,8 @@ import numpy as np
 from emulator.compiler.addressing import Reserved, assign_host_addresses, check_reserved, host_mac
 from emulator.compiler.graph import KIND_CODE, Graph, graph_of
 from emulator.compiler.placement import Capacity, Placement, metrics, place
-from emulator.compiler.plan import Plan, netns_name
-from emulator.model import IFNAMSIZ, TAG_LEN, Cluster, Link, Topology, TopologyError, Where
+from emulator.compiler.plan import DEFAULT_IMAGE, Plan, netns_name
+from emulator.model import CONTAINER_KEYS, IFNAMSIZ, TAG_LEN, Cluster, Link, Topology, TopologyError, Where
 
 #: Tag used when no experiment exists yet (validate, plan): same length as a real one.
 PLACEHOLDER_TAG = "x" * TAG_LEN
@@ -103,6 +103,8 @@ class Compiled:
         self.machine_names = [m.name for m in cluster.machines]
         self.netns_prefix = netns_name(experiment, "")
         self.has_objects = not topo.only_bulk()
+        self.default_engine = provisioner or topo.node_defaults.get("provisioner") or "netns"
+        self.containers = self._container_options()
         self.host_rank = np.cumsum(g.kind == HOST).tolist()  # 1-based among hosts, for MACs and addresses
         self.switch_rank = np.cumsum(g.switching()).tolist()
         self.ips = self._addresses(list(reserved))
@@ -135,6 +137,30 @@ class Compiled:
         addresses = assign_host_addresses(topo)
         check_reserved(topo, addresses, reserved)
         return [addresses.get(name) for name in g.names]
+
+    def _container_options(self) -> dict[int, dict[str, Any]]:
+        """Hosts that run as containers, with what their engine needs to know (image, limits, command...)."""
+        image = self.topo.node_defaults.get("image", DEFAULT_IMAGE)
+        if not self.has_objects:
+            if self.default_engine == "netns":
+                return {}
+            return {v: {"engine": self.default_engine, "image": image} for v in range(self.graph.n_nodes)
+                    if self.kind[v] == HOST}
+        out = {}
+        for v, node in enumerate(self.topo.nodes.values()):
+            engine = node.options.get("provisioner", self.default_engine)
+            if node.kind != "host" or engine == "netns":
+                continue
+            opts = {"engine": engine, "image": node.options.get("image", image)}
+            opts.update({k: node.options[k] for k in CONTAINER_KEYS | {"cpu", "memory"} if k in node.options})
+            opts.pop("provisioner", None)
+            out[v] = opts
+        return out
+
+    def engine(self) -> str:
+        """The provisioner that runs this plan: a container engine as soon as one host is a container."""
+        engines = {o["engine"] for o in self.containers.values()}
+        return engines.pop() if len(engines) == 1 else ("netns" if not engines else "mixed")
 
     def ip_of(self, v: int) -> str | None:
         if self.ips is not None:
@@ -223,7 +249,7 @@ class Compiled:
         machine = self.machine_names[self.part_of[v]]
         if self.kind[v] == HOST:
             return {"name": name, "kind": "host", "machine": machine, "netns": self.netns_prefix + name, "device": None,
-                    "ip": self.ip_of(v), "options": {}}
+                    "ip": self.ip_of(v), "options": self.containers.get(v, {})}
         return {"name": name, "kind": "switch" if self.kind[v] == SWITCH else "bridge", "machine": machine,
                 "netns": None, "device": f"{self.tag}-{name}", "ip": None, "options": self._switch_options(v)}
 
@@ -303,7 +329,8 @@ class Compiled:
         tunnels.sort()
         return {
             "experiment": self.experiment, "tag": self.tag, "subnet": self.topo.subnet, "format": 1,
-            "provisioner": self.provisioner or machine.provisioner, "machine": machine.name,
+            "provisioner": self.engine() if self.containers else (self.provisioner or machine.provisioner),
+            "machine": machine.name,
             "nodes": [self.node_row(v) for v in nodes.tolist()],
             "links": [self.link_row(i) for i in local.tolist()],
             "tunnels": [self.tunnel_row(i, side) for i, side in tunnels],

@@ -15,6 +15,8 @@ PLAN_FORMAT = 1
 NETNS_PREFIX = "ce."
 #: The ifalias and OVS external_ids key that mark a device as an experiment's.
 MARKER_KEY = "cloudemu-exp"
+#: The node image `cloudemu image build` makes (Debian with OVS, iproute2, ping, iperf3, python3).
+DEFAULT_IMAGE = "cloudemu/node:1"
 
 
 def netns_name(experiment: str, node: str) -> str:

@@ -52,12 +52,11 @@ def _free_tag(experiment: str) -> str:
     raise ExperimentError("no free experiment tag left; run 'cloudemu down --all'")
 
 
-def deploy(topo: Topology, *, experiment: str | None = None, provisioner: str = "netns",
+def deploy(topo: Topology, *, experiment: str | None = None, provisioner: str | None = None,
            phases: Phases | None = None) -> Plan:
     """Compile, preflight, journal, create. On any failure, remove what was made and re-raise."""
     phases = phases or Phases()
     name = experiment or topo.name
-    engine = get_provisioner(provisioner)
     journal = Journal(name)
     with locked():
         if journal.exists():
@@ -66,9 +65,10 @@ def deploy(topo: Topology, *, experiment: str | None = None, provisioner: str = 
         with phases.phase("compile"):
             plan = compile_topology(topo, experiment=name, tag=_free_tag(name), reserved=reserved_networks(),
                                     provisioner=provisioner)
+        engine = get_provisioner(plan.provisioner)
         with phases.phase("preflight"):
             engine.preflight(plan)
-        journal.create({"experiment": name, "tag": plan.tag, "provisioner": provisioner,
+        journal.create({"experiment": name, "tag": plan.tag, "provisioner": plan.provisioner,
                         "plan": plan.to_dict(), "status": "creating", "source": topo.source,
                         "checks": [{"kind": c.kind, "args": c.args} for c in topo.checks]})
     try:

@@ -51,6 +51,9 @@ def from_located(doc: Located) -> Topology:
 
     topo = Topology(name=name, subnet=subnet, link_defaults=link_defaults, source=doc.file,
                     subnet_where=w("defaults", "subnet"))
+    for key in ("provisioner", "image"):
+        if key in defaults:
+            topo.node_defaults[key] = schema.container_option(key, defaults[key], w("defaults", key), f"defaults.{key}")
     if "topology" in data:
         _generate(topo, doc)
     _nodes(topo, doc)

@@ -6,20 +6,23 @@ import ipaddress
 import re
 from typing import Any
 
-from emulator.model import TopologyError, Where
+from emulator.model import CONTAINER_KEYS, TopologyError, Where
 
 TIME_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s)?\s*$")
 MAC_RE = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
 CONTROLLER_RE = re.compile(r"^(tcp|ssl|ptcp|pssl|unix):[^\s]+$")
 
 TOP_KEYS = {"version", "name", "defaults", "nodes", "links", "topology", "checks"}
-DEFAULTS_KEYS = {"link", "subnet"}
+DEFAULTS_KEYS = {"link", "subnet", "provisioner", "image"}
+ENGINES = ("netns", "docker")
+CAP_RE = re.compile(r"^[A-Z_]{2,32}$")
+IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?$")
 LINK_PARAM_KEYS = {"bw", "delay", "jitter", "loss", "mtu"}
 LINK_KEYS = {"endpoints"} | LINK_PARAM_KEYS
 #: Placement keys every node kind accepts: pin to a machine, and what the node needs of it.
 PLACEMENT_KEYS = {"machine", "cpu", "memory"}
 NODE_KEYS: dict[str, set[str]] = {
-    "host": {"kind", "ip", "mac"} | PLACEMENT_KEYS,
+    "host": {"kind", "ip", "mac"} | PLACEMENT_KEYS | CONTAINER_KEYS,
     "switch": {"kind", "datapath", "controller", "fail_mode", "stp"} | PLACEMENT_KEYS,
     "bridge": {"kind", "stp"} | PLACEMENT_KEYS,
 }
@@ -124,6 +127,37 @@ def mac(value: Any, where: Where, field: str) -> str:
     return value.lower()
 
 
+def container_option(key: str, value: Any, where: Where, f: str) -> Any:
+    """provisioner, image, env, command, volumes, caps: checked here, used by the container engines."""
+    if key == "provisioner":
+        if value not in ENGINES:
+            raise fail(f"expected one of: {', '.join(ENGINES)}, got {value!r}", where, f)
+        return value
+    if key == "image":
+        if not isinstance(value, str) or not IMAGE_RE.match(value):
+            raise fail(f"expected an image name such as cloudemu/node:1, got {value!r}", where, f)
+        return value
+    if key == "env":
+        if not isinstance(value, dict) or not all(isinstance(k, str) and k for k in value):
+            raise fail("expected a mapping of variable name to value", where, f)
+        return {k: str(v) for k, v in value.items()}
+    if key == "command":
+        if isinstance(value, str) and value.strip():
+            return value
+        if isinstance(value, list) and value and all(isinstance(a, (str, int, float)) for a in value):
+            return [str(a) for a in value]
+        raise fail("expected a command: a string (run by /bin/sh -c) or a list of arguments", where, f)
+    if key == "volumes":
+        if not isinstance(value, list) or not all(isinstance(v, str) and ":" in v and v.startswith("/") for v in value):
+            raise fail("expected a list of HOST_PATH:CONTAINER_PATH[:ro]", where, f)
+        return list(value)
+    if key == "caps":
+        if not isinstance(value, list) or not all(isinstance(c, str) and CAP_RE.match(c) for c in value):
+            raise fail("expected a list of capabilities such as [NET_ADMIN, SYS_ADMIN]", where, f)
+        return list(value)
+    raise fail(f"unknown container option {key!r}", where, f)
+
+
 def node_options(kind: str, raw: dict, where_of, field: str) -> dict[str, Any]:
     """Kind-specific options, checked; `ip` and `mac` included for hosts."""
     out: dict[str, Any] = {}
@@ -155,6 +189,8 @@ def node_options(kind: str, raw: dict, where_of, field: str) -> dict[str, Any]:
             out[key] = number(value, where, f, minimum=0, strict_min=True, maximum=4096)
         elif key == "memory":
             out[key] = number(value, where, f, minimum=1, integer=True)
+        elif key in CONTAINER_KEYS:
+            out[key] = container_option(key, value, where, f)
         elif key == "stp":
             if value not in (True, False, "auto"):
                 raise fail(f"expected true, false or auto, got {value!r}", where, f)
