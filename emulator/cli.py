@@ -260,6 +260,48 @@ def graph(source: str, custom: str | None, fmt: str) -> None:
     click.echo(to_dot(topo) if fmt == "dot" else to_mermaid(topo), nl=False)
 
 
+# -- images ------------------------------------------------------------------------
+@cli.group()
+def image() -> None:
+    """The node image for container engines, built from the Debian mirror (no registry needed)."""
+
+
+@image.command("build")
+@click.option("--engine", type=click.Choice(["docker"]), multiple=True, default=["docker"], show_default=True)
+@OUTPUT
+@guarded
+def image_build(engine: tuple[str, ...], output: str) -> None:
+    """debootstrap a root file system (cached), then import it as cloudemu/node:1."""
+    from provisioners import images
+
+    t0 = time.perf_counter()
+    rootfs = images.build_rootfs(log=lambda text: err.print(text, highlight=False))
+    built = {"rootfs": str(rootfs), "rootfs_seconds": round(time.perf_counter() - t0, 2), "images": []}
+    for name in engine:
+        t1 = time.perf_counter()
+        image_id = images.import_docker(rootfs)
+        built["images"].append({"engine": name, "image": images.DEFAULT_IMAGE, "id": image_id,
+                                "seconds": round(time.perf_counter() - t1, 2)})
+    if output == "json":
+        return emit(built, output)
+    for row in built["images"]:
+        out.print(f"{row['engine']}: {row['image']} ({row['id'][:19]}) in {row['seconds']} s")
+
+
+@image.command("list")
+@OUTPUT
+@guarded
+def image_list(output: str) -> None:
+    """Node images present in the engines."""
+    from provisioners import images
+
+    rows = images.docker_images()
+    table = table_of("images", "engine", "image", "id", "rootfs", "size MB")
+    for r in rows:
+        table.add_row(r["engine"], r["image"], r["id"], r["rootfs"], r["size_mb"])
+    emit(rows, output, table)
+
+
 # -- up / down / status ---------------------------------------------------------
 def _bring_up(emu: Emulation, output: str) -> Emulation:
     """up, with progress bars on a terminal (none under -o json)."""

@@ -94,6 +94,9 @@ def docker_client():
 def import_docker(rootfs: Path, image: str = DEFAULT_IMAGE) -> str:
     repository, _, tag = image.partition(":")
     client = docker_client()
+    present = [i for i in client.images.list(filters={"label": f"{LABEL}={rootfs.name}"}) if image in i.tags]
+    if present:  # already made from this very root file system
+        return present[0].id
     client.api.import_image_from_file(str(rootfs_tarball(rootfs)), repository=repository, tag=tag or "latest",
                                       changes=[f"LABEL {LABEL}={rootfs.name}", 'CMD ["sleep", "infinity"]'])
     return client.images.get(image).id

@@ -9,7 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 2
 fi
 
-packages=(openvswitch-switch iproute2 iputils-ping iperf3 mininet ethtool python3-venv)
+packages=(openvswitch-switch iproute2 iputils-ping iperf3 mininet ethtool python3-venv docker.io debootstrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -26,9 +26,18 @@ if ! ovs-vsctl --timeout=3 show >/dev/null 2>&1; then
   ovs-vsctl --timeout=10 show >/dev/null || { echo "Open vSwitch did not start" >&2; exit 1; }
 fi
 
+# Docker engine: no systemd here, so start dockerd ourselves when its socket does not answer.
+if ! timeout 5 docker version >/dev/null 2>&1; then
+  setsid -f dockerd >/var/log/cloudemu-dockerd.log 2>&1 < /dev/null
+  for _ in $(seq 1 60); do timeout 5 docker version >/dev/null 2>&1 && break; sleep 0.5; done
+  timeout 5 docker version >/dev/null 2>&1 || { echo "dockerd did not start: see /var/log/cloudemu-dockerd.log" >&2; exit 1; }
+fi
+
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+# The node image for container engines: debootstrap once (cached in /var/cache/cloudemu), then import.
+.venv/bin/cloudemu image build -o json >/dev/null
 echo "ready: .venv/bin/cloudemu ($(.venv/bin/cloudemu --version))"

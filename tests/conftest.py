@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import subprocess
@@ -27,3 +28,25 @@ def state_dir(tmp_path, monkeypatch):
     d = tmp_path / "state"
     monkeypatch.setenv("CLOUDEMU_STATE_DIR", str(d))
     return d
+
+
+def leftovers(experiment: str) -> dict:
+    """Everything on the machine that carries the experiment's marks: namespaces, devices, bridges, containers."""
+    ns = [n for n in os.listdir("/run/netns") if n.startswith(f"ce.{experiment}.")] if Path("/run/netns").exists() else []
+    devs = []
+    for d in os.listdir("/sys/class/net"):
+        try:
+            if Path(f"/sys/class/net/{d}/ifalias").read_text().strip() == f"cloudemu-exp={experiment}":
+                devs.append(d)
+        except OSError:
+            pass
+    out = subprocess.run(["ovs-vsctl", "--format=json", "--columns=name,external_ids", "list", "Bridge"],
+                         capture_output=True, text=True, check=True).stdout
+    bridges = [name for name, ext in json.loads(out)["data"] if ["cloudemu-exp", experiment] in ext[1]]
+    containers = []
+    if shutil.which("docker"):
+        proc = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=cloudemu-exp={experiment}"],
+                              capture_output=True, text=True)
+        containers = proc.stdout.split()
+    found = {"netns": ns, "devices": devs, "bridges": bridges, "containers": containers}
+    return {k: v for k, v in found.items() if v}

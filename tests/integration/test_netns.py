@@ -12,26 +12,10 @@ import pytest
 
 from emulator import Emulation, load_file, load_text
 from emulator.checks import iperf
-from tests.conftest import NEEDS_ROOT_OVS, ROOT
+from tests.conftest import NEEDS_ROOT_OVS, ROOT, leftovers
 
 pytestmark = NEEDS_ROOT_OVS
 CLI = [sys.executable, "-m", "emulator"]
-
-
-def leftovers(experiment: str) -> dict:
-    """Everything on the machine that carries the experiment's marks."""
-    ns = [n for n in os.listdir("/run/netns") if n.startswith(f"ce.{experiment}.")] if Path("/run/netns").exists() else []
-    devs = []
-    for d in os.listdir("/sys/class/net"):
-        try:
-            if Path(f"/sys/class/net/{d}/ifalias").read_text().strip() == f"cloudemu-exp={experiment}":
-                devs.append(d)
-        except OSError:
-            pass
-    out = subprocess.run(["ovs-vsctl", "--format=json", "--columns=name,external_ids", "list", "Bridge"],
-                         capture_output=True, text=True, check=True).stdout
-    bridges = [name for name, ext in json.loads(out)["data"] if ["cloudemu-exp", experiment] in ext[1]]
-    return {k: v for k, v in {"netns": ns, "devices": devs, "bridges": bridges}.items() if v}
 
 
 def cli(*args, check=True, **kw):
