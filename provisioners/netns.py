@@ -15,7 +15,7 @@ from pathlib import Path
 from emulator.compiler.plan import MARKER_KEY, NETNS_PREFIX, Plan, PlanEnd, PlanLink, PlanNode, marker
 from emulator.runtime.events import Phases
 from emulator.runtime.journal import Journal, Resource
-from provisioners import nsconfig
+from provisioners import firewall, nsconfig
 from provisioners.base import NodeState, PreflightError, Provisioner
 
 NETNS_DIR = Path("/run/netns")
@@ -111,6 +111,11 @@ class NetnsProvisioner(Provisioner):
                 lines += [f"link add {b.device} type bridge stp_state {int(b.options.get('stp', False))}",
                           f"link set dev {b.device} alias {mark} up"]
             self.ex.ip_batch(lines)
+            if bridges and firewall.bridged_traffic_filtered():
+                journal.plan([Resource("iptables", b.device) for b in bridges])
+                for b in bridges:
+                    firewall.accept_bridge(self.ex, b.device, plan.experiment)
+                journal.mark([Resource("iptables", b.device) for b in bridges], "created")
             self.ex.ovs_vsctl([cmd for s in switches for cmd in _ovs_bridge_commands(s, plan.experiment, userspace)])
             journal.mark([Resource("linux-bridge", b.device) for b in bridges]
                          + [Resource("ovs-bridge", s.device) for s in switches], "created")
@@ -178,6 +183,7 @@ class NetnsProvisioner(Provisioner):
             ovs = self._ovs_bridges_of(experiment)
             self.ex.ovs_vsctl([["--if-exists", "del-br", b] for b in ovs])
         with phases.phase("links"):
+            firewall.remove_rules(self.ex, experiment)
             devices = _root_devices_of(mark, {r.name for r in journaled if r.kind in ("veth", "linux-bridge")})
             self.ex.ip_batch((f"link del dev {d}" for d in devices), force=True)
         return self._leftovers(experiment, journaled)
@@ -201,6 +207,7 @@ class NetnsProvisioner(Provisioner):
         left = [Resource("netns", ns) for ns in _netns_with_prefix(f"{NETNS_PREFIX}{experiment}.")]
         left += [Resource("ovs-bridge", b) for b in self._ovs_bridges_of(experiment)]
         left += [Resource("device", d) for d in _root_devices_of(marker(experiment), set())]
+        left += [Resource("iptables", " ".join(rule[3:])) for rule in firewall.rules_of(self.ex, experiment)]
         return left
 
     # -- using it --------------------------------------------------------

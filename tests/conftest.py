@@ -48,5 +48,9 @@ def leftovers(experiment: str) -> dict:
         proc = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=cloudemu-exp={experiment}"],
                               capture_output=True, text=True)
         containers = proc.stdout.split()
-    found = {"netns": ns, "devices": devs, "bridges": bridges, "containers": containers}
+    rules = []
+    if shutil.which("iptables"):
+        rules = [ln for ln in subprocess.run(["iptables", "-w", "-S", "FORWARD"], capture_output=True,
+                                             text=True).stdout.splitlines() if f"cloudemu-exp={experiment}" in ln]
+    found = {"netns": ns, "devices": devs, "bridges": bridges, "containers": containers, "iptables": rules}
     return {k: v for k, v in found.items() if v}
