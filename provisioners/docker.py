@@ -126,9 +126,13 @@ class DockerProvisioner(NetnsProvisioner):
 
     # -- destroy ---------------------------------------------------------
     def destroy(self, experiment: str, journaled: list[Resource], phases: Phases) -> list[Resource]:
-        with phases.phase("containers"):
-            self._remove_containers(experiment)
-        left = super().destroy(experiment, journaled, phases)
+        # The engine removes containers at its own pace (~25/s): let it work while the
+        # switches, links and namespace names go, rather than one after the other.
+        with ThreadPoolExecutor(1) as background:
+            removing = background.submit(self._remove_containers, experiment)
+            left = super().destroy(experiment, journaled, phases)
+            with phases.phase("containers"):
+                removing.result()
         return left + [Resource("container", c.name) for c in self._containers_of(experiment)]
 
     def _containers_of(self, experiment: str) -> list:
