@@ -58,6 +58,12 @@ class NodeHandle:
         """Run a command inside the node (an argument list, never through a shell)."""
         return subprocess.run(self.argv(command), capture_output=True, text=True, timeout=timeout)
 
+    def run_in_network(self, argv: list[str], timeout: float | None = 120) -> subprocess.CompletedProcess:
+        """Run the machine's own tool in the node's network namespace: what pingall needs, without the
+        container engine's exec (one `lxc exec` per ping overloads LXD at a few dozen at once)."""
+        return subprocess.run(self.emu.engine.net_argv(self.plan_node, argv), capture_output=True, text=True,
+                              timeout=timeout)
+
     def cmd(self, command: str | list[str], timeout: float | None = 120) -> str:
         """Mininet's node.cmd: the command's output (stdout and stderr)."""
         proc = self.run(command, timeout)
@@ -148,5 +154,5 @@ class Emulation:
 
 
 def _ping_once(src: NodeHandle, ip: str, timeout: float) -> bool:
-    proc = src.run(["ping", "-c1", "-q", "-W", f"{max(1, round(timeout))}", ip], timeout=timeout + 10)
+    proc = src.run_in_network(["ping", "-c1", "-q", "-W", f"{max(1, round(timeout))}", ip], timeout=timeout + 10)
     return proc.returncode == 0

@@ -267,7 +267,8 @@ def image() -> None:
 
 
 @image.command("build")
-@click.option("--engine", type=click.Choice(["docker"]), multiple=True, default=["docker"], show_default=True)
+@click.option("--engine", type=click.Choice(["docker", "lxd"]), multiple=True, default=["docker", "lxd"],
+              show_default=True)
 @OUTPUT
 @guarded
 def image_build(engine: tuple[str, ...], output: str) -> None:
@@ -279,7 +280,7 @@ def image_build(engine: tuple[str, ...], output: str) -> None:
     built = {"rootfs": str(rootfs), "rootfs_seconds": round(time.perf_counter() - t0, 2), "images": []}
     for name in engine:
         t1 = time.perf_counter()
-        image_id = images.import_docker(rootfs)
+        image_id = images.import_docker(rootfs) if name == "docker" else images.import_lxd(rootfs)
         built["images"].append({"engine": name, "image": images.DEFAULT_IMAGE, "id": image_id,
                                 "seconds": round(time.perf_counter() - t1, 2)})
     if output == "json":
@@ -295,7 +296,7 @@ def image_list(output: str) -> None:
     """Node images present in the engines."""
     from provisioners import images
 
-    rows = images.docker_images()
+    rows = images.docker_images() + images.lxd_images()
     table = table_of("images", "engine", "image", "id", "rootfs", "size MB")
     for r in rows:
         table.add_row(r["engine"], r["image"], r["id"], r["rootfs"], r["size_mb"])

@@ -9,6 +9,7 @@ from provisioners.base import NodeState, PreflightError, Provisioner
 REGISTRY: dict[str, str] = {
     "netns": "provisioners.netns:NetnsProvisioner",
     "docker": "provisioners.docker:DockerProvisioner",
+    "lxd": "provisioners.lxd:LxdProvisioner",
 }
 
 

@@ -53,6 +53,10 @@ class Provisioner(ABC):
     def exec_argv(self, node: PlanNode, argv: list[str]) -> list[str]:
         """The argument list that runs `argv` inside `node`."""
 
+    def net_argv(self, node: PlanNode, argv: list[str]) -> list[str]:
+        """The argument list that runs the machine's `argv` in the node's network namespace (default: exec_argv)."""
+        return self.exec_argv(node, argv)
+
     @abstractmethod
     def status(self, plan: Plan) -> list[NodeState]:
         """Per node: is it there."""

@@ -120,3 +120,59 @@ def docker_has(image: str) -> bool:
         return True
     except docker.errors.ImageNotFound:
         return False
+
+
+# -- LXD ---------------------------------------------------------------------------
+def lxd_alias(image: str) -> str:
+    """LXD aliases cannot hold ':' (it separates the remote): cloudemu/node:1 -> cloudemu/node-1."""
+    return image.replace(":", "-")
+
+
+def lxd_client():
+    import pylxd
+
+    try:
+        client = pylxd.Client()
+        client.host_info  # noqa: B018 - a round trip: is the daemon there
+        return client
+    except Exception as exc:  # pylxd raises several kinds for "no daemon"
+        raise PreflightError(f"LXD is not reachable ({exc.__class__.__name__}); start it with 'lxd --group root' and "
+                             "'lxd init --preseed' (scripts/setup.sh does)") from None
+
+
+def lxd_metadata(rootfs: Path) -> bytes:
+    """The metadata tarball LXD wants beside a root file system."""
+    import io
+    import tarfile
+
+    text = (f"architecture: x86_64\ncreation_date: {int(rootfs.stat().st_mtime)}\nproperties:\n  os: debian\n"
+            f"  release: {SUITE}\n  description: cloudemu node ({rootfs.name})\n")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("metadata.yaml")
+        info.size, info.mtime = len(text), int(rootfs.stat().st_mtime)
+        tar.addfile(info, io.BytesIO(text.encode()))
+    return buf.getvalue()
+
+
+def import_lxd(rootfs: Path, image: str = DEFAULT_IMAGE) -> str:
+    client = lxd_client()
+    alias = lxd_alias(image)
+    if client.images.exists(alias, alias=True):
+        existing = client.images.get_by_alias(alias)
+        if existing.properties.get("description", "").endswith(f"({rootfs.name})"):
+            return existing.fingerprint  # already made from this very root file system
+        existing.delete(wait=True)
+    made = client.images.create(rootfs_tarball(rootfs).read_bytes(), metadata=lxd_metadata(rootfs), wait=True)
+    made.add_alias(alias, f"cloudemu node image from {rootfs.name}")
+    return made.fingerprint
+
+
+def lxd_images() -> list[dict[str, str]]:
+    out = []
+    for img in lxd_client().images.all():
+        for alias in img.aliases:
+            if alias["name"].startswith("cloudemu/"):
+                out.append({"engine": "lxd", "image": alias["name"], "id": img.fingerprint[:12],
+                            "rootfs": img.properties.get("description", ""), "size_mb": str(round(img.size / 1e6))})
+    return out

@@ -9,7 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 2
 fi
 
-packages=(openvswitch-switch iproute2 iputils-ping iperf3 mininet ethtool python3-venv docker.io debootstrap)
+packages=(openvswitch-switch iproute2 iputils-ping iperf3 mininet ethtool python3-venv docker.io debootstrap lxd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,6 +31,25 @@ if ! timeout 5 docker version >/dev/null 2>&1; then
   setsid -f dockerd >/var/log/cloudemu-dockerd.log 2>&1 < /dev/null
   for _ in $(seq 1 60); do timeout 5 docker version >/dev/null 2>&1 && break; sleep 0.5; done
   timeout 5 docker version >/dev/null 2>&1 || { echo "dockerd did not start: see /var/log/cloudemu-dockerd.log" >&2; exit 1; }
+fi
+
+# LXD: start the daemon ourselves likewise; on a fresh LXD (no storage pool yet) give it a dir pool and a
+# default profile with only a root disk (cloudemu wires the instances' interfaces itself). An LXD that is
+# already set up is left as it is.
+if ! timeout 5 lxc query /1.0 >/dev/null 2>&1; then
+  setsid -f lxd --group root >/var/log/cloudemu-lxd.log 2>&1 < /dev/null
+  timeout 60 lxd waitready || { echo "lxd did not start: see /var/log/cloudemu-lxd.log" >&2; exit 1; }
+fi
+if [ "$(lxc query /1.0/storage-pools 2>/dev/null | tr -d '[:space:][]')" = "" ]; then
+  lxd init --preseed <<'PRESEED'
+config: {}
+storage_pools:
+- {name: cloudemu, driver: dir}
+profiles:
+- name: default
+  devices:
+    root: {path: /, pool: cloudemu, type: disk}
+PRESEED
 fi
 
 python=${PYTHON:-python3}

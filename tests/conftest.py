@@ -48,6 +48,11 @@ def leftovers(experiment: str) -> dict:
         proc = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=cloudemu-exp={experiment}"],
                               capture_output=True, text=True)
         containers = proc.stdout.split()
+    if shutil.which("lxc"):
+        proc = subprocess.run(["lxc", "query", "/1.0/instances?recursion=1"], capture_output=True, text=True)
+        if proc.returncode == 0:
+            containers += [i["name"] for i in json.loads(proc.stdout)
+                           if i.get("config", {}).get("user.cloudemu-exp") == experiment]
     rules = []
     if shutil.which("iptables"):
         rules = [ln for ln in subprocess.run(["iptables", "-w", "-S", "FORWARD"], capture_output=True,

@@ -23,7 +23,7 @@ import numpy as np
 from emulator.compiler.addressing import Reserved, assign_host_addresses, check_reserved, host_mac
 from emulator.compiler.graph import KIND_CODE, Graph, graph_of
 from emulator.compiler.placement import Capacity, Placement, metrics, place
-from emulator.compiler.plan import DEFAULT_IMAGE, Plan, netns_name
+from emulator.compiler.plan import DEFAULT_IMAGE, Plan, container_name, netns_name
 from emulator.model import CONTAINER_KEYS, IFNAMSIZ, TAG_LEN, Cluster, Link, Topology, TopologyError, Where
 
 #: Tag used when no experiment exists yet (validate, plan): same length as a real one.
@@ -144,8 +144,9 @@ class Compiled:
         if not self.has_objects:
             if self.default_engine == "netns":
                 return {}
-            return {v: {"engine": self.default_engine, "image": image} for v in range(self.graph.n_nodes)
-                    if self.kind[v] == HOST}
+            return {v: {"engine": self.default_engine, "image": image,
+                        "container": container_name(self.default_engine, self.experiment, self.tag, self.graph.names[v])}
+                    for v in range(self.graph.n_nodes) if self.kind[v] == HOST}
         out = {}
         for v, node in enumerate(self.topo.nodes.values()):
             engine = node.options.get("provisioner", self.default_engine)
@@ -154,6 +155,7 @@ class Compiled:
             opts = {"engine": engine, "image": node.options.get("image", image)}
             opts.update({k: node.options[k] for k in CONTAINER_KEYS | {"cpu", "memory"} if k in node.options})
             opts.pop("provisioner", None)
+            opts["container"] = container_name(engine, self.experiment, self.tag, node.name)
             out[v] = opts
         return out
 

@@ -23,6 +23,14 @@ def netns_name(experiment: str, node: str) -> str:
     return f"{NETNS_PREFIX}{experiment}.{node}"
 
 
+def container_name(engine: str, experiment: str, tag: str, node: str) -> str:
+    """Docker takes the namespace's name; LXD instance names are host names (no dots or underscores),
+    so they carry the experiment's tag instead, which is unique among live experiments."""
+    if engine == "lxd":
+        return f"ce-{tag}-{node}".replace("_", "-")
+    return netns_name(experiment, node)
+
+
 def root_device(tag: str, node: str, iface: str | None = None) -> str:
     """A device in the machine's root namespace: <tag>-<node>[-<iface>]."""
     return f"{tag}-{node}-{iface}" if iface else f"{tag}-{node}"

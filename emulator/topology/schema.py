@@ -14,7 +14,7 @@ CONTROLLER_RE = re.compile(r"^(tcp|ssl|ptcp|pssl|unix):[^\s]+$")
 
 TOP_KEYS = {"version", "name", "defaults", "nodes", "links", "topology", "checks"}
 DEFAULTS_KEYS = {"link", "subnet", "provisioner", "image"}
-ENGINES = ("netns", "docker")
+ENGINES = ("netns", "docker", "lxd")
 CAP_RE = re.compile(r"^[A-Z_]{2,32}$")
 IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?$")
 LINK_PARAM_KEYS = {"bw", "delay", "jitter", "loss", "mtu"}

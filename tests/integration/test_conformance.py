@@ -1,4 +1,4 @@
-"""One suite, every engine: the same topologies and the same checks on netns and Docker.
+"""One suite, every engine: the same topologies and the same checks on netns, Docker and LXD.
 
 Hosts run as the engine says (a namespace, a container); switches are OVS bridges
 either way. Each case checks: all pairs ping, `exec` runs inside the node,
@@ -14,7 +14,7 @@ from emulator.checks import iperf
 from tests.conftest import NEEDS_ROOT_OVS, leftovers
 
 pytestmark = NEEDS_ROOT_OVS
-ENGINES = ["netns", "docker"]
+ENGINES = ["netns", "docker", "lxd"]
 
 TOPOLOGIES = {
     "smoke": "nodes:\n  s1: {kind: switch}\n  h1: {}\n  h2: {}\n  h3: {}\n"
@@ -34,6 +34,8 @@ def assert_runs_on(emu: Emulation, engine: str) -> None:
         hostname = host.cmd(["cat", "/proc/sys/kernel/hostname"]).strip()
         if engine == "docker":  # inside the container: its own UTS namespace
             assert hostname == host.name
+        elif engine == "lxd":  # LXD names the instance's host after the instance (ce-<tag>-<node>)
+            assert hostname.startswith("ce-") and hostname.endswith(f"-{host.name}".replace("_", "-"))
         assert host.ip.split("/")[0] in host.cmd(["ip", "-4", "-o", "addr", "show", "eth0"])
 
 

@@ -1,0 +1,134 @@
+"""What every container engine shares: hosts as containers, wired by the netns engine's code.
+
+Each container starts with no network; its network namespace is then named
+`ce.<exp>.<node>` (`ip netns attach`), so links, addresses and shaping are made
+exactly as for a plain namespace. A node's own `command` starts only after its
+links exist and are addressed. Hosts of another engine in the same plan stay
+plain namespaces. An engine says how to start, list, remove and exec.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+
+from emulator.compiler.plan import Plan, PlanNode
+from emulator.runtime.events import Phases
+from emulator.runtime.journal import Journal, Resource
+from provisioners.base import NodeState, PreflightError
+from provisioners.netns import NetnsProvisioner
+
+THREADS = 8  # the engines' own limits are near 4-7 containers/s: more threads only queue
+
+
+class ContainerProvisioner(NetnsProvisioner):
+    """Subclasses set `name` and implement the engine calls below."""
+
+    # -- the engine ----------------------------------------------------------
+    @abstractmethod
+    def engine_problems(self, plan: Plan, nodes: list[PlanNode]) -> list[str]:
+        """Engine reachable, images present, names free: what stops this plan (raise nothing)."""
+
+    @abstractmethod
+    def start(self, plan: Plan, node: PlanNode) -> int:
+        """Create and start the node's container with no network; return its init's pid."""
+
+    @abstractmethod
+    def containers_of(self, experiment: str) -> dict[str, str]:
+        """The experiment's containers (found by its ownership marker): name -> state."""
+
+    @abstractmethod
+    def remove(self, name: str) -> None: ...
+
+    @abstractmethod
+    def run_detached(self, name: str, argv: list[str]) -> None: ...
+
+    @abstractmethod
+    def exec_prefix(self, name: str) -> list[str]: ...
+
+    # -- shared ----------------------------------------------------------------
+    @staticmethod
+    def container_name(node: PlanNode) -> str:
+        return node.options["container"]  # named by the compiler (see plan.container_name)
+
+    def is_container(self, node: PlanNode) -> bool:
+        return node.kind == "host" and node.options.get("engine") == self.name
+
+    def resources(self, plan: Plan) -> list[Resource]:
+        boxes = [Resource("container", self.container_name(n)) for n in plan.nodes if self.is_container(n)]
+        return boxes + super().resources(plan)
+
+    def preflight(self, plan: Plan) -> None:
+        problems: list[str] = []
+        try:
+            super().preflight(plan)
+        except PreflightError as exc:
+            problems.append(str(exc))
+        problems += self.engine_problems(plan, [n for n in plan.nodes if self.is_container(n)])
+        if problems:
+            raise PreflightError("; ".join(problems))
+
+    def make_hosts(self, plan: Plan, hosts: list[PlanNode], journal: Journal, advance) -> None:
+        super().make_hosts(plan, [n for n in hosts if not self.is_container(n)], journal, advance)
+        boxes = [n for n in hosts if self.is_container(n)]
+
+        def start(node: PlanNode) -> tuple[PlanNode, int]:
+            pid = self.start(plan, node)
+            advance(1)
+            return node, pid
+
+        with ThreadPoolExecutor(THREADS) as pool:
+            started = list(pool.map(start, boxes))
+        journal.mark([Resource("container", self.container_name(n)) for n in boxes], "created")
+        self.ex.ip_batch(f"netns attach {n.netns} {pid}" for n, pid in started)
+        journal.mark([Resource("netns", n.netns) for n in boxes], "created")
+
+    def create(self, plan: Plan, journal: Journal, phases: Phases) -> None:
+        super().create(plan, journal, phases)
+        commands = [n for n in plan.nodes if self.is_container(n) and n.options.get("command")]
+        with phases.phase("commands", total=len(commands)) as step:
+            for node in commands:  # links exist and are addressed by now: the start order users expect
+                cmd = node.options["command"]
+                self.run_detached(self.container_name(node), ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd))
+                step.advance(1)
+
+    def destroy(self, experiment: str, journaled: list[Resource], phases: Phases) -> list[Resource]:
+        # Engines remove containers at their own pace: let them work while the switches,
+        # links and namespace names go, rather than one after the other.
+        with ThreadPoolExecutor(1) as background:
+            removing = background.submit(self._remove_all, experiment)
+            left = super().destroy(experiment, journaled, phases)
+            with phases.phase("containers"):
+                removing.result()
+        return left + [Resource("container", name) for name in self._containers_or_none(experiment)]
+
+    def _containers_or_none(self, experiment: str) -> dict[str, str]:
+        try:
+            return self.containers_of(experiment)
+        except PreflightError:
+            return {}  # no engine, so no container of ours either
+
+    def _remove_all(self, experiment: str) -> None:
+        with ThreadPoolExecutor(THREADS) as pool:
+            list(pool.map(self.remove, self._containers_or_none(experiment)))
+
+    def exec_argv(self, node: PlanNode, argv: list[str]) -> list[str]:
+        if self.is_container(node):
+            return [*self.exec_prefix(self.container_name(node)), *argv]
+        return super().exec_argv(node, argv)
+
+    def net_argv(self, node: PlanNode, argv: list[str]) -> list[str]:
+        return NetnsProvisioner.exec_argv(self, node, argv)  # the attached namespace: same network, no engine
+
+    def status(self, plan: Plan) -> list[NodeState]:
+        running = self._containers_or_none(plan.experiment)
+        nodes = {n.name: n for n in plan.nodes}
+        out = []
+        for state in super().status(plan):
+            node = nodes[state.node]
+            if self.is_container(node):
+                status = running.get(self.container_name(node), "missing")
+                state = NodeState(node.name, node.kind, "running" if status.lower() == "running" else "missing",
+                                  f"{node.ip or ''} {node.options['image']} ({status.lower()})".strip())
+            out.append(state)
+        return out
