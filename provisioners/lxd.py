@@ -7,6 +7,7 @@ config: `down` removes exactly the instances that say this experiment.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -23,13 +24,14 @@ class LxdProvisioner(ContainerProvisioner):
 
     def __init__(self, executor=None):
         super().__init__(executor)
-        self._client = None
+        self._local = threading.local()
 
     @property
     def client(self):
-        if self._client is None:
-            self._client = images.lxd_client()
-        return self._client
+        """One client per thread: pylxd's session keeps a single connection, so threads sharing one queue on it."""
+        if getattr(self._local, "client", None) is None:
+            self._local.client = images.lxd_client()
+        return self._local.client
 
     def engine_problems(self, plan: Plan, nodes: list[PlanNode]) -> list[str]:
         try:
