@@ -12,10 +12,10 @@ import signal
 import time
 from pathlib import Path
 
-from emulator.compiler.plan import MARKER_KEY, NETNS_PREFIX, Plan, PlanEnd, PlanLink, PlanNode, marker
+from emulator.compiler.plan import MARKER_KEY, NETNS_PREFIX, Plan, PlanEnd, PlanLink, PlanNode, PlanTunnel, marker
 from emulator.runtime.events import Phases
 from emulator.runtime.journal import Journal, Resource
-from provisioners import firewall, nsconfig
+from provisioners import devices, firewall, nsconfig
 from provisioners.base import NodeState, PreflightError, Provisioner
 
 NETNS_DIR = Path("/run/netns")
@@ -30,6 +30,7 @@ class NetnsProvisioner(Provisioner):
         out += [Resource("linux-bridge", n.device) for n in plan.nodes if n.kind == "bridge"]
         out += [Resource("ovs-bridge", n.device) for n in plan.nodes if n.kind == "switch"]
         out += [_veth_resource(link) for link in plan.links]
+        out += [_tunnel_resource(t) for t in plan.tunnels]
         return out
 
     # -- preflight -------------------------------------------------------
@@ -66,15 +67,24 @@ class NetnsProvisioner(Provisioner):
     def _collisions(self, plan: Plan) -> list[str]:
         """A planned name that already exists belongs to someone else: refuse rather than touch it."""
         existing_ns = set(os.listdir(NETNS_DIR)) if NETNS_DIR.exists() else set()
-        existing_dev = set(os.listdir("/sys/class/net"))
+        existing_dev = devices.names()
         clash = [n.netns for n in plan.nodes if n.netns and n.netns in existing_ns]
         clash += [n.device for n in plan.nodes if n.device and n.device in existing_dev]
         clash += [e.dev for link in plan.links for e in (link.a, link.b) if e.netns is None and e.dev in existing_dev]
+        clash += [_tunnel_resource(t).name for t in plan.tunnels if t.end.netns is None and t.end.dev in existing_dev]
+        clash += [t.create_as for t in plan.tunnels if t.create_as and t.create_as in existing_dev]
+        problems = []
+        if plan.tunnels:
+            taken = devices.vxlan_ids()
+            used = [t for t in plan.tunnels if t.vni in taken]
+            if used:
+                problems.append(f"VXLAN id {used[0].vni} is already used here by device {taken[used[0].vni]} "
+                                f"({len(used)} of this plan's ids are); 'cloudemu down' the experiment that owns it")
         if clash:
             shown = ", ".join(clash[:5]) + (f" and {len(clash) - 5} more" if len(clash) > 5 else "")
-            return [f"{shown} already exist(s) on this machine; if left by an earlier run, "
-                    f"'cloudemu down {plan.experiment}' removes it, otherwise pick another --name"]
-        return []
+            problems.append(f"{shown} already exist(s) on this machine; if left by an earlier run, "
+                            f"'cloudemu down {plan.experiment}' removes it, otherwise pick another --name")
+        return problems
 
     def kernel_datapath(self) -> bool:
         return Path("/sys/module/openvswitch").exists()
@@ -139,10 +149,43 @@ class NetnsProvisioner(Provisioner):
             journal.mark([_veth_resource(link) for link in plan.links], "created")
             step.advance(len(plan.links))
 
+        if plan.tunnels:
+            with phases.phase("tunnels", total=len(plan.tunnels)) as step:
+                self.make_tunnels(plan, mark)
+                journal.mark([_tunnel_resource(t) for t in plan.tunnels], "created")
+                step.advance(len(plan.tunnels))
+
         with phases.phase("configure", total=len(hosts)) as step:
-            self.ex.tc_batch(_root_shaping(plan.links))
+            self.ex.tc_batch(_root_shaping([*plan.links, *plan.tunnels]))
             nsconfig.configure(_namespace_configs(plan, tx_csum_off=userspace and bool(switches)), step.advance)
             self._apply_netem(plan)
+
+    def make_tunnels(self, plan: Plan, mark: str) -> None:
+        """Links cut by placement: a Linux VXLAN device per end, bound to the underlay address.
+
+        A switch end is that device as an OVS port (it works on the userspace datapath,
+        where an OVS vxlan port would need the underlay on an OVS bridge); a host end is
+        made in the root namespace, then moved into the host's and renamed: its UDP
+        socket stays on the underlay."""
+        nodes = {n.name: n for n in plan.nodes}
+        lines, ports = [], []
+        for t in plan.tunnels:
+            dev = t.create_as or t.end.dev
+            lines += [f"link add {dev} type vxlan id {t.vni} remote {t.remote_ip} local {t.local_ip} dstport {t.port}",
+                      f"link set dev {dev} alias {mark} mtu {t.mtu}"]
+            owner = nodes[t.end.node]
+            if t.realize == "netns":
+                lines.append(f"link set dev {dev} netns {t.end.netns} name {t.end.dev}"
+                             + (f" address {t.end.mac}" if t.end.mac else ""))
+                continue
+            lines.append(f"link set dev {dev} up")
+            if t.realize == "bridge":
+                lines.append(f"link set dev {dev} master {owner.device}")
+            else:
+                ports += [["add-port", owner.device, dev],
+                          ["set", "Interface", dev, f"external_ids:{MARKER_KEY}={plan.experiment}"]]
+        self.ex.ip_batch(lines)
+        self.ex.ovs_vsctl(ports)
 
     def make_hosts(self, plan: Plan, hosts: list[PlanNode], journal: Journal, advance) -> None:
         """Each host's network namespace (container engines make containers and name their namespaces)."""
@@ -184,8 +227,9 @@ class NetnsProvisioner(Provisioner):
             self.ex.ovs_vsctl([["--if-exists", "del-br", b] for b in ovs])
         with phases.phase("links"):
             firewall.remove_rules(self.ex, experiment)
-            devices = _root_devices_of(mark, {r.name for r in journaled if r.kind in ("veth", "linux-bridge")})
-            self.ex.ip_batch((f"link del dev {d}" for d in devices), force=True)
+            # only root-namespace names: a host-to-host veth journaled as "eth0" must not match the machine's eth0
+            root_named = {r.name for r in journaled if r.kind in ("veth", "linux-bridge", "vxlan") and not r.netns}
+            self.ex.ip_batch((f"link del dev {d}" for d in _root_devices_of(mark, root_named)), force=True)
         return self._leftovers(experiment, journaled)
 
     def _ovs_bridges_of(self, experiment: str) -> list[str]:
@@ -219,7 +263,7 @@ class NetnsProvisioner(Provisioner):
     def status(self, plan: Plan) -> list[NodeState]:
         namespaces = _netns_with_prefix(f"{NETNS_PREFIX}{plan.experiment}.")
         bridges = set(self._ovs_bridges_of(plan.experiment))
-        devices = set(os.listdir("/sys/class/net"))
+        present = devices.names()
         out = []
         for n in plan.nodes:
             if n.kind == "host":
@@ -228,7 +272,7 @@ class NetnsProvisioner(Provisioner):
             elif n.kind == "switch":
                 out.append(NodeState(n.name, n.kind, "running" if n.device in bridges else "missing", n.device))
             else:
-                out.append(NodeState(n.name, n.kind, "running" if n.device in devices else "missing", n.device))
+                out.append(NodeState(n.name, n.kind, "running" if n.device in present else "missing", n.device))
         return out
 
 
@@ -236,6 +280,10 @@ class NetnsProvisioner(Provisioner):
 def _veth_resource(link: PlanLink) -> Resource:
     end = link.root_end or link.a
     return Resource("veth", end.dev, end.netns or "")
+
+
+def _tunnel_resource(t: PlanTunnel) -> Resource:
+    return Resource("vxlan", t.end.dev, t.end.netns or "")
 
 
 def _needs_netem(link: PlanLink) -> bool:
@@ -271,13 +319,13 @@ def _ovs_bridge_commands(node: PlanNode, experiment: str, userspace: bool) -> li
     return cmds
 
 
-def _root_shaping(links: list[PlanLink]) -> list[str]:
+def _root_shaping(links: list[PlanLink | PlanTunnel]) -> list[str]:
     lines = []
     for link in links:
         bw = link.params.get("bw")
         if not bw:
             continue
-        for end in (link.a, link.b):
+        for end in (link.end,) if isinstance(link, PlanTunnel) else (link.a, link.b):
             if end.netns is None:
                 lines += [f"qdisc add dev {end.dev} root handle 1: htb default 1",
                           f"class add dev {end.dev} parent 1: classid 1:1 htb rate {bw:g}mbit "
@@ -292,6 +340,9 @@ def _namespace_configs(plan: Plan, tx_csum_off: bool) -> list[nsconfig.Namespace
             if end.netns:
                 configs[end.netns].ifaces.append(
                     nsconfig.IfaceConfig(end.dev, end.ip, link.params.get("bw"), tx_csum_off))
+    for t in plan.tunnels:
+        if t.end.netns:
+            configs[t.end.netns].ifaces.append(nsconfig.IfaceConfig(t.end.dev, t.end.ip, t.params.get("bw"), tx_csum_off))
     return list(configs.values())
 
 
@@ -304,28 +355,20 @@ def _netns_with_prefix(prefix: str) -> set[str]:
 
 def _root_devices_of(mark: str, journaled: set[str]) -> list[str]:
     """Devices carrying our ifalias, plus journaled ones not yet marked (a crash between add and alias)."""
-    out = []
-    for dev in os.listdir("/sys/class/net"):
-        try:
-            alias = Path(f"/sys/class/net/{dev}/ifalias").read_text().strip()
-        except OSError:
-            continue
-        if alias == mark or (dev in journaled and alias == ""):
-            out.append(dev)
-    return out
+    return [dev for dev, alias in devices.aliases().items() if alias == mark or (dev in journaled and alias == "")]
 
 
-def _wait_gone(devices: set[str], timeout: float = 10.0, settle: float = 0.15) -> None:
+def _wait_gone(wanted: set[str], timeout: float = 10.0, settle: float = 0.15) -> None:
     """Namespace clean-up is asynchronous: wait (bounded) while the peers of its veths are still going.
 
     Devices not tied to a namespace (switch-to-switch veths) never go by themselves, so
     stop once the count has not shrunk for `settle` seconds."""
     deadline = time.monotonic() + timeout
-    left = devices & set(os.listdir("/sys/class/net"))
+    left = wanted & devices.names()
     last_change = time.monotonic()
     while left and time.monotonic() < deadline and time.monotonic() - last_change < settle:
         time.sleep(0.02)
-        now = devices & set(os.listdir("/sys/class/net"))
+        now = wanted & devices.names()
         if len(now) < len(left):
             last_change = time.monotonic()
         left = now

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from emulator.compiler.compile import compile_topology
@@ -13,6 +12,7 @@ from emulator.runtime.hostinfo import reserved_networks
 from emulator.runtime.journal import Journal, Resource
 from emulator.runtime.state import known_experiments, locked, tag_candidates
 from provisioners import Provisioner
+from provisioners import devices as net_devices
 from provisioners import get as get_provisioner
 
 
@@ -45,7 +45,7 @@ def _tags_in_use() -> set[str]:
 
 def _free_tag(experiment: str) -> str:
     used = _tags_in_use()
-    devices = os.listdir("/sys/class/net")
+    devices = net_devices.names()
     for tag in tag_candidates(experiment):
         if tag not in used and not any(d.startswith(tag + "-") for d in devices):
             return tag

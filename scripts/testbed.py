@@ -1,0 +1,329 @@
+"""Emulated physical machines on this one machine, for tests and for users without a cluster.
+
+Each machine is a network namespace on an underlay bridge, with its own sshd (key
+authentication, host key written to a known_hosts file), its own Open vSwitch
+(separate run and database directories) and its own cloudemu state directory;
+the SSH session environment points cloudemu at those. `up` writes the cluster
+inventory for them; `down` removes everything it made, ending only the processes
+whose pids it recorded (and whose command line is still ours).
+
+    scripts/testbed up 3 --out cluster.yaml
+    cloudemu run topologies/fattree4.yaml --cluster cluster.yaml
+    scripts/testbed down
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(os.environ.get("CLOUDEMU_TESTBED_DIR", "/var/lib/cloudemu-testbed"))
+RUN = Path(os.environ.get("CLOUDEMU_TESTBED_RUN", "/run/cloudemu-testbed"))
+BRIDGE = "cetb0"
+NETNS_PREFIX = "cetb-"
+MARK = "cloudemu-testbed"
+#: Underlays to try, in order: benchmarking and shared ranges, unlikely to be anyone's real network.
+CANDIDATES = ["198.18.0.0/24", "198.18.1.0/24", "198.19.0.0/24", "100.64.250.0/24", "10.250.250.0/24"]
+OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
+
+
+def run(argv: list[str], *, check: bool = True, input: str | None = None, env: dict | None = None) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, input=input, env=env)
+    if check and proc.returncode != 0:
+        raise SystemExit(f"testbed: {' '.join(argv[:6])} failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
+    return proc.stdout
+
+
+def host_networks() -> list[ipaddress.IPv4Network]:
+    nets = []
+    for route in json.loads(run(["ip", "-j", "-4", "route", "show", "table", "all"]) or "[]"):
+        dst = route.get("dst")
+        if dst and dst not in ("default", "broadcast", "local") and not dst.startswith("127."):
+            try:
+                nets.append(ipaddress.ip_network(dst, strict=False))
+            except ValueError:
+                pass
+    for link in json.loads(run(["ip", "-j", "-4", "addr"]) or "[]"):
+        for a in link.get("addr_info", []):
+            nets.append(ipaddress.ip_network(f"{a['local']}/{a['prefixlen']}", strict=False))
+    return nets
+
+
+def pick_underlay(wanted: str | None) -> ipaddress.IPv4Network:
+    taken = host_networks()
+    for text in [wanted] if wanted else CANDIDATES:
+        net = ipaddress.ip_network(text)
+        clash = [t for t in taken if t.overlaps(net) and t.prefixlen > 0]
+        if not clash:
+            return net
+        if wanted:
+            raise SystemExit(f"testbed: underlay {net} overlaps this machine's {clash[0]}; pick another --underlay")
+    raise SystemExit("testbed: every candidate underlay overlaps this machine's routes; pass --underlay")
+
+
+def load_state() -> dict:
+    path = RUN / "state.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save_state(state: dict) -> None:
+    RUN.mkdir(parents=True, exist_ok=True)
+    (RUN / "state.json").write_text(json.dumps(state, indent=2))
+
+
+def machine_env(name: str) -> dict[str, str]:
+    """What a session on the machine sees: its own OVS, cloudemu state and runner directories."""
+    return {"OVS_RUNDIR": str(RUN / name / "ovs"), "OVS_DBDIR": str(ROOT / name / "ovs"),
+            "OVS_LOGDIR": str(RUN / name / "log"), "CLOUDEMU_STATE_DIR": str(ROOT / name / "state"),
+            "CLOUDEMU_MACHINE": name}
+
+
+def in_netns(name: str, argv: list[str]) -> list[str]:
+    # nsenter keeps the host's mounts (/run/netns stays shared); `ip netns exec` would remount /sys
+    return ["nsenter", f"--net=/run/netns/{NETNS_PREFIX}{name}", *argv]
+
+
+def start_ovs(name: str) -> list[int]:
+    env = {**os.environ, **machine_env(name)}
+    for d in ("OVS_RUNDIR", "OVS_DBDIR", "OVS_LOGDIR"):
+        Path(env[d]).mkdir(parents=True, exist_ok=True)
+    db = Path(env["OVS_DBDIR"]) / "conf.db"
+    if not db.exists():
+        run(["ovsdb-tool", "create", str(db), OVS_SCHEMA])
+    rundir = env["OVS_RUNDIR"]
+    run(in_netns(name, ["ovsdb-server", str(db), f"--remote=punix:{rundir}/db.sock", f"--pidfile={rundir}/ovsdb-server.pid",
+                        "--detach", f"--log-file={env['OVS_LOGDIR']}/ovsdb-server.log"]), env=env)
+    run(["ovs-vsctl", f"--db=unix:{rundir}/db.sock", "--no-wait", "init"], env=env)
+    run(in_netns(name, ["ovs-vswitchd", f"unix:{rundir}/db.sock", f"--pidfile={rundir}/ovs-vswitchd.pid", "--detach",
+                        f"--log-file={env['OVS_LOGDIR']}/ovs-vswitchd.log"]), env=env)
+    return [int(Path(rundir, f).read_text()) for f in ("ovsdb-server.pid", "ovs-vswitchd.pid")]
+
+
+def sshd_config(name: str, address: str, key_dir: Path) -> Path:
+    d = ROOT / name
+    host_key = d / "ssh_host_ed25519_key"
+    if not host_key.exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{MARK}-{name}", "-f", str(host_key)])
+    env = " ".join(f"{k}={v}" for k, v in machine_env(name).items())
+    config = d / "sshd_config"
+    config.write_text(f"""# {MARK} machine {name}
+ListenAddress {address}
+Port 22
+HostKey {host_key}
+PidFile {RUN / name / 'sshd.pid'}
+AuthorizedKeysFile {key_dir / 'authorized_keys'}
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+MaxSessions 100
+MaxStartups 100:30:200
+SetEnv {env}
+Subsystem sftp internal-sftp
+""")
+    return config
+
+
+def start_sshd(name: str) -> int:
+    Path("/run/sshd").mkdir(exist_ok=True)
+    pidfile = RUN / name / "sshd.pid"
+    pidfile.unlink(missing_ok=True)
+    run(in_netns(name, ["/usr/sbin/sshd", "-f", str(ROOT / name / "sshd_config")]))
+    for _ in range(100):
+        if pidfile.exists() and pidfile.read_text().strip():
+            return int(pidfile.read_text())
+        time.sleep(0.05)
+    raise SystemExit(f"testbed: sshd of {name} did not start")
+
+
+def bridged_traffic_filtered() -> bool:
+    try:
+        return Path("/proc/sys/net/bridge/bridge-nf-call-iptables").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+def up(count: int, out: Path, underlay: str | None, engine: str) -> None:
+    state = load_state()
+    if state.get("machines"):
+        raise SystemExit(f"testbed: already up with {len(state['machines'])} machines; 'scripts/testbed down' first")
+    if shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists():
+        raise SystemExit("testbed: sshd is missing: apt-get install openssh-server (scripts/setup.sh does)")
+    net = pick_underlay(underlay)
+    hosts = list(net.hosts())
+    state = {"underlay": str(net), "bridge": BRIDGE, "machines": {}, "iptables": False}
+    save_state(state)  # journal first: a crash from here on is cleaned by `down`
+    ROOT.mkdir(parents=True, exist_ok=True)
+    key = ROOT / "id_ed25519"
+    if not key.exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", MARK, "-f", str(key)])
+    shutil.copy(f"{key}.pub", ROOT / "authorized_keys")
+    run(["ip", "link", "add", BRIDGE, "type", "bridge"])
+    run(["ip", "addr", "add", f"{hosts[0]}/{net.prefixlen}", "dev", BRIDGE])
+    run(["ip", "link", "set", BRIDGE, "alias", MARK, "up"])
+    if bridged_traffic_filtered():  # Docker's br_netfilter would send the bridged VXLAN through FORWARD (DROP)
+        run(["iptables", "-I", "FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT", "-m", "comment", "--comment", MARK])
+        state["iptables"] = True
+    known = []
+    python = sys.executable
+    for i in range(1, count + 1):
+        name, address = f"m{i}", str(hosts[i])
+        state["machines"][name] = {"address": address, "pids": {}}
+        save_state(state)
+        (RUN / name).mkdir(parents=True, exist_ok=True)
+        (ROOT / name).mkdir(parents=True, exist_ok=True)
+        ns = f"{NETNS_PREFIX}{name}"
+        run(["ip", "netns", "add", ns])
+        run(["ip", "link", "add", f"{NETNS_PREFIX}{name}", "type", "veth", "peer", "name", "eth0", "netns", ns])
+        run(["ip", "link", "set", f"{NETNS_PREFIX}{name}", "master", BRIDGE, "alias", MARK, "up"])
+        run(["ip", "-n", ns, "addr", "add", f"{address}/{net.prefixlen}", "dev", "eth0"])
+        run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        ovsdb, vswitchd = start_ovs(name)
+        state["machines"][name]["pids"].update({"ovsdb-server": ovsdb, "ovs-vswitchd": vswitchd})
+        save_state(state)
+        sshd_config(name, address, ROOT)
+        state["machines"][name]["pids"]["sshd"] = start_sshd(name)
+        save_state(state)
+        pub = (ROOT / name / "ssh_host_ed25519_key.pub").read_text().split()
+        known.append(f"{address} {pub[0]} {pub[1]}")
+    (ROOT / "known_hosts").write_text("\n".join(known) + "\n")
+    write_inventory(out, state, python, engine)
+    print(f"testbed: {count} machines on {net} (bridge {BRIDGE}); inventory {out}")
+
+
+def write_inventory(out: Path, state: dict, python: str, engine: str) -> None:
+    cpus = os.cpu_count() or 2
+    lines = ["# written by scripts/testbed: machines emulated on this host (namespaces with their own sshd and OVS)",
+             "version: 1", "name: testbed", f"known_hosts: {ROOT / 'known_hosts'}",
+             f"defaults: {{user: root, key: {ROOT / 'id_ed25519'}, provisioner: {engine}, python: {python}, "
+             f"cpu: {cpus}, max_nodes: 2000, underlay: eth0, mtu: 1500}}", "machines:"]
+    lines += [f"  {name}: {{address: {m['address']}}}" for name, m in state["machines"].items()]
+    out.write_text("\n".join(lines) + "\n")
+
+
+def markers(name: str) -> tuple[str, ...]:
+    """Every process the testbed starts for a machine names one of its directories on its command line."""
+    return str(ROOT / name) + "/", str(RUN / name) + "/"
+
+
+def ours(pid: int, marker: tuple[str, ...]) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    return any(m in cmdline for m in marker)
+
+
+def end_process(pid: int, marker: tuple[str, ...], timeout: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL: only if the pid still runs a command line naming our directories."""
+    if not ours(pid, marker):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and ours(pid, marker):
+        time.sleep(0.05)
+    if ours(pid, marker):
+        os.kill(pid, signal.SIGKILL)
+
+
+def stop_ssh(name: str) -> None:
+    """Take a machine off the network as far as SSH can tell: its sshd and every session it serves."""
+    state = load_state()
+    m = state.get("machines", {}).get(name)
+    if not m:
+        raise SystemExit(f"testbed: no machine {name}")
+    pid = m["pids"].get("sshd")
+    if pid:
+        sessions = [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == pid]
+        end_process(pid, markers(name))
+        for s in sessions:
+            try:
+                os.kill(s, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    m["pids"].pop("sshd", None)
+    save_state(state)
+
+
+def start_ssh(name: str) -> None:
+    state = load_state()
+    m = state["machines"][name]
+    m["pids"]["sshd"] = start_sshd(name)
+    save_state(state)
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def down() -> None:
+    state = load_state()
+    for name, m in state.get("machines", {}).items():
+        for pid in m.get("pids", {}).values():
+            end_process(pid, markers(name))
+        run(["ip", "netns", "del", f"{NETNS_PREFIX}{name}"], check=False)
+        shutil.rmtree(RUN / name, ignore_errors=True)
+        shutil.rmtree(ROOT / name, ignore_errors=True)
+    if state.get("iptables"):
+        while run(["iptables", "-D", "FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT", "-m", "comment",
+                   "--comment", MARK], check=False) == "" and _rule_present():
+            pass
+    run(["ip", "link", "del", BRIDGE], check=False)
+    (RUN / "state.json").unlink(missing_ok=True)
+    print("testbed: down")
+
+
+def _rule_present() -> bool:
+    return MARK in run(["iptables", "-S", "FORWARD"], check=False)
+
+
+def status() -> None:
+    state = load_state()
+    print(json.dumps(state, indent=2) if state else "testbed: not up")
+
+
+def main() -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("testbed: needs root (namespaces, bridges, sshd): run it with sudo")
+    p = argparse.ArgumentParser(prog="scripts/testbed", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    u = sub.add_parser("up", help="create N machines and write their cluster inventory")
+    u.add_argument("count", type=int)
+    u.add_argument("--out", type=Path, default=Path("cluster.yaml"))
+    u.add_argument("--underlay", help="IPv4 network for the machines (default: a free benchmarking range)")
+    u.add_argument("--engine", choices=["netns"], default="netns")
+    sub.add_parser("down", help="remove every machine, process, device and file the testbed made")
+    sub.add_parser("status", help="print the testbed's state")
+    for verb in ("stop-ssh", "start-ssh"):
+        s = sub.add_parser(verb, help=f"{verb.split('-')[0]} one machine's sshd (to test a machine that drops)")
+        s.add_argument("machine")
+    a = p.parse_args()
+    if a.cmd == "up":
+        if not 1 <= a.count <= 200:
+            raise SystemExit("testbed: count must be 1..200")
+        up(a.count, a.out, a.underlay, a.engine)
+    elif a.cmd == "down":
+        down()
+    elif a.cmd == "status":
+        status()
+    elif a.cmd == "stop-ssh":
+        stop_ssh(a.machine)
+    else:
+        start_ssh(a.machine)
+
+
+if __name__ == "__main__":
+    main()
