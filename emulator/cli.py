@@ -20,11 +20,14 @@ from emulator.compiler.compile import compile_cluster, compile_topology
 from emulator.compiler.placement import ALGORITHMS
 from emulator.compiler.shards import write_plan
 from emulator.model import Cluster, Topology, TopologyError
-from emulator.runtime import orchestrator
+from emulator.runtime import distributed, orchestrator
+from emulator.runtime.distributed import ClusterError
 from emulator.runtime.executor import CommandError
 from emulator.runtime.hostinfo import reserved_networks
 from emulator.runtime.journal import Journal
+from emulator.runtime.ssh import MachineError
 from emulator.runtime.state import known_experiments
+from emulator.runtime.workers import WorkerError
 from emulator.topology.cluster import load_cluster
 from emulator.topology.imports import from_mn_spec
 from emulator.topology.loader import load_file
@@ -115,6 +118,8 @@ def guarded(fn):
             fail(f"{exc}\nWhat had been made was removed; see the message above for the cause.", 1, output)
         except FileExistsError as exc:
             fail(str(exc), 2, output)
+        except (ClusterError, MachineError, WorkerError) as exc:
+            fail(str(exc), getattr(exc, "exit_code", 1), output, **getattr(exc, "report", {}))
         except KeyError as exc:
             fail(str(exc.args[0]) if exc.args else str(exc), 2, output)
         except KeyboardInterrupt:
@@ -319,6 +324,27 @@ def _timings_table(title: str, timings: dict[str, float]) -> Table:
     return table
 
 
+def cluster_options(fn):
+    """Where to run: --cluster FILE spreads the experiment over its machines (SSH); default this machine."""
+    for option in reversed([
+        click.option("--cluster", "cluster_file", type=click.Path(exists=True, dir_okay=False),
+                     help="cluster inventory (YAML): run across its machines over SSH"),
+        click.option("--placement", type=click.Choice(ALGORITHMS), default="metis", show_default=True),
+        click.option("--parallel", type=click.IntRange(1, 1024), default=16, show_default=True,
+                     help="machines worked on at once"),
+        click.option("--accept-new-host-keys", "accept_new", is_flag=True,
+                     help="trust machines whose host key is not yet in known_hosts (and record it)")]):
+        fn = option(fn)
+    return fn
+
+
+def _emulation(topo: Topology, name: str | None, provisioner: str | None, cluster_file: str | None, placement: str,
+               parallel: int, accept_new: bool) -> Emulation:
+    cluster = load_cluster(cluster_file) if cluster_file else None
+    return Emulation(topo, name=name, provisioner=provisioner, cluster=cluster, placement=placement, parallel=parallel,
+                     accept_new_host_keys=accept_new)
+
+
 PROVISIONER = click.option("--provisioner", type=click.Choice(sorted(REGISTRY)), default=None,
                            help="engine for hosts that do not name one (default: the file's defaults.provisioner, else netns)")
 
@@ -328,12 +354,17 @@ PROVISIONER = click.option("--provisioner", type=click.Choice(sorted(REGISTRY)),
 @CUSTOM
 @click.option("--name", help="experiment name (default: the topology's name)")
 @PROVISIONER
+@cluster_options
 @OUTPUT
 @guarded
-def up(source: str, custom: str | None, name: str | None, provisioner: str, output: str) -> None:
-    """Deploy a topology on this machine."""
-    emu = _bring_up(Emulation(load_source(source, custom), name=name, provisioner=provisioner), output)
+def up(source: str, custom: str | None, name: str | None, provisioner: str, cluster_file: str | None, placement: str,
+       parallel: int, accept_new: bool, output: str) -> None:
+    """Deploy a topology on this machine, or across a cluster's machines (--cluster)."""
+    emu = _bring_up(_emulation(load_source(source, custom), name, provisioner, cluster_file, placement, parallel,
+                               accept_new), output)
     summary = {"experiment": emu.name, **emu.plan.summary(), "timings": rounded(emu.timings)}
+    if emu.deployment:
+        summary.update(machines=emu.deployment.machine_timings, round_trips=emu.deployment.round_trips)
     emit(summary, output, _timings_table(f"{emu.name} is up: {len(emu.plan.nodes)} nodes, {len(emu.plan.links)} links",
                                          emu.timings))
 
@@ -374,8 +405,9 @@ def status(experiment: str | None, output: str) -> None:
         rows = []
         for name in known_experiments():
             meta = Journal(name).meta()
+            shards = meta.get("shards") or {"local": meta.get("plan", {})}
             rows.append({"experiment": name, "status": meta.get("status"), "provisioner": meta.get("provisioner"),
-                         "nodes": len(meta.get("plan", {}).get("nodes", [])),
+                         "nodes": sum(len(p.get("nodes", [])) for p in shards.values()),
                          "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(meta.get("created", 0)))})
         table = table_of("experiments", "experiment", "status", "provisioner", "nodes", "created")
         for r in rows:
@@ -391,6 +423,25 @@ def status(experiment: str | None, output: str) -> None:
         sys.exit(1)
 
 
+@cli.command()
+@click.option("--cluster", "cluster_file", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="cluster inventory (YAML)")
+@click.option("--parallel", type=click.IntRange(1, 1024), default=16, show_default=True)
+@click.option("--accept-new-host-keys", "accept_new", is_flag=True, help="trust (and record) unknown host keys")
+@OUTPUT
+@guarded
+def doctor(cluster_file: str, parallel: int, accept_new: bool, output: str) -> None:
+    """Preflight every machine of a cluster, creating nothing: SSH, root, OVS, VXLAN port, MTU, addresses."""
+    rows = distributed.doctor(load_cluster(cluster_file), accept_new=accept_new, parallel=parallel)
+    table = table_of("doctor", "machine", "address", "result", "datapath", "problems")
+    for r in rows:
+        table.add_row(r["machine"], r["address"], "[green]ok" if r["ok"] else "[red]FAIL", r.get("datapath", "-"),
+                      "; ".join(r["problems"]) or "-")
+    emit(rows, output, table)
+    if not all(r["ok"] for r in rows):
+        sys.exit(1)
+
+
 # -- exec / pingall / run ---------------------------------------------------------
 @cli.command(name="exec", context_settings={"ignore_unknown_options": True})
 @click.argument("experiment")
@@ -401,7 +452,14 @@ def exec_(experiment: str, node: str, command: tuple[str, ...]) -> None:
     """Run a command in a node: cloudemu exec EXP h1 -- ping -c1 10.0.0.2"""
     import os
 
-    argv = Emulation.attach(experiment).node(node).argv(list(command))
+    emu = Emulation.attach(experiment)
+    handle = emu.node(node)
+    if emu.cluster is not None:  # on another machine: over its SSH session, output when it ends
+        done = handle.run(list(command), timeout=None)
+        sys.stdout.write(done.stdout)
+        sys.stderr.write(done.stderr)
+        sys.exit(done.returncode if done.returncode >= 0 else 255)
+    argv = handle.argv(list(command))
     sys.stdout.flush()
     os.execvp(argv[0], argv)
 
@@ -433,17 +491,18 @@ def pingall(experiment: str | None, wait: float, output: str) -> None:
 @CUSTOM
 @click.option("--name", help="experiment name (default: the topology's name)")
 @PROVISIONER
+@cluster_options
 @click.option("--junit", type=click.Path(dir_okay=False), help="write a JUnit XML report here")
 @click.option("--wait", default=30.0, show_default=True, help="seconds pingall may retry while switches converge")
 @OUTPUT
 @guarded
-def run(source: str, custom: str | None, name: str | None, provisioner: str, junit: str | None, wait: float,
-        output: str) -> None:
+def run(source: str, custom: str | None, name: str | None, provisioner: str, cluster_file: str | None, placement: str,
+        parallel: int, accept_new: bool, junit: str | None, wait: float, output: str) -> None:
     """up, pingall, the file's checks, down. Exit 0 when everything passed, 1 otherwise."""
     topo = load_source(source, custom)
     results: list[CheckResult] = []
     t0 = time.perf_counter()
-    emu = Emulation(topo, name=name, provisioner=provisioner)
+    emu = _emulation(topo, name, provisioner, cluster_file, placement, parallel, accept_new)
     try:
         _bring_up(emu, output)
         results.append(CheckResult("up", True, time.perf_counter() - t0,
@@ -454,7 +513,7 @@ def run(source: str, custom: str | None, name: str | None, provisioner: str, jun
                                    + (f"; failed: {ping.failed[:10]}" if ping.failed else "")))
         for check in topo.checks:
             results.append(run_check(emu, check))
-    except CommandError as exc:
+    except (CommandError, ClusterError, MachineError, WorkerError) as exc:
         results.append(CheckResult("up", False, time.perf_counter() - t0, str(exc)))
     finally:
         if emu.plan is not None:

@@ -309,6 +309,7 @@ class Machine:
     underlay: str | None = None  # interface that carries the tunnels
     tunnel_ip: str | None = None  # the address tunnels bind to
     mtu: int = 1500  # of the underlay
+    python: str = "python3"  # runs cloudemu's worker there (needs its dependencies installed)
     where: Where = field(default_factory=Where)
 
     @property
@@ -321,6 +322,7 @@ class Cluster:
     name: str
     machines: list[Machine]
     source: str | None = None
+    known_hosts: str | None = None  # the SSH host keys to verify machines against (default ~/.ssh/known_hosts)
 
     @classmethod
     def local(cls, count: int = 1) -> Cluster:

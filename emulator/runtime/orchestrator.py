@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from emulator.compiler.compile import compile_topology
 from emulator.compiler.plan import Plan
@@ -57,25 +58,50 @@ def deploy(topo: Topology, *, experiment: str | None = None, provisioner: str | 
     """Compile, preflight, journal, create. On any failure, remove what was made and re-raise."""
     phases = phases or Phases()
     name = experiment or topo.name
-    journal = Journal(name)
     with locked():
-        if journal.exists():
-            raise ExperimentError(f"experiment {name!r} is already up; 'cloudemu down {name}' first, "
-                                  "or pick another --name")
+        _refuse_existing(name)
         with phases.phase("compile"):
             plan = compile_topology(topo, experiment=name, tag=_free_tag(name), reserved=reserved_networks(),
                                     provisioner=provisioner)
-        engine = get_provisioner(plan.provisioner)
-        with phases.phase("preflight"):
-            engine.preflight(plan)
-        journal.create({"experiment": name, "tag": plan.tag, "provisioner": plan.provisioner,
-                        "plan": plan.to_dict(), "status": "creating", "source": topo.source,
-                        "checks": [{"kind": c.kind, "args": c.args} for c in topo.checks]})
+        _preflight_and_journal(plan, topology_meta(topo), phases)
+    return _create(plan, phases)
+
+
+def deploy_plan(plan: Plan, meta: dict[str, Any], phases: Phases | None = None) -> Plan:
+    """A plan compiled elsewhere (one machine's shard of a cluster experiment): the same steps from preflight on."""
+    phases = phases or Phases()
+    with locked():
+        _refuse_existing(plan.experiment)
+        if plan.tag in _tags_in_use():
+            raise ExperimentError(f"experiment tag {plan.tag!r} is in use on this machine by another experiment")
+        _preflight_and_journal(plan, meta, phases)
+    return _create(plan, phases)
+
+
+def topology_meta(topo: Topology) -> dict[str, Any]:
+    return {"source": topo.source, "checks": [{"kind": c.kind, "args": c.args} for c in topo.checks]}
+
+
+def _refuse_existing(name: str) -> None:
+    if Journal(name).exists():
+        raise ExperimentError(f"experiment {name!r} is already up; 'cloudemu down {name}' first, or pick another --name")
+
+
+def _preflight_and_journal(plan: Plan, meta: dict[str, Any], phases: Phases) -> None:
+    engine = get_provisioner(plan.provisioner)
+    with phases.phase("preflight"):
+        engine.preflight(plan)
+    Journal(plan.experiment).create({**meta, "experiment": plan.experiment, "tag": plan.tag,
+                                     "provisioner": plan.provisioner, "plan": plan.to_dict(), "status": "creating"})
+
+
+def _create(plan: Plan, phases: Phases) -> Plan:
+    journal = Journal(plan.experiment)
     try:
-        engine.create(plan, journal, phases)
+        get_provisioner(plan.provisioner).create(plan, journal, phases)
     except BaseException:
         journal.set_meta(status="failed")
-        destroy(name, Phases())
+        destroy(plan.experiment, Phases())
         raise
     journal.set_meta(status="up", timings=phases.timings)
     return plan
@@ -89,6 +115,10 @@ def destroy(experiment: str, phases: Phases | None = None) -> DownResult:
         raise ExperimentError(f"no experiment named {experiment!r}; 'cloudemu status' lists them")
     with locked(f".lock-{experiment}"):
         meta = journal.meta()
+        if meta.get("provisioner") == "cluster":
+            from emulator.runtime.distributed import destroy_cluster  # it builds on this module
+
+            return destroy_cluster(experiment, phases)
         engine: Provisioner = get_provisioner(meta.get("provisioner", "netns"))
         journaled = journal.resources()
         left = engine.destroy(experiment, journaled, phases)
@@ -104,4 +134,9 @@ def load_plan(experiment: str) -> Plan:
     journal = Journal(experiment)
     if not journal.exists():
         raise ExperimentError(f"no experiment named {experiment!r}; 'cloudemu status' lists them")
-    return Plan.from_dict(journal.meta()["plan"])
+    meta = journal.meta()
+    if meta.get("provisioner") == "cluster":
+        from emulator.runtime.distributed import merge_shards
+
+        return merge_shards(experiment, meta["shards"])
+    return Plan.from_dict(meta["plan"])

@@ -21,7 +21,7 @@ from emulator.topology.yamlsource import Located, load_yaml, read_yaml_file
 
 TOP_KEYS = {"version", "name", "defaults", "machines", "known_hosts"}
 MACHINE_KEYS = {"address", "user", "key", "port", "provisioner", "cpu", "memory", "max_nodes", "underlay", "tunnel_ip",
-                "mtu"}
+                "mtu", "python"}
 PROVISIONERS = ("netns", "docker", "lxd")
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
 IFACE_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
@@ -73,7 +73,12 @@ def cluster_from(doc: Located) -> Cluster:
                               f"machines.{mname}.tunnel_ip")
         tunnel_ips[machine.tunnel_address] = mname
         machines.append(machine)
-    return Cluster(name, machines, doc.file)
+    known_hosts = data.get("known_hosts")
+    if known_hosts is not None and (not isinstance(known_hosts, str) or not known_hosts):
+        raise schema.fail(f"expected the path of a known_hosts file, got {known_hosts!r}", w("known_hosts"), "known_hosts")
+    if known_hosts and doc.file and not Path(known_hosts).expanduser().is_absolute():
+        known_hosts = str(Path(doc.file).parent / known_hosts)
+    return Cluster(name, machines, doc.file, known_hosts)
 
 
 def _machine_fields(raw: dict, where_of, field: str) -> dict[str, Any]:
@@ -87,6 +92,10 @@ def _machine_fields(raw: dict, where_of, field: str) -> dict[str, Any]:
         elif key == "user":
             if not isinstance(value, str) or not USER_RE.match(value):
                 raise schema.fail(f"expected a user name, got {value!r}", where, f)
+            out[key] = value
+        elif key == "python":
+            if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+                raise schema.fail(f"expected the path or name of a Python 3.11+ interpreter, got {value!r}", where, f)
             out[key] = value
         elif key == "key":
             if not isinstance(value, str) or not value:
