@@ -182,6 +182,7 @@ def up(count: int, out: Path, underlay: str | None, engine: str) -> None:
         (RUN / name).mkdir(parents=True, exist_ok=True)
         (ROOT / name).mkdir(parents=True, exist_ok=True)
         ns = f"{NETNS_PREFIX}{name}"
+        _remove_stale_link(f"{NETNS_PREFIX}{name}")
         run(["ip", "netns", "add", ns])
         run(["ip", "link", "add", f"{NETNS_PREFIX}{name}", "type", "veth", "peer", "name", "eth0", "netns", ns])
         run(["ip", "link", "set", f"{NETNS_PREFIX}{name}", "master", BRIDGE, "alias", MARK, "up"])
@@ -199,6 +200,16 @@ def up(count: int, out: Path, underlay: str | None, engine: str) -> None:
     (ROOT / "known_hosts").write_text("\n".join(known) + "\n")
     write_inventory(out, state, python, engine)
     print(f"testbed: {count} machines on {net} (bridge {BRIDGE}); inventory {out}")
+
+
+def _remove_stale_link(dev: str) -> None:
+    """The kernel tears a deleted namespace down lazily: an earlier testbed's veth end may still be there."""
+    try:
+        alias = Path(f"/sys/class/net/{dev}/ifalias").read_text().strip()
+    except OSError:
+        return
+    if alias == MARK:
+        run(["ip", "link", "del", dev], check=False)
 
 
 def write_inventory(out: Path, state: dict, python: str, engine: str) -> None:
@@ -236,23 +247,49 @@ def end_process(pid: int, marker: tuple[str, ...], timeout: float = 5.0) -> None
         os.kill(pid, signal.SIGKILL)
 
 
+def processes_in(name: str) -> list[int]:
+    """Every process inside the machine's network namespace: the machine's own, by construction."""
+    try:
+        st = os.stat(f"/run/netns/{NETNS_PREFIX}{name}")
+    except OSError:
+        return []
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit() and int(p) != os.getpid():
+            try:
+                ns = os.stat(f"/proc/{p}/ns/net")
+            except OSError:
+                continue
+            if (ns.st_dev, ns.st_ino) == (st.st_dev, st.st_ino):
+                out.append(int(p))
+    return out
+
+
+def _kill(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def stop_ssh(name: str) -> None:
-    """Take a machine off the network as far as SSH can tell: its sshd and every session it serves."""
+    """Take a machine off the network as far as SSH can tell: its sshd, every session and handshake it serves."""
     state = load_state()
     m = state.get("machines", {}).get(name)
     if not m:
         raise SystemExit(f"testbed: no machine {name}")
-    pid = m["pids"].get("sshd")
-    if pid:
-        sessions = [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == pid]
-        end_process(pid, markers(name))
-        for s in sessions:
-            try:
-                os.kill(s, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    sshd = os.path.realpath("/usr/sbin/sshd")
+    _kill([p for p in processes_in(name) if _exe(p) == sshd])
     m["pids"].pop("sshd", None)
     save_state(state)
+
+
+def _exe(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return ""
 
 
 def start_ssh(name: str) -> None:
@@ -262,19 +299,14 @@ def start_ssh(name: str) -> None:
     save_state(state)
 
 
-def _parent(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return -1
-
-
 def down() -> None:
     state = load_state()
     for name, m in state.get("machines", {}).items():
         for pid in m.get("pids", {}).values():
             end_process(pid, markers(name))
+        _kill(processes_in(name))  # sessions, workers, anything started there keeps the namespace alive
         run(["ip", "netns", "del", f"{NETNS_PREFIX}{name}"], check=False)
+        run(["ip", "link", "del", f"{NETNS_PREFIX}{name}"], check=False)
         shutil.rmtree(RUN / name, ignore_errors=True)
         shutil.rmtree(ROOT / name, ignore_errors=True)
     if state.get("iptables"):

@@ -1,0 +1,176 @@
+"""Many machines, for real: a 3-machine testbed (namespaces with their own sshd and OVS) on this host.
+
+A fat-tree placed by METIS across the three, all pairs ping through VXLAN tunnels,
+iperf3 across a tunnel, a machine taken away mid-`up`, and `down` leaves nothing
+on any machine.
+"""
+
+import importlib.util
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from emulator import Emulation, load_text
+from emulator.checks import iperf
+from emulator.runtime import distributed
+from emulator.runtime.journal import Journal
+from emulator.topology.cluster import load_cluster, load_cluster_text
+from tests.conftest import NEEDS_ROOT_OVS, ROOT
+
+pytestmark = NEEDS_ROOT_OVS
+MACHINES = ["m1", "m2", "m3"]
+FATTREE = "version: 1\nname: {name}\ndefaults: {{subnet: 10.78.0.0/24}}\ntopology: {{generator: fattree, k: 4}}\n"
+
+
+def _testbed_module():
+    spec = importlib.util.spec_from_file_location("testbed", ROOT / "scripts" / "testbed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+testbed = _testbed_module()
+
+
+@pytest.fixture(scope="module")
+def cluster_file(tmp_path_factory):
+    if testbed.load_state().get("machines"):
+        pytest.fail("a testbed is already up on this host: 'scripts/testbed down' first")
+    out = tmp_path_factory.mktemp("testbed") / "cluster.yaml"
+    try:
+        subprocess.run([str(ROOT / "scripts" / "testbed"), "up", "3", "--out", str(out)], check=True)
+        yield out
+    finally:
+        subprocess.run([str(ROOT / "scripts" / "testbed"), "down"], check=True)
+        assert not list(Path("/run/netns").glob("cetb-*"))
+        assert not Path("/sys/class/net/cetb0").exists()
+        assert "cloudemu-testbed" not in subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True,
+                                                        text=True).stdout
+        assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and testbed.ours(int(p.name), ("cloudemu-testbed/",))]
+
+
+def machine_leftovers(experiment: str) -> dict[str, list[str]]:
+    """On every testbed machine: our devices, OVS bridges, journals; and the experiment's namespaces."""
+    found: dict[str, list[str]] = {}
+    for m in MACHINES:
+        links = json.loads(subprocess.run(["ip", "-n", f"cetb-{m}", "-j", "link"], capture_output=True, text=True,
+                                          check=True).stdout)
+        env = testbed.machine_env(m)
+        bridges = subprocess.run(["ovs-vsctl", f"--db=unix:{env['OVS_RUNDIR']}/db.sock", "list-br"],
+                                 capture_output=True, text=True, check=True).stdout.split()
+        journals = list(Path(env["CLOUDEMU_STATE_DIR"]).glob(f"experiments/{experiment}/journal.sqlite"))
+        items = [lk["ifname"] for lk in links if lk.get("ifalias") == f"cloudemu-exp={experiment}"]
+        items += bridges + [str(j) for j in journals]
+        if items:
+            found[m] = items
+    namespaces = [n for n in Path("/run/netns").iterdir() if n.name.startswith(f"ce.{experiment}.")]
+    if namespaces:
+        found["netns"] = [n.name for n in namespaces]
+    return found
+
+
+def test_doctor_passes_on_every_machine(cluster_file):
+    rows = distributed.doctor(load_cluster(cluster_file))
+    assert [r["machine"] for r in rows] == MACHINES
+    assert all(r["ok"] for r in rows), rows
+    assert {r["datapath"] for r in rows} <= {"userspace", "kernel"}
+
+
+def test_fattree_across_three_machines(state_dir, cluster_file):
+    name = "mm_fattree"
+    emu = Emulation(load_text(FATTREE.format(name=name)), cluster=load_cluster(cluster_file)).up()
+    try:
+        placed = {n.machine for n in emu.plan.nodes}
+        assert placed == set(MACHINES)  # METIS spread the 36 nodes over all three
+        assert emu.plan.tunnels and all(t.vni > 0 for t in emu.plan.tunnels)
+        assert emu.pingall(wait=40).failed == []
+        states = emu.status()
+        assert len(states) == 36 and {s.state for s in states} == {"running"}
+        # a host pair on different machines talks through a VXLAN tunnel
+        hosts = emu.hosts()
+        a = hosts[0]
+        b = next(h for h in hosts if h.plan_node.machine != a.plan_node.machine)
+        mbps = iperf(emu, a.name, b.name, seconds=2)
+        assert mbps > 10, mbps
+        # one round trip count per machine, not per node: connect, facts, preflight, up (+ first-time upload)
+        assert max(emu.deployment.round_trips.values()) <= 8, emu.deployment.round_trips
+        assert machine_leftovers(name)  # things exist before down
+    finally:
+        result = emu.down()
+    assert result.clean, result.left
+    assert machine_leftovers(name) == {}
+    assert not Journal(name).exists()
+
+
+def test_up_twice_is_refused(state_dir, cluster_file):
+    name = "mm_twice"
+    topo = load_text(FATTREE.format(name=name))
+    emu = Emulation(topo, cluster=load_cluster(cluster_file)).up()
+    try:
+        with pytest.raises(Exception, match="already up"):
+            Emulation(topo, cluster=load_cluster(cluster_file)).up()
+    finally:
+        assert emu.down().clean
+    assert machine_leftovers(name) == {}
+
+
+def test_unreachable_machine_creates_nothing_anywhere(state_dir, cluster_file):
+    name = "mm_unreachable"
+    testbed.stop_ssh("m2")
+    try:
+        with pytest.raises(distributed.ClusterError, match="m2") as info:
+            Emulation(load_text(FATTREE.format(name=name)), cluster=load_cluster(cluster_file)).up()
+        assert "nothing was created" in str(info.value)
+    finally:
+        testbed.start_ssh("m2")
+    assert machine_leftovers(name) == {}
+    assert not Journal(name).exists()
+
+
+def test_machine_dropping_mid_up_then_down_cleans_everywhere(state_dir, cluster_file):
+    name = "mm_drop"
+    journal_on_m3 = Path(testbed.machine_env("m3")["CLOUDEMU_STATE_DIR"]) / "experiments" / name / "journal.sqlite"
+
+    def drop_m3_once_it_starts() -> None:
+        def watch() -> None:
+            deadline = time.monotonic() + 30
+            while not journal_on_m3.exists() and time.monotonic() < deadline:
+                time.sleep(0.002)
+            testbed.stop_ssh("m3")
+        threading.Thread(target=watch, daemon=True).start()
+
+    topo = load_text(FATTREE.format(name=name))
+    try:
+        with pytest.raises(distributed.ClusterError) as info:
+            distributed.deploy_cluster(topo, load_cluster(cluster_file), after_preflight=drop_m3_once_it_starts)
+        assert "m3" in str(info.value)
+        assert info.value.report["left_on"] == ["m3"]  # the others were cleaned at once
+        assert set(machine_leftovers(name)) <= {"m3", "netns"}
+        assert journal_on_m3.exists()  # m3 had begun making its shard when it dropped
+        meta = Journal(name).meta()
+        assert meta["status"] == "partial"
+        again = distributed.destroy_cluster(name)  # still away: down says so and remembers it
+        assert [r.machine for r in again.left] == ["m3"] and Journal(name).exists()
+    finally:
+        testbed.start_ssh("m3")
+    result = distributed.destroy_cluster(name)
+    assert result.clean, result.left
+    assert machine_leftovers(name) == {}
+    assert not Journal(name).exists()
+
+
+def test_unknown_host_key_is_refused(state_dir, cluster_file, tmp_path):
+    text = Path(cluster_file).read_text()
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    cluster = load_cluster_text(text.replace(f"known_hosts: {testbed.ROOT / 'known_hosts'}", f"known_hosts: {empty}"))
+    rows = distributed.doctor(cluster)
+    assert not any(r["ok"] for r in rows)
+    assert all("not in" in r["problems"][0] and "--accept-new-host-keys" in r["problems"][0] for r in rows)
+    accepted = distributed.doctor(cluster, accept_new=True)
+    assert all(r["ok"] for r in accepted)
+    assert len(empty.read_text().splitlines()) == 3  # recorded on first use
