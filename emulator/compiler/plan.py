@@ -70,7 +70,7 @@ class PlanLink:
 class PlanTunnel:
     """One machine's end of a link cut by placement: a VXLAN tunnel to the other machine.
 
-    `realize` says how: `ovs` (a vxlan port on the switch's bridge), `bridge` (a
+    `realize` says how: `ovs` (a Linux vxlan device as a port of the switch's bridge), `bridge` (a
     Linux vxlan device on the Linux bridge) or `netns` (a Linux vxlan device made
     in the root namespace as `create_as`, then moved into the host's namespace and
     renamed, so its UDP socket stays on the underlay).

@@ -174,3 +174,21 @@ def test_unknown_host_key_is_refused(state_dir, cluster_file, tmp_path):
     accepted = distributed.doctor(cluster, accept_new=True)
     assert all(r["ok"] for r in accepted)
     assert len(empty.read_text().splitlines()) == 3  # recorded on first use
+
+
+def test_cli_run_across_machines_with_junit(state_dir, cluster_file, tmp_path):
+    """The CI user's flow: one command, an exit code and a JUnit file."""
+    topo = tmp_path / "lin.yaml"
+    topo.write_text("version: 1\nname: mm_cli\ndefaults: {subnet: 10.79.0.0/24}\n"
+                    "topology: {generator: linear, switches: 6, hosts_per_switch: 2}\n")
+    junit = tmp_path / "report.xml"
+    proc = subprocess.run([str(ROOT / ".venv/bin/cloudemu"), "run", str(topo), "--cluster", str(cluster_file),
+                           "--junit", str(junit), "-o", "json"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["passed"] and [r["name"] for r in report["results"]] == ["up", "pingall", "down"]
+    assert 'failures="0"' in junit.read_text()
+    assert machine_leftovers("mm_cli") == {}
+    doctor = subprocess.run([str(ROOT / ".venv/bin/cloudemu"), "doctor", "--cluster", str(cluster_file), "-o", "json"],
+                            capture_output=True, text=True, timeout=120)
+    assert doctor.returncode == 0 and len(json.loads(doctor.stdout)) == 3
