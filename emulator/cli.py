@@ -345,7 +345,7 @@ def _emulation(topo: Topology, name: str | None, provisioner: str | None, cluste
                      accept_new_host_keys=accept_new)
 
 
-PROVISIONER = click.option("--provisioner", type=click.Choice(sorted(REGISTRY)), default=None,
+PROVISIONER = click.option("--provisioner", type=click.Choice(sorted(set(REGISTRY) - {"mixed"})), default=None,
                            help="engine for hosts that do not name one (default: the file's defaults.provisioner, else netns)")
 
 

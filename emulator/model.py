@@ -17,7 +17,7 @@ NODE_KINDS: dict[str, str] = {
     "bridge": "a Linux bridge",
 }
 #: What a host run as a container may say about its container (the container engines read these).
-CONTAINER_KEYS = frozenset({"provisioner", "image", "env", "command", "volumes", "caps"})
+CONTAINER_KEYS = frozenset({"provisioner", "image", "env", "command", "volumes", "caps", "ports"})
 #: Kinds that forward frames (their ports live in the machine's root namespace).
 SWITCHING_KINDS = frozenset({"switch", "bridge"})
 

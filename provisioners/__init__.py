@@ -10,6 +10,7 @@ REGISTRY: dict[str, str] = {
     "netns": "provisioners.netns:NetnsProvisioner",
     "docker": "provisioners.docker:DockerProvisioner",
     "lxd": "provisioners.lxd:LxdProvisioner",
+    "mixed": "provisioners.mixed:MixedProvisioner",
 }
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from emulator.compiler.plan import MARKER_KEY, NETNS_PREFIX, Plan, PlanEnd, PlanLink, PlanNode, PlanTunnel, marker
 from emulator.runtime.events import Phases
 from emulator.runtime.journal import Journal, Resource
-from provisioners import devices, firewall, nsconfig
+from provisioners import devices, firewall, nsconfig, portforward
 from provisioners.base import NodeState, PreflightError, Provisioner
 
 NETNS_DIR = Path("/run/netns")
@@ -31,6 +31,7 @@ class NetnsProvisioner(Provisioner):
         out += [Resource("ovs-bridge", n.device) for n in plan.nodes if n.kind == "switch"]
         out += [_veth_resource(link) for link in plan.links]
         out += [_tunnel_resource(t) for t in plan.tunnels]
+        out += [Resource("port", f"{outer}", n.netns) for n in plan.nodes for outer, _ in n.options.get("ports", ())]
         return out
 
     # -- preflight -------------------------------------------------------
@@ -49,6 +50,7 @@ class NetnsProvisioner(Provisioner):
                 f"link {bad.a.node}-{bad.b.node} asks for delay/jitter/loss, but this kernel has no netem "
                 "(sch_netem); remove those parameters or run on a machine whose kernel has netem")
         problems += self._collisions(plan)
+        problems += _port_problems(plan)
         if problems:
             raise PreflightError("; ".join(problems))
 
@@ -160,6 +162,14 @@ class NetnsProvisioner(Provisioner):
             nsconfig.configure(_namespace_configs(plan, tx_csum_off=userspace and bool(switches)), step.advance)
             self._apply_netem(plan)
 
+        published = [(n, outer, inner) for n in hosts for outer, inner in n.options.get("ports", ())]
+        if published:
+            with phases.phase("ports", total=len(published)) as step:
+                for node, outer, inner in published:
+                    portforward.start(plan.experiment, node.netns, outer, inner)
+                    journal.mark([Resource("port", f"{outer}", node.netns)], "created")
+                    step.advance(1)
+
     def make_tunnels(self, plan: Plan, mark: str) -> None:
         """Links cut by placement: a Linux VXLAN device per end, bound to the underlay address.
 
@@ -214,6 +224,7 @@ class NetnsProvisioner(Provisioner):
         mark = marker(experiment)
         ns_prefix = f"{NETNS_PREFIX}{experiment}."
         with phases.phase("processes"):
+            portforward.stop(experiment)
             namespaces = sorted({r.name for r in journaled if r.kind == "netns"} | _netns_with_prefix(ns_prefix))
             _kill_processes_in(namespaces)
         # Namespaces first: the kernel then removes their veths in one batched clean-up,
@@ -252,6 +263,7 @@ class NetnsProvisioner(Provisioner):
         left += [Resource("ovs-bridge", b) for b in self._ovs_bridges_of(experiment)]
         left += [Resource("device", d) for d in _root_devices_of(marker(experiment), set())]
         left += [Resource("iptables", " ".join(rule[3:])) for rule in firewall.rules_of(self.ex, experiment)]
+        left += [Resource("process", str(pid)) for pid in portforward.pids_of(experiment)]
         return left
 
     # -- using it --------------------------------------------------------
@@ -280,6 +292,19 @@ class NetnsProvisioner(Provisioner):
 def _veth_resource(link: PlanLink) -> Resource:
     end = link.root_end or link.a
     return Resource("veth", end.dev, end.netns or "")
+
+
+def _port_problems(plan: Plan) -> list[str]:
+    taken: dict[int, str] = {}
+    problems = []
+    for n in plan.nodes:
+        for outer, _ in n.options.get("ports", ()):
+            if outer in taken:
+                problems.append(f"machine port {outer} is published by both {taken[outer]} and {n.name}")
+            elif not portforward.port_free(outer):
+                problems.append(f"machine port {outer} (published by {n.name}) is already in use on this machine")
+            taken[outer] = n.name
+    return problems
 
 
 def _tunnel_resource(t: PlanTunnel) -> Resource:

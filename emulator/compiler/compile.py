@@ -150,7 +150,11 @@ class Compiled:
         out = {}
         for v, node in enumerate(self.topo.nodes.values()):
             engine = node.options.get("provisioner", self.default_engine)
-            if node.kind != "host" or engine == "netns":
+            if node.kind != "host":
+                continue
+            if engine == "netns":
+                if node.options.get("ports"):  # published by a forwarder, whatever the engine
+                    out[v] = {"ports": node.options["ports"]}
                 continue
             opts = {"engine": engine, "image": node.options.get("image", image)}
             opts.update({k: node.options[k] for k in CONTAINER_KEYS | {"cpu", "memory"} if k in node.options})
@@ -161,7 +165,7 @@ class Compiled:
 
     def engine(self) -> str:
         """The provisioner that runs this plan: a container engine as soon as one host is a container."""
-        engines = {o["engine"] for o in self.containers.values()}
+        engines = {o["engine"] for o in self.containers.values() if "engine" in o}
         return engines.pop() if len(engines) == 1 else ("netns" if not engines else "mixed")
 
     def ip_of(self, v: int) -> str | None:

