@@ -32,6 +32,7 @@ class IfaceConfig:
 class NamespaceConfig:
     netns: str
     ifaces: list[IfaceConfig] = field(default_factory=list)
+    gateway: str | None = None  # default route, once the interfaces are up
 
 
 def htb_burst(mbit: float) -> int:
@@ -96,3 +97,5 @@ def _configure_one(ns: NamespaceConfig) -> None:
                 ipr.tc("add-class", "htb", idx, HTB_CLASS, parent=HTB_ROOT, rate=f"{cfg.bw:g}mbit",
                        burst=htb_burst(cfg.bw), prio=1)
             ipr.link("set", index=idx, state="up")
+        if ns.gateway:
+            ipr.route("add", dst="0.0.0.0/0", gateway=ns.gateway)

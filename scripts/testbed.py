@@ -25,6 +25,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
+from emulator.runtime import ovsinstance  # noqa: E402
+
 ROOT = Path(os.environ.get("CLOUDEMU_TESTBED_DIR", "/var/lib/cloudemu-testbed"))
 RUN = Path(os.environ.get("CLOUDEMU_TESTBED_RUN", "/run/cloudemu-testbed"))
 BRIDGE = "cetb0"
@@ -32,7 +35,6 @@ NETNS_PREFIX = "cetb-"
 MARK = "cloudemu-testbed"
 #: Underlays to try, in order: benchmarking and shared ranges, unlikely to be anyone's real network.
 CANDIDATES = ["198.18.0.0/24", "198.18.1.0/24", "198.19.0.0/24", "100.64.250.0/24", "10.250.250.0/24"]
-OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 
 
 def run(argv: list[str], *, check: bool = True, input: str | None = None, env: dict | None = None) -> str:
@@ -81,8 +83,7 @@ def save_state(state: dict) -> None:
 
 def machine_env(name: str) -> dict[str, str]:
     """What a session on the machine sees: its own OVS, cloudemu state and runner directories."""
-    return {"OVS_RUNDIR": str(RUN / name / "ovs"), "OVS_DBDIR": str(ROOT / name / "ovs"),
-            "OVS_LOGDIR": str(RUN / name / "log"), "CLOUDEMU_STATE_DIR": str(ROOT / name / "state"),
+    return {**ovsinstance.env(RUN / name / "ovs"), "CLOUDEMU_STATE_DIR": str(ROOT / name / "state"),
             "CLOUDEMU_MACHINE": name}
 
 
@@ -92,19 +93,7 @@ def in_netns(name: str, argv: list[str]) -> list[str]:
 
 
 def start_ovs(name: str) -> list[int]:
-    env = {**os.environ, **machine_env(name)}
-    for d in ("OVS_RUNDIR", "OVS_DBDIR", "OVS_LOGDIR"):
-        Path(env[d]).mkdir(parents=True, exist_ok=True)
-    db = Path(env["OVS_DBDIR"]) / "conf.db"
-    if not db.exists():
-        run(["ovsdb-tool", "create", str(db), OVS_SCHEMA])
-    rundir = env["OVS_RUNDIR"]
-    run(in_netns(name, ["ovsdb-server", str(db), f"--remote=punix:{rundir}/db.sock", f"--pidfile={rundir}/ovsdb-server.pid",
-                        "--detach", f"--log-file={env['OVS_LOGDIR']}/ovsdb-server.log"]), env=env)
-    run(["ovs-vsctl", f"--db=unix:{rundir}/db.sock", "--no-wait", "init"], env=env)
-    run(in_netns(name, ["ovs-vswitchd", f"unix:{rundir}/db.sock", f"--pidfile={rundir}/ovs-vswitchd.pid", "--detach",
-                        f"--log-file={env['OVS_LOGDIR']}/ovs-vswitchd.log"]), env=env)
-    return [int(Path(rundir, f).read_text()) for f in ("ovsdb-server.pid", "ovs-vswitchd.pid")]
+    return ovsinstance.start(RUN / name / "ovs", in_netns(name, []))
 
 
 def sshd_config(name: str, address: str, key_dir: Path) -> Path:

@@ -1,0 +1,92 @@
+"""How an ACA-compatible host lays out Open vSwitch: bridges, ports and flows as plain text.
+
+Pure, so the layout is unit-tested without OVS. `br-int` switches VM ports by VLAN (one local
+VLAN per VNI); `br-tun` turns VLANs into VXLAN keys and back:
+
+    table 0   from patch-int -> 2, from vxlan-generic -> 4
+    table 2   ARP requests -> 51 (answered here), unicast -> 20, the rest dropped
+    table 4   tun_id=VNI -> VLAN, to br-int
+    table 20  dl_vlan + dl_dst of a remote VM -> VNI, tun_dst=its host, out vxlan-generic
+    table 51  ARP replies for known remote VMs
+"""
+
+from __future__ import annotations
+
+import socket
+
+PATCH_INT_OFPORT = 1  # patch-int on br-tun
+VXLAN_OFPORT = 100  # vxlan-generic on br-tun, as ACA numbers it
+#: Marks every flow this agent installs, so a restart can find and replace them.
+COOKIE = "0xace"
+TAP_PREFIX = "tap"
+IFNAME_MAX = 14  # ACA cuts "tap" + port id to 14 characters
+
+
+def tap_name(port_id: str) -> str:
+    return (TAP_PREFIX + port_id)[:IFNAME_MAX]
+
+
+def bridge_commands(datapath_type: str) -> list[list[str]]:
+    """One ovs-vsctl transaction: br-int, br-tun, the patch pair and the flow-based VXLAN port."""
+    return [
+        ["--may-exist", "add-br", "br-int"], ["set", "Bridge", "br-int", f"datapath_type={datapath_type}"],
+        ["--may-exist", "add-br", "br-tun"], ["set", "Bridge", "br-tun", f"datapath_type={datapath_type}",
+                                              "fail_mode=secure"],
+        ["--may-exist", "add-port", "br-int", "patch-tun"],
+        ["set", "Interface", "patch-tun", "type=patch", "options:peer=patch-int"],
+        ["--may-exist", "add-port", "br-tun", "patch-int"],
+        ["set", "Interface", "patch-int", "type=patch", "options:peer=patch-tun", f"ofport_request={PATCH_INT_OFPORT}"],
+        ["--may-exist", "add-port", "br-tun", "vxlan-generic"],
+        ["set", "Interface", "vxlan-generic", "type=vxlan", "options:remote_ip=flow", "options:key=flow",
+         f"ofport_request={VXLAN_OFPORT}"],
+    ]
+
+
+def base_flows() -> list[str]:
+    """br-tun's fixed pipeline (every table ends in a drop)."""
+    c = f"cookie={COOKIE}"
+    return [
+        f"{c},table=0,priority=1,in_port={PATCH_INT_OFPORT},actions=resubmit(,2)",
+        f"{c},table=0,priority=1,in_port={VXLAN_OFPORT},actions=resubmit(,4)",
+        f"{c},table=0,priority=0,actions=drop",
+        f"{c},table=2,priority=2,arp,arp_op=1,actions=resubmit(,51)",
+        f"{c},table=2,priority=1,dl_dst=00:00:00:00:00:00/01:00:00:00:00:00,actions=resubmit(,20)",
+        f"{c},table=2,priority=0,actions=drop",
+        f"{c},table=4,priority=0,actions=drop",
+        f"{c},table=20,priority=0,actions=drop",
+        f"{c},table=51,priority=0,actions=drop",
+    ]
+
+
+def vni_flow(vni: int, vlan: int) -> str:
+    """Decapsulation: frames of this VNI enter br-int on the VPC's local VLAN."""
+    return (f"add cookie={COOKIE},table=4,priority=1,tun_id={vni:#x},"
+            f"actions=mod_vlan_vid:{vlan},output:{PATCH_INT_OFPORT}")
+
+
+def neighbor_flows(vni: int, vlan: int, mac: str, ip: str | None, host_ip: str) -> list[str]:
+    """Encapsulation towards a remote VM, and the ARP answer for its address."""
+    out = [f"add cookie={COOKIE},table=20,priority=1,dl_vlan={vlan},dl_dst={mac},"
+           f"actions=strip_vlan,load:{vni:#x}->NXM_NX_TUN_ID[],set_field:{host_ip}->tun_dst,output:{VXLAN_OFPORT}"]
+    if ip:
+        mac_hex = "0x" + mac.replace(":", "")
+        ip_hex = "0x" + socket.inet_aton(ip).hex()
+        out.append(f"add cookie={COOKIE},table=51,priority=1,arp,dl_vlan={vlan},arp_tpa={ip},"
+                   "actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],"
+                   f"mod_dl_src:{mac},load:0x2->NXM_OF_ARP_OP[],move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],"
+                   f"move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],load:{mac_hex}->NXM_NX_ARP_SHA[],"
+                   f"load:{ip_hex}->NXM_OF_ARP_SPA[],in_port")
+    return out
+
+
+def neighbor_delete(vlan: int, mac: str, ip: str | None) -> list[str]:
+    out = [f"delete_strict table=20,priority=1,dl_vlan={vlan},dl_dst={mac}"]
+    if ip:
+        out.append(f"delete_strict table=51,priority=1,arp,dl_vlan={vlan},arp_tpa={ip}")
+    return out
+
+
+def port_commands(tap: str, vlan: int, port_id: str, mac: str) -> list[list[str]]:
+    """A VM's port on br-int, on its VPC's VLAN, named as ACA and Neutron name it."""
+    return [["--may-exist", "add-port", "br-int", tap, f"tag={vlan}"],
+            ["set", "Interface", tap, f"external_ids:iface-id={port_id}", f"external_ids:attached-mac={mac}"]]

@@ -1,0 +1,120 @@
+"""Goal states as Alcor's test controller builds them: one GoalStateV2 per compute host.
+
+Pure: VMs (ports) in, messages out. VPC and subnet go as INFO, the host's own ports as CREATE
+with FULL updates, and an L2 neighbour entry for every port of the same VPCs on other hosts;
+`host_resources[host IP]` lists what the host must program.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from emulator.alcor.schema import common_pb2 as common
+from emulator.alcor.schema import goalstate_pb2, resources_pb2
+
+IDS = uuid.UUID("6f1f3c2e-5b7a-4c1e-9d3f-2a8b7c6d5e4f")  # namespace of our deterministic resource ids
+
+
+def resource_id(*parts: str) -> str:
+    return str(uuid.uuid5(IDS, "/".join(parts)))
+
+
+@dataclass(frozen=True)
+class Vpc:
+    name: str
+    vni: int
+    cidr: str  # the subnet the VMs take addresses from
+
+    @property
+    def id(self) -> str:
+        return resource_id("vpc", self.name)
+
+    @property
+    def subnet_id(self) -> str:
+        return resource_id("subnet", self.name, self.cidr)
+
+    @property
+    def gateway(self) -> str:
+        return str(next(ipaddress.ip_network(self.cidr).hosts()))
+
+
+@dataclass(frozen=True)
+class Port:
+    """A VM's port: where it lives and what it is."""
+
+    name: str
+    vpc: Vpc
+    host_ip: str  # the compute node's underlay address
+    ip: str  # without prefix
+    mac: str
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", resource_id("port", self.vpc.name, self.name))
+
+
+def vpc_state(vpc: Vpc, op: int = common.INFO) -> resources_pb2.VpcState:
+    cfg = resources_pb2.VpcConfiguration(revision_number=1, id=vpc.id, update_type=common.FULL, name=vpc.name,
+                                         cidr=vpc.cidr, tunnel_id=vpc.vni)
+    return resources_pb2.VpcState(operation_type=op, configuration=cfg)
+
+
+def subnet_state(vpc: Vpc, op: int = common.INFO) -> resources_pb2.SubnetState:
+    cfg = resources_pb2.SubnetConfiguration(revision_number=1, id=vpc.subnet_id, update_type=common.FULL,
+                                            network_type=common.VXLAN, vpc_id=vpc.id, name=f"{vpc.name}-subnet",
+                                            cidr=vpc.cidr, tunnel_id=vpc.vni,
+                                            gateway=resources_pb2.SubnetConfiguration.Gateway(ip_address=vpc.gateway))
+    return resources_pb2.SubnetState(operation_type=op, configuration=cfg)
+
+
+def port_state(port: Port, op: int = common.CREATE) -> resources_pb2.PortState:
+    cfg = resources_pb2.PortConfiguration(
+        revision_number=1, id=port.id, update_type=common.FULL, vpc_id=port.vpc.id, name=port.name,
+        device_id=port.name, device_owner="compute:nova", mac_address=port.mac, admin_state_up=True,
+        host_info=resources_pb2.PortConfiguration.HostInfo(ip_address=port.host_ip),
+        fixed_ips=[resources_pb2.PortConfiguration.FixedIp(subnet_id=port.vpc.subnet_id, ip_address=port.ip)])
+    return resources_pb2.PortState(operation_type=op, configuration=cfg)
+
+
+def neighbor_state(port: Port, op: int = common.CREATE) -> resources_pb2.NeighborState:
+    fixed = resources_pb2.NeighborConfiguration.FixedIp(neighbor_type=common.L2, subnet_id=port.vpc.subnet_id,
+                                                        ip_address=port.ip, tunnel_id=port.vpc.vni)
+    cfg = resources_pb2.NeighborConfiguration(revision_number=1, id=port.id, update_type=common.FULL,
+                                              vpc_id=port.vpc.id, name=port.name, mac_address=port.mac,
+                                              host_ip_address=port.host_ip, fixed_ips=[fixed])
+    return resources_pb2.NeighborState(operation_type=op, configuration=cfg)
+
+
+def per_host(ports: Iterable[Port], *, op: int = common.CREATE) -> dict[str, goalstate_pb2.GoalStateV2]:
+    """host IP -> the one message that host's agent gets (DELETE undoes what CREATE made)."""
+    ports = list(ports)
+    by_host: dict[str, list[Port]] = defaultdict(list)
+    by_vpc: dict[str, list[Port]] = defaultdict(list)
+    for p in ports:
+        by_host[p.host_ip].append(p)
+        by_vpc[p.vpc.name].append(p)
+    out = {}
+    for host, local in by_host.items():
+        gs = goalstate_pb2.GoalStateV2(format_version=1)
+        listed = gs.host_resources[host].resources
+        vpcs = {p.vpc.name: p.vpc for p in local}
+        for vpc in vpcs.values():
+            gs.vpc_states[vpc.id].CopyFrom(vpc_state(vpc))
+            gs.subnet_states[vpc.subnet_id].CopyFrom(subnet_state(vpc))
+            listed.add(type=common.VPC, id=vpc.id)
+            listed.add(type=common.SUBNET, id=vpc.subnet_id)
+        for p in local:
+            gs.port_states[p.id].CopyFrom(port_state(p, op))
+            listed.add(type=common.PORT, id=p.id)
+        for name in vpcs:
+            for p in by_vpc[name]:
+                if p.host_ip != host:
+                    gs.neighbor_states[p.id].CopyFrom(neighbor_state(p, op))
+                    listed.add(type=common.NEIGHBOR, id=p.id)
+        out[host] = gs
+    return out

@@ -1,0 +1,76 @@
+"""The compute-node program: its own OVS, ACA's bridge layout, the goal-state agent on 50001.
+
+Runs inside the compute node (a namespace or a container): `python -m emulator.alcor.node
+--dir D --vm-prefix ce.EXP.` starts ovsdb-server and ovs-vswitchd with their files under D,
+lays out br-int/br-tun, moves the underlay address onto br-phy when the datapath is userspace
+(OVS can tunnel only out of its own bridges then), and serves goal states until killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from emulator.alcor.agent import Agent, Dataplane
+from emulator.alcor.flows import VXLAN_OFPORT
+from emulator.alcor.server import ACA_PORT, serve
+from emulator.runtime import ovsinstance
+
+VXLAN_OVERHEAD = 50
+
+
+def underlay_of(dev: str) -> tuple[str, int, int, str]:
+    """(address, prefix length, MTU, MAC) of the underlay device."""
+    info = json.loads(subprocess.run(["ip", "-j", "addr", "show", "dev", dev], capture_output=True, text=True,
+                                     check=True).stdout)[0]
+    v4 = [a for a in info.get("addr_info", []) if a.get("family") == "inet"]
+    if not v4:
+        raise SystemExit(f"{dev} has no IPv4 address: the agent needs the host's underlay address")
+    return v4[0]["local"], v4[0]["prefixlen"], info.get("mtu", 1500), info.get("address", "")
+
+
+def move_underlay_to_br_phy(dp: Dataplane, dev: str) -> None:
+    """The userspace datapath tunnels only through an OVS bridge that holds the local address (br-phy)."""
+    ip, prefix, mtu, mac = underlay_of(dev)
+    routes = json.loads(subprocess.run(["ip", "-j", "route", "show", "dev", dev], capture_output=True, text=True,
+                                       check=True).stdout)
+    dp.vsctl([["--may-exist", "add-br", "br-phy"],
+              ["set", "Bridge", "br-phy", "datapath_type=netdev", f"other_config:hwaddr={mac}"],
+              ["--may-exist", "add-port", "br-phy", dev]])
+    lines = [f"addr flush dev {dev}", f"link set br-phy mtu {mtu} up", f"addr add {ip}/{prefix} dev br-phy"]
+    lines += [f"route add {r['dst']} via {r['gateway']} dev br-phy" for r in routes if r.get("gateway")]
+    dp.ip_batch(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--dir", required=True, type=Path, help="where this node's OVS keeps its database, sockets, logs")
+    p.add_argument("--vm-prefix", required=True, help="namespace name prefix of the VMs (ce.EXP.)")
+    p.add_argument("--underlay", default="eth0", help="the device holding the host's address")
+    p.add_argument("--listen", default=f"0.0.0.0:{ACA_PORT}")
+    p.add_argument("--datapath", choices=["auto", "netdev", "system"], default="auto")
+    args = p.parse_args(argv)
+
+    ovsinstance.start(args.dir)
+    datapath = args.datapath
+    if datapath == "auto":
+        datapath = "system" if Path("/sys/module/openvswitch").exists() else "netdev"
+    host_ip, _, mtu, _ = underlay_of(args.underlay)
+    dp = Dataplane(datapath_type=datapath, mtu=mtu - VXLAN_OVERHEAD, env=ovsinstance.env(args.dir))
+    dp.setup()
+    if datapath == "netdev":
+        move_underlay_to_br_phy(dp, args.underlay)
+    server = serve(Agent(dp, host_ip, args.vm_prefix), args.listen)
+    print(json.dumps({"ready": True, "host_ip": host_ip, "listen": args.listen, "datapath": datapath,
+                      "vxlan_ofport": VXLAN_OFPORT}), flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: server.stop(0))
+    server.wait_for_termination()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

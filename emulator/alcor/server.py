@@ -1,0 +1,39 @@
+"""The agent's gRPC face: Alcor's GoalStateProvisioner service, served where ACA serves it."""
+
+from __future__ import annotations
+
+from concurrent import futures
+
+import grpc
+
+from emulator.alcor.agent import Agent
+from emulator.alcor.schema import goalstateprovisioner_pb2_grpc as rpc
+
+ACA_PORT = 50001
+#: A goal state with 100,000 neighbours is tens of megabytes; gRPC's default limit is 4 MB.
+MAX_MESSAGE = 512 * 1024 * 1024
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
+
+
+class GoalStateService(rpc.GoalStateProvisionerServicer):
+    def __init__(self, agent: Agent):
+        self.agent = agent
+
+    def PushNetworkResourceStates(self, request, context):  # noqa: N802 - the name is Alcor's
+        return self.agent.push_v1(request)
+
+    def PushGoalStatesStream(self, request_iterator, context):  # noqa: N802
+        for goal_state in request_iterator:
+            yield self.agent.push_v2(goal_state)
+
+    def RequestGoalStates(self, request, context):  # noqa: N802
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "an agent asks this of the controller, not of another agent")
+
+
+def serve(agent: Agent, listen: str = f"0.0.0.0:{ACA_PORT}", workers: int = 8) -> grpc.Server:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=CHANNEL_OPTIONS)
+    rpc.add_GoalStateProvisionerServicer_to_server(GoalStateService(agent), server)
+    if server.add_insecure_port(listen) == 0:
+        raise RuntimeError(f"cannot listen on {listen}")
+    server.start()
+    return server

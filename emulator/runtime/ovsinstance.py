@@ -1,0 +1,43 @@
+"""A private Open vSwitch (ovsdb-server + ovs-vswitchd) with its own run, database and log directories.
+
+A testbed machine and an emulated compute node each run one, so that their bridges (br-int,
+br-tun...) do not meet the machine's. Clients reach it through OVS_RUNDIR (see `env`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
+
+
+def env(base: Path) -> dict[str, str]:
+    """What ovs-vsctl/ovs-ofctl need in their environment to talk to this instance."""
+    return {"OVS_RUNDIR": str(base / "run"), "OVS_DBDIR": str(base / "db"), "OVS_LOGDIR": str(base / "log")}
+
+
+def start(base: Path, prefix: list[str] | None = None) -> list[int]:
+    """Starts both daemons (under `prefix`, e.g. an nsenter into a namespace); returns their pids."""
+    where = env(base)
+    full = {**os.environ, **where}
+    for d in where.values():
+        Path(d).mkdir(parents=True, exist_ok=True)
+    run, log = where["OVS_RUNDIR"], where["OVS_LOGDIR"]
+    db = Path(where["OVS_DBDIR"]) / "conf.db"
+    if not db.exists():
+        _run(["ovsdb-tool", "create", str(db), OVS_SCHEMA], full)
+    pre = list(prefix or [])
+    _run([*pre, "ovsdb-server", str(db), f"--remote=punix:{run}/db.sock", f"--pidfile={run}/ovsdb-server.pid",
+          "--detach", f"--log-file={log}/ovsdb-server.log"], full)
+    _run(["ovs-vsctl", f"--db=unix:{run}/db.sock", "--no-wait", "init"], full)
+    _run([*pre, "ovs-vswitchd", f"unix:{run}/db.sock", f"--pidfile={run}/ovs-vswitchd.pid", "--detach",
+          f"--log-file={log}/ovs-vswitchd.log"], full)
+    return [int(Path(run, f).read_text()) for f in ("ovsdb-server.pid", "ovs-vswitchd.pid")]
+
+
+def _run(argv: list[str], environment: dict[str, str]) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, env=environment, timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:2])} failed: {proc.stderr.strip()[-300:]}")
