@@ -161,8 +161,22 @@ class Emulation:
         else:
             self.plan = orchestrator.deploy(self.topology, experiment=self.name, provisioner=self.provisioner,
                                             phases=phases)
+        if self.plan.vms:
+            try:
+                self._program_vms(phases)
+            except Exception:
+                self.down()  # a half-made experiment is worse than none: the error says why
+                raise
         self.timings = dict(phases.timings)
         return self
+
+    def _program_vms(self, phases: Phases) -> None:
+        """The declared VMs, made by their compute nodes' agents from goal states (as Alcor's controller would)."""
+        from emulator.alcor.controller import program_vms
+
+        hosts = {vm["host_ip"] for vm in self.plan.vms}
+        with phases.phase("goal states", total=len(hosts)) as step:
+            program_vms(self.plan, on_reply=step.advance)
 
     def down(self, sink: ProgressSink | None = None) -> orchestrator.DownResult:
         if "workers" in self.__dict__:
@@ -177,10 +191,16 @@ class Emulation:
 
     # -- using it --------------------------------------------------------
     def node(self, name: str) -> NodeHandle:
+        plan = self._plan()
         try:
-            return NodeHandle(self, self._plan().node(name))
+            return NodeHandle(self, plan.node(name))
         except KeyError:
-            raise KeyError(f"no node {name!r} in experiment {self.name!r}") from None
+            pass
+        vm = next((v for v in plan.vms if v["name"] == name), None)
+        if vm is None:
+            raise KeyError(f"no node {name!r} in experiment {self.name!r}")
+        on = plan.node(vm["on"])
+        return NodeHandle(self, PlanNode(vm["name"], "vm", on.machine, vm["netns"], ip=vm["ip"]))
 
     def hosts(self) -> list[NodeHandle]:
         return [NodeHandle(self, n) for n in self._plan().hosts()]

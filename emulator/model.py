@@ -6,16 +6,20 @@ late, in the compiler, still point at the line the user has to change.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Kinds a node may have; later layers (compute, vm, service) extend this set.
+#: Kinds a node may have. A `compute` node in a file is a host with role "compute" (its own OVS and a
+#: goal-state agent); a `vm` is not a node at all but a port inside one (Topology.vms).
 NODE_KINDS: dict[str, str] = {
     "host": "a network namespace",
     "switch": "an Open vSwitch bridge",
     "bridge": "a Linux bridge",
 }
+#: What the agent of a compute node listens on, as ACA does.
+ACA_PORT = 50001
 #: What a host run as a container may say about its container (the container engines read these).
 CONTAINER_KEYS = frozenset({"provisioner", "image", "env", "command", "volumes", "caps", "ports"})
 #: Kinds that forward frames (their ports live in the machine's root namespace).
@@ -117,6 +121,11 @@ class Node:
     where: Where = field(default_factory=Where)
 
     @property
+    def role(self) -> str:
+        """What the node is to the user: its kind, or "compute" for a host that runs an agent."""
+        return self.options.get("role", self.kind)
+
+    @property
     def switching(self) -> bool:
         return self.kind in SWITCHING_KINDS
 
@@ -166,6 +175,28 @@ class Bulk:
     where: Where = field(default_factory=Where)
 
 
+@dataclass
+class Vpc:
+    """A tenant network: VXLAN VNI and the subnet its VMs take addresses from (None: chosen by the compiler)."""
+
+    name: str
+    vni: int | None = None
+    cidr: str | None = None
+    where: Where = field(default_factory=Where)
+
+
+@dataclass
+class Vm:
+    """A VM: a port on compute node `on`, made by that node's agent when its goal state arrives."""
+
+    name: str
+    on: str
+    vpc: str
+    ip: str | None = None  # "10.1.0.5/24"
+    mac: str | None = None
+    where: Where = field(default_factory=Where)
+
+
 class Topology:
     """What the user asked for: nodes and links, before any placement."""
 
@@ -182,6 +213,8 @@ class Topology:
         self.source = source
         self.subnet_where = subnet_where or Where()  # where the subnet was set, for errors about it
         self.node_defaults: dict[str, Any] = {}  # defaults.provisioner and defaults.image
+        self.vpcs: dict[str, Vpc] = {}
+        self.vms: dict[str, Vm] = {}
 
     @property
     def nodes(self) -> dict[str, Node]:
@@ -251,6 +284,42 @@ class Topology:
         link = Link(ea, eb, LinkParams(**params), where)
         self.links.append(link)
         return link
+
+    def add_vm(self, name: str, on: str, vpc: str, *, ip: str | None = None, mac: str | None = None,
+               where: Where | None = None) -> Vm:
+        """A VM; its compute node may be declared later, so `check_vms` runs once everything is in."""
+        where = where or Where(self.source)
+        check_name(name, "node", where)
+        if name in self.vms or name in self.nodes:
+            raise TopologyError(f"duplicate node {name!r}", where=where, field=f"nodes.{name}")
+        vm = Vm(name, on, vpc, ip, mac, where)
+        self.vms[name] = vm
+        return vm
+
+    def check_vms(self) -> None:
+        """Every VM sits on a compute node, in a VPC whose subnet holds its address, with an address of its own."""
+        taken: dict[tuple[str, str], str] = {}
+        for vm in self.vms.values():
+            host = self.nodes.get(vm.on)
+            if host is None or host.role != "compute":
+                what = "is not a node" if host is None else f"is a {host.role}, not a compute node"
+                raise TopologyError(f"{vm.on!r} {what}; a vm sits on a compute node (kind: compute)",
+                                    where=vm.where, field=f"nodes.{vm.name}.on")
+            if vm.name in self.nodes:
+                raise TopologyError(f"duplicate node {vm.name!r}", where=vm.where, field=f"nodes.{vm.name}")
+            vpc = self.vpcs.setdefault(vm.vpc, Vpc(vm.vpc, where=vm.where))
+            if vm.ip:
+                net = ipaddress.ip_interface(vm.ip).network
+                if vpc.cidr is None:
+                    vpc.cidr = str(net)
+                elif ipaddress.ip_interface(vm.ip).ip not in ipaddress.ip_network(vpc.cidr):
+                    raise TopologyError(f"{vm.ip} is outside VPC {vm.vpc}'s subnet {vpc.cidr}", where=vm.where,
+                                        field=f"nodes.{vm.name}.ip")
+                key = (vm.vpc, vm.ip.split("/")[0])
+                if key in taken:
+                    raise TopologyError(f"{key[1]} is already {taken[key]}'s address in VPC {vm.vpc}", where=vm.where,
+                                        field=f"nodes.{vm.name}.ip")
+                taken[key] = vm.name
 
     # -- queries ---------------------------------------------------------
     def __len__(self) -> int:

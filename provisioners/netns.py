@@ -15,7 +15,7 @@ from pathlib import Path
 from emulator.compiler.plan import MARKER_KEY, NETNS_PREFIX, Plan, PlanEnd, PlanLink, PlanNode, PlanTunnel, marker
 from emulator.runtime.events import Phases
 from emulator.runtime.journal import Journal, Resource
-from provisioners import devices, firewall, nsconfig, portforward
+from provisioners import computenodes, devices, firewall, nsconfig, portforward
 from provisioners.base import NodeState, PreflightError, Provisioner
 
 NETNS_DIR = Path("/run/netns")
@@ -32,6 +32,7 @@ class NetnsProvisioner(Provisioner):
         out += [_veth_resource(link) for link in plan.links]
         out += [_tunnel_resource(t) for t in plan.tunnels]
         out += [Resource("port", f"{outer}", n.netns) for n in plan.nodes for outer, _ in n.options.get("ports", ())]
+        out += [Resource("dir", n.options["compute"]["dir"]) for n in plan.nodes if "compute" in n.options]
         return out
 
     # -- preflight -------------------------------------------------------
@@ -170,6 +171,12 @@ class NetnsProvisioner(Provisioner):
                     journal.mark([Resource("port", f"{outer}", node.netns)], "created")
                     step.advance(1)
 
+        computes = [n for n in hosts if "compute" in n.options]
+        if computes:
+            with phases.phase("compute nodes", total=len(computes)) as step:
+                computenodes.start(computes, on_ready=step.advance)
+                journal.mark([Resource("dir", n.options["compute"]["dir"]) for n in computes], "created")
+
     def make_tunnels(self, plan: Plan, mark: str) -> None:
         """Links cut by placement: a Linux VXLAN device per end, bound to the underlay address.
 
@@ -236,6 +243,10 @@ class NetnsProvisioner(Provisioner):
         with phases.phase("switches"):
             ovs = self._ovs_bridges_of(experiment)
             self.ex.ovs_vsctl([["--if-exists", "del-br", b] for b in ovs])
+        dirs = [r.name for r in journaled if r.kind == "dir"]
+        if dirs:
+            with phases.phase("compute nodes"):
+                computenodes.remove_dirs(dirs)
         with phases.phase("links"):
             firewall.remove_rules(self.ex, experiment)
             # only root-namespace names: a host-to-host veth journaled as "eth0" must not match the machine's eth0
@@ -264,6 +275,7 @@ class NetnsProvisioner(Provisioner):
         left += [Resource("device", d) for d in _root_devices_of(marker(experiment), set())]
         left += [Resource("iptables", " ".join(rule[3:])) for rule in firewall.rules_of(self.ex, experiment)]
         left += [Resource("process", str(pid)) for pid in portforward.pids_of(experiment)]
+        left += [r for r in journaled if r.kind == "dir" and Path(r.name).exists()]
         return left
 
     # -- using it --------------------------------------------------------
@@ -278,13 +290,19 @@ class NetnsProvisioner(Provisioner):
         present = devices.names()
         out = []
         for n in plan.nodes:
-            if n.kind == "host":
+            if n.kind == "host" and "compute" in n.options:
+                up = n.netns in namespaces and computenodes.ready(n)
+                out.append(NodeState(n.name, "compute", "running" if up else "missing", n.ip or ""))
+            elif n.kind == "host":
                 up = n.netns in namespaces
                 out.append(NodeState(n.name, n.kind, "running" if up else "missing", n.ip or ""))
             elif n.kind == "switch":
                 out.append(NodeState(n.name, n.kind, "running" if n.device in bridges else "missing", n.device))
             else:
                 out.append(NodeState(n.name, n.kind, "running" if n.device in present else "missing", n.device))
+        # a VM exists once its compute node's agent has made it ("pending" until its goal state arrives)
+        out += [NodeState(vm["name"], "vm", "running" if vm["netns"] in namespaces else "pending", vm["ip"])
+                for vm in plan.vms]
         return out
 
 

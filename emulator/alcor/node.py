@@ -33,6 +33,15 @@ def underlay_of(dev: str) -> tuple[str, int, int, str]:
     return v4[0]["local"], v4[0]["prefixlen"], info.get("mtu", 1500), info.get("address", "")
 
 
+def first_ipv4_device() -> str:
+    links = json.loads(subprocess.run(["ip", "-j", "-4", "addr", "show"], capture_output=True, text=True,
+                                      check=True).stdout)
+    for link in links:
+        if link["ifname"] != "lo" and link.get("addr_info"):
+            return link["ifname"]
+    raise SystemExit("no device with an IPv4 address: a compute node needs its underlay address")
+
+
 def move_underlay_to_br_phy(dp: Dataplane, dev: str) -> None:
     """The userspace datapath tunnels only through an OVS bridge that holds the local address (br-phy)."""
     ip, prefix, mtu, mac = underlay_of(dev)
@@ -50,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--dir", required=True, type=Path, help="where this node's OVS keeps its database, sockets, logs")
     p.add_argument("--vm-prefix", required=True, help="namespace name prefix of the VMs (ce.EXP.)")
-    p.add_argument("--underlay", default="eth0", help="the device holding the host's address")
+    p.add_argument("--underlay", default="auto", help="the device holding the host's address (auto: the first with IPv4)")
     p.add_argument("--listen", default=f"0.0.0.0:{ACA_PORT}")
+    p.add_argument("--socket", help="also serve on this unix socket (how cloudemu reaches the agent from the machine)")
     p.add_argument("--datapath", choices=["auto", "netdev", "system"], default="auto")
     args = p.parse_args(argv)
 
@@ -59,12 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     datapath = args.datapath
     if datapath == "auto":
         datapath = "system" if Path("/sys/module/openvswitch").exists() else "netdev"
-    host_ip, _, mtu, _ = underlay_of(args.underlay)
+    underlay = first_ipv4_device() if args.underlay == "auto" else args.underlay
+    host_ip, _, mtu, _ = underlay_of(underlay)
     dp = Dataplane(datapath_type=datapath, mtu=mtu - VXLAN_OVERHEAD, env=ovsinstance.env(args.dir))
     dp.setup()
     if datapath == "netdev":
-        move_underlay_to_br_phy(dp, args.underlay)
-    server = serve(Agent(dp, host_ip, args.vm_prefix), args.listen)
+        move_underlay_to_br_phy(dp, underlay)
+    listen = [args.listen] + ([f"unix:{args.socket}"] if args.socket else [])
+    server = serve(Agent(dp, host_ip, args.vm_prefix), *listen)
     print(json.dumps({"ready": True, "host_ip": host_ip, "listen": args.listen, "datapath": datapath,
                       "vxlan_ofport": VXLAN_OFPORT}), flush=True)
     signal.signal(signal.SIGTERM, lambda *_: server.stop(0))

@@ -30,10 +30,12 @@ class GoalStateService(rpc.GoalStateProvisionerServicer):
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "an agent asks this of the controller, not of another agent")
 
 
-def serve(agent: Agent, listen: str = f"0.0.0.0:{ACA_PORT}", workers: int = 8) -> grpc.Server:
+def serve(agent: Agent, *listen: str, workers: int = 8) -> grpc.Server:
+    """Serves on every address given (host:port, unix:/path); 0.0.0.0:50001 when none is."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=CHANNEL_OPTIONS)
     rpc.add_GoalStateProvisionerServicer_to_server(GoalStateService(agent), server)
-    if server.add_insecure_port(listen) == 0:
-        raise RuntimeError(f"cannot listen on {listen}")
+    for address in listen or (f"0.0.0.0:{ACA_PORT}",):
+        if server.add_insecure_port(address) == 0:
+            raise RuntimeError(f"cannot listen on {address}")
     server.start()
     return server

@@ -24,7 +24,7 @@ from emulator.compiler.addressing import Reserved, assign_host_addresses, check_
 from emulator.compiler.graph import KIND_CODE, Graph, graph_of
 from emulator.compiler.placement import Capacity, Placement, metrics, place
 from emulator.compiler.plan import DEFAULT_IMAGE, Plan, container_name, netns_name
-from emulator.model import CONTAINER_KEYS, IFNAMSIZ, TAG_LEN, Cluster, Link, Topology, TopologyError, Where
+from emulator.model import ACA_PORT, CONTAINER_KEYS, IFNAMSIZ, TAG_LEN, Cluster, Link, Topology, TopologyError, Where
 
 #: Tag used when no experiment exists yet (validate, plan): same length as a real one.
 PLACEHOLDER_TAG = "x" * TAG_LEN
@@ -32,6 +32,8 @@ VXLAN_PORT = 4789  # IANA
 #: Bytes a VXLAN tunnel adds around an inner frame: outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8.
 VXLAN_OVERHEAD = 50
 VNI_MAX = (1 << 24) - 1
+#: Where a compute node keeps its OVS database, sockets and logs, and its agent's unix socket.
+COMPUTE_DIR = "/run/cloudemu"
 ETH_RE = re.compile(r"^eth(\d+)$")
 HOST, SWITCH, BRIDGE = KIND_CODE["host"], KIND_CODE["switch"], KIND_CODE["bridge"]
 
@@ -120,6 +122,7 @@ class Compiled:
                                 f"{vni_base}", field="links")
         self.tunnel_mtu = min(m.mtu for m in cluster.machines) - VXLAN_OVERHEAD if cut.any() else None
         self.params = self._link_params()
+        self.vm_addresses = vm_addresses(topo) if topo.vms else []
 
     # -- decisions ---------------------------------------------------------
     def _addresses(self, reserved: list[Reserved]) -> list[str | None] | None:
@@ -152,6 +155,9 @@ class Compiled:
             engine = node.options.get("provisioner", self.default_engine)
             if node.kind != "host":
                 continue
+            if node.role == "compute":
+                out[v] = self._compute_options(node, engine)
+                continue
             if engine == "netns":
                 if node.options.get("ports"):  # published by a forwarder, whatever the engine
                     out[v] = {"ports": node.options["ports"]}
@@ -162,6 +168,34 @@ class Compiled:
             opts["container"] = container_name(engine, self.experiment, self.tag, node.name)
             out[v] = opts
         return out
+
+    def _compute_options(self, node, engine: str) -> dict[str, Any]:
+        """A compute node: a namespace whose own OVS and agent start once its links are up."""
+        if engine != "netns" or node.options.get("agent") == "external":
+            raise TopologyError("compute nodes run cloudemu's agent in a network namespace for now "
+                                "(provisioner: netns, agent: builtin); containerized and external agents are not "
+                                "supported yet", where=node.where, field=f"nodes.{node.name}")
+        opts: dict[str, Any] = {"compute": {"agent": "builtin", "port": ACA_PORT, "vm_prefix": self.netns_prefix,
+                                            "dir": f"{COMPUTE_DIR}/{self.experiment}/{node.name}"}}
+        if node.options.get("ports"):
+            opts["ports"] = node.options["ports"]
+        return opts
+
+    def vm_rows(self, m: int) -> list[dict[str, Any]]:
+        """The VMs whose compute node is on machine `m`, with addresses and VNIs decided."""
+        if not self.topo.vms:
+            return []
+        index = {name: v for v, name in enumerate(self.graph.names)}
+        rows = []
+        for vm, (vpc, ip, mac) in zip(self.topo.vms.values(), self.vm_addresses, strict=True):
+            v = index[vm.on]
+            if self.part_of[v] != m:
+                continue
+            host_ip = self.ip_of(v)
+            rows.append({"name": vm.name, "on": vm.on, "vpc": vm.vpc, "vni": vpc["vni"], "cidr": vpc["cidr"],
+                         "gateway": vpc["gateway"], "ip": ip, "mac": mac, "netns": self.netns_prefix + vm.name,
+                         "host_ip": host_ip.split("/")[0] if host_ip else None})
+        return rows
 
     def engine(self) -> str:
         """The provisioner that runs this plan: a container engine as soon as one host is a container."""
@@ -340,6 +374,7 @@ class Compiled:
             "nodes": [self.node_row(v) for v in nodes.tolist()],
             "links": [self.link_row(i) for i in local.tolist()],
             "tunnels": [self.tunnel_row(i, side) for i, side in tunnels],
+            "vms": self.vm_rows(m),
         }
 
     def plan(self, m: int = 0) -> Plan:
@@ -352,6 +387,45 @@ class Compiled:
             out.append({"machine": machine.name, "address": machine.address, "nodes": len(nodes),
                         "links": len(local), "tunnels": len(cut_a) + len(cut_b)})
         return out
+
+
+def vm_addresses(topo: Topology) -> list[tuple[dict[str, Any], str, str]]:
+    """Per VM in declaration order: its VPC (vni, cidr, gateway), its address and MAC.
+
+    VPCs without a VNI take the next free one from 1000, without a subnet 10.(100+i).0.0/24;
+    the first address of a subnet is its gateway; VMs without an address take the next free one."""
+    used_vni = {p.vni for p in topo.vpcs.values() if p.vni}
+    vpcs: dict[str, dict[str, Any]] = {}
+    next_vni = 1000
+    for i, name in enumerate(dict.fromkeys([*topo.vpcs, *(vm.vpc for vm in topo.vms.values())])):
+        spec = topo.vpcs.get(name)
+        vni = spec.vni if spec and spec.vni else None
+        while vni is None:
+            vni = next_vni if next_vni not in used_vni else None
+            next_vni += 1
+        used_vni.add(vni)
+        cidr = spec.cidr if spec and spec.cidr else f"10.{100 + i % 150}.{i // 150}.0/24"
+        net = ipaddress.ip_network(cidr)
+        vpcs[name] = {"vni": vni, "cidr": cidr, "gateway": str(net.network_address + 1), "prefix": net.prefixlen,
+                      "taken": {net.network_address + 1} | {ipaddress.ip_interface(vm.ip).ip for vm in topo.vms.values()
+                                                            if vm.vpc == name and vm.ip}, "next": 2}
+    out = []
+    for n, vm in enumerate(topo.vms.values(), start=1):
+        vpc = vpcs[vm.vpc]
+        ip = vm.ip
+        if ip is None:
+            net = ipaddress.ip_network(vpc["cidr"])
+            while net.network_address + vpc["next"] in vpc["taken"]:
+                vpc["next"] += 1
+            if vpc["next"] >= net.num_addresses - 1:
+                raise TopologyError(f"VPC {vm.vpc}'s subnet {vpc['cidr']} is full", where=vm.where,
+                                    field=f"nodes.{vm.name}.ip")
+            address = net.network_address + vpc["next"]
+            vpc["taken"].add(address)
+            ip = f"{address}/{vpc['prefix']}"
+        mac = vm.mac or f"fa:16:3e:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}:{n & 255:02x}"  # OpenStack's prefix
+        out.append(({k: vpc[k] for k in ("vni", "cidr", "gateway")}, ip, mac))
+    return out
 
 
 def _explicit_interfaces(topo: Topology) -> list[str]:

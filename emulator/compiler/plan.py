@@ -112,6 +112,9 @@ class Plan:
     format: int = PLAN_FORMAT
     machine: str = "local"
     tunnels: list[PlanTunnel] = field(default_factory=list)
+    #: VMs on this machine's compute nodes: not created by a provisioner but by the nodes' agents,
+    #: once `up` pushes their goal states (name, on, vpc, vni, cidr, gateway, ip, mac, host_ip, netns).
+    vms: list[dict[str, Any]] = field(default_factory=list)
 
     # -- lookups ---------------------------------------------------------
     def node(self, name: str) -> PlanNode:
@@ -134,6 +137,7 @@ class Plan:
             "links": len(self.links),
             "tunnels": len(self.tunnels),
             "kinds": kinds,
+            "vms": len(self.vms),
             "shaped_links": sum(1 for link in self.links if link.params.get("bw")),
         }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from emulator.model import DEFAULT_SUBNET, Check, LinkParams, Topology, TopologyError, check_name
+from emulator.model import DEFAULT_SUBNET, Check, LinkParams, Topology, TopologyError, Vpc, check_name
 from emulator.topology import schema
 from emulator.topology.generators import GENERATORS, as_bulk
 from emulator.topology.yamlsource import Located, load_yaml, read_yaml_file
@@ -56,10 +56,27 @@ def from_located(doc: Located) -> Topology:
             topo.node_defaults[key] = schema.container_option(key, defaults[key], w("defaults", key), f"defaults.{key}")
     if "topology" in data:
         _generate(topo, doc)
+    _vpcs(topo, doc)
     _nodes(topo, doc)
+    topo.check_vms()
     _links(topo, doc)
     topo.checks = _checks(topo, doc)
     return topo
+
+
+def _vpcs(topo: Topology, doc: Located) -> None:
+    w = doc.where
+    raw = schema.require_mapping(doc.data.get("vpcs") or {}, w("vpcs"), "vpcs", "a mapping of VPC name to vni and cidr")
+    seen: dict[int, str] = {}
+    for name, spec in raw.items():
+        check_name(str(name), "VPC", w("vpcs", name))
+        fields = schema.vpc(spec, lambda k, n=name: w("vpcs", n, *([k] if k else [])), f"vpcs.{name}")
+        vni = fields.get("vni")
+        if vni in seen:
+            raise schema.fail(f"VNI {vni} is already VPC {seen[vni]}'s", w("vpcs", name, "vni"), f"vpcs.{name}.vni")
+        if vni:
+            seen[vni] = name
+        topo.vpcs[name] = Vpc(name, vni, fields.get("cidr"), w("vpcs", name))
 
 
 def _generate(topo: Topology, doc: Located) -> None:
@@ -108,9 +125,25 @@ def _nodes(topo: Topology, doc: Located) -> None:
                 w("nodes", name, "kind"),
                 f"nodes.{name}.kind",
             )
-        schema.unknown_keys(raw, schema.NODE_KEYS[kind], lambda k, n=name: w("nodes", n, k), f"nodes.{name}")
-        opts = schema.node_options(kind, raw, lambda k, n=name: w("nodes", n, k), f"nodes.{name}")
-        topo.add_node(name, kind, where=where, **opts)
+        yaml_on = True in raw  # YAML 1.1 reads a bare `on:` key as the boolean true
+        if yaml_on:
+            raw = {("on" if k is True else k): v for k, v in raw.items()}
+
+        def where_of(k, n=name, yaml_on=yaml_on):
+            return w("nodes", n, True if (k == "on" and yaml_on) else k)
+        schema.unknown_keys(raw, schema.NODE_KEYS[kind], where_of, f"nodes.{name}")
+        opts = schema.node_options(kind, raw, where_of, f"nodes.{name}")
+        if kind == "vm":
+            for key in ("on", "vpc"):
+                if key not in opts:
+                    raise schema.fail(f"missing key {key!r} (a vm names its compute node and its VPC)", where,
+                                      f"nodes.{name}.{key}")
+            vm = topo.add_vm(name, opts["on"], opts["vpc"], ip=opts.get("ip"), mac=opts.get("mac"), where=where)
+            vm.where = where_of("on")
+        elif kind == "compute":
+            topo.add_node(name, "host", where=where, role="compute", **{"agent": "builtin", **opts})
+        else:
+            topo.add_node(name, kind, where=where, **opts)
 
 
 def _links(topo: Topology, doc: Located) -> None:
@@ -156,7 +189,8 @@ def _checks(topo: Topology, doc: Located) -> list[Check]:
         for key in sorted(required - args.keys()):
             raise schema.fail(f"missing key {key!r}", where, f"checks[{i}].{kind}.{key}")
         for key in ("from", "to", "node", "client", "server"):
-            if key in args and args[key] not in topo.nodes:  # makes objects of generated nodes: checks are for small runs
+            # makes objects of generated nodes: checks are for small runs
+            if key in args and args[key] not in topo.nodes and args[key] not in topo.vms:
                 raise schema.fail(f"unknown node {args[key]!r}", w("checks", i, kind, key), f"checks[{i}].{kind}.{key}")
         for key in ("count", "seconds", "expect_rc"):
             if key in args:

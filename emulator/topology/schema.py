@@ -12,7 +12,8 @@ TIME_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s)?\s*$")
 MAC_RE = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
 CONTROLLER_RE = re.compile(r"^(tcp|ssl|ptcp|pssl|unix):[^\s]+$")
 
-TOP_KEYS = {"version", "name", "defaults", "nodes", "links", "topology", "checks"}
+TOP_KEYS = {"version", "name", "defaults", "nodes", "links", "topology", "checks", "vpcs"}
+VPC_KEYS = {"vni", "cidr"}
 DEFAULTS_KEYS = {"link", "subnet", "provisioner", "image"}
 ENGINES = ("netns", "docker", "lxd")
 CAP_RE = re.compile(r"^[A-Z_]{2,32}$")
@@ -25,6 +26,9 @@ NODE_KEYS: dict[str, set[str]] = {
     "host": {"kind", "ip", "mac"} | PLACEMENT_KEYS | CONTAINER_KEYS,
     "switch": {"kind", "datapath", "controller", "fail_mode", "stp"} | PLACEMENT_KEYS,
     "bridge": {"kind", "stp"} | PLACEMENT_KEYS,
+    # a host with its own OVS (br-int, br-tun) and a goal-state agent: ours (builtin) or the user's ACA image
+    "compute": {"kind", "ip", "mac", "agent"} | PLACEMENT_KEYS | CONTAINER_KEYS,
+    "vm": {"kind", "on", "vpc", "ip", "mac"},
 }
 CHECK_KEYS: dict[str, tuple[set[str], set[str]]] = {
     # kind: (required, optional)
@@ -215,8 +219,28 @@ def node_options(kind: str, raw: dict, where_of, field: str) -> dict[str, Any]:
             out[key] = number(value, where, f, minimum=1, integer=True)
         elif key in CONTAINER_KEYS:
             out[key] = container_option(key, value, where, f)
+        elif key == "agent":
+            if value not in ("builtin", "external"):
+                raise fail(f"expected builtin (cloudemu's agent) or external (your ACA image), got {value!r}", where, f)
+            out[key] = value
+        elif key in ("on", "vpc"):
+            if not isinstance(value, str) or not value:
+                raise fail(f"expected a {'compute node' if key == 'on' else 'VPC'} name, got {value!r}", where, f)
+            out[key] = value
         elif key == "stp":
             if value not in (True, False, "auto"):
                 raise fail(f"expected true, false or auto, got {value!r}", where, f)
             out[key] = value
+    return out
+
+
+def vpc(raw: Any, where_of, field: str) -> dict[str, Any]:
+    """vni (1..16777215) and cidr, both optional."""
+    raw = require_mapping(raw if raw is not None else {}, where_of(None), field)
+    unknown_keys(raw, VPC_KEYS, where_of, field)
+    out: dict[str, Any] = {}
+    if "vni" in raw:
+        out["vni"] = number(raw["vni"], where_of("vni"), f"{field}.vni", minimum=1, maximum=(1 << 24) - 1, integer=True)
+    if "cidr" in raw:
+        out["cidr"] = ip_network(raw["cidr"], where_of("cidr"), f"{field}.cidr")
     return out

@@ -1,0 +1,115 @@
+"""cloudemu as Alcor's controller: goal states streamed to the compute nodes' agents.
+
+`up` uses it to create the VMs a topology declares; `cloudemu alcor load` to drive many ports
+through the agents and measure them. One gRPC stream per agent, messages sent as fast as asked
+(or at a set rate), one reply read per message, as PushGoalStatesStream defines.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from emulator.alcor import goalstates
+from emulator.alcor.schema import common_pb2 as common
+from emulator.alcor.schema import goalstate_pb2
+from emulator.alcor.schema import goalstateprovisioner_pb2_grpc as rpc
+from emulator.alcor.server import CHANNEL_OPTIONS
+from emulator.compiler.plan import Plan
+
+STATUS_NAMES = {v: k for k, v in common.OperationStatus.items()}
+
+
+@dataclass
+class Pushed:
+    """One message's round trip: what the agent said and how long it took as seen from here."""
+
+    host: str
+    sent_at: float  # seconds since the run started
+    seconds: float
+    agent_us: int
+    statuses: list[Any] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[str]:
+        return [f"{s.resource_id} ({STATUS_NAMES.get(s.operation_status, s.operation_status)})"
+                for s in self.statuses if s.operation_status != common.SUCCESS]
+
+
+class AgentError(RuntimeError):
+    pass
+
+
+def agent_targets(plan: Plan) -> dict[str, str]:
+    """Compute node underlay IP -> where cloudemu reaches its agent (the unix socket in the node's directory)."""
+    out = {}
+    for n in plan.nodes:
+        spec = n.options.get("compute")
+        if spec and n.ip:
+            out[n.ip.split("/")[0]] = f"unix:{spec['dir']}/agent.sock"
+    return out
+
+
+def plan_ports(plan: Plan) -> list[goalstates.Port]:
+    vpcs = {vm["vpc"]: goalstates.Vpc(vm["vpc"], vm["vni"], vm["cidr"]) for vm in plan.vms}
+    return [goalstates.Port(vm["name"], vpcs[vm["vpc"]], vm["host_ip"], vm["ip"].split("/")[0], vm["mac"])
+            for vm in plan.vms]
+
+
+def stream(target: str, messages: Iterable[goalstate_pb2.GoalStateV2], *, host: str = "", started: float | None = None,
+           interval: float = 0.0, timeout: float = 600.0) -> list[Pushed]:
+    """Sends `messages` on one PushGoalStatesStream, `interval` seconds apart; one Pushed per reply."""
+    started = time.perf_counter() if started is None else started
+    sent: list[float] = []
+
+    def paced():
+        for i, msg in enumerate(messages):
+            if interval and i:
+                time.sleep(max(0.0, sent[-1] + interval - time.perf_counter()))
+            sent.append(time.perf_counter())
+            yield msg
+
+    out = []
+    with grpc.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=30)
+            for i, reply in enumerate(rpc.GoalStateProvisionerStub(channel).PushGoalStatesStream(paced(), timeout=timeout)):
+                now = time.perf_counter()
+                out.append(Pushed(host or target, sent[i] - started, now - sent[i], reply.message_total_operation_time,
+                                  list(reply.operation_statuses)))
+        except (grpc.RpcError, grpc.FutureTimeoutError) as exc:
+            detail = exc.details() if isinstance(exc, grpc.RpcError) else "not reachable within 30 s"
+            raise AgentError(f"agent {host or target} ({target}): {detail}") from None
+    return out
+
+
+def push_all(targets: dict[str, str], messages: dict[str, list[goalstate_pb2.GoalStateV2]], *, concurrency: int = 16,
+             interval: float = 0.0, on_reply=None) -> list[Pushed]:
+    """Each host's messages on its own stream, `concurrency` streams at once."""
+    missing = sorted(set(messages) - set(targets))
+    if missing:
+        raise AgentError(f"no agent for host {', '.join(missing)}")
+    started = time.perf_counter()
+
+    def one(host: str) -> list[Pushed]:
+        result = stream(targets[host], messages[host], host=host, started=started, interval=interval)
+        if on_reply:
+            on_reply(len(result))
+        return result
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(messages)))) as pool:
+        return [p for batch in pool.map(one, sorted(messages)) for p in batch]
+
+
+def program_vms(plan: Plan, on_reply=None) -> list[Pushed]:
+    """Creates the plan's VMs through their agents, as Alcor would; raises naming each port that failed."""
+    messages = {host: [gs] for host, gs in goalstates.per_host(plan_ports(plan)).items()}
+    pushed = push_all(agent_targets(plan), messages, on_reply=on_reply)
+    failed = [f for p in pushed for f in p.failed]
+    if failed:
+        raise AgentError(f"{len(failed)} operation(s) failed: {', '.join(failed[:10])}")
+    return pushed
