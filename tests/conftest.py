@@ -2,6 +2,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,17 @@ def _ovs_running() -> bool:
     if not shutil.which("ovs-vsctl"):
         return False
     return subprocess.run(["ovs-vsctl", "--timeout=3", "show"], capture_output=True).returncode == 0
+
+
+CLI = [sys.executable, "-m", "emulator"]
+
+
+def cli(*args, check=True, **kw):
+    """The command line as a user runs it, from the checkout."""
+    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=ROOT, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"cloudemu {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
 
 
 NEEDS_ROOT_OVS = [
@@ -60,8 +72,16 @@ def leftovers(experiment: str) -> dict:
     from provisioners import portforward
 
     forwarders = portforward.pids_of(experiment)
+    compute_dir = f"/run/cloudemu/{experiment}"
+    processes = []  # compute nodes' agents and OVS daemons name their directory on the command line
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if compute_dir + "/" in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode():
+                processes.append(int(pid))
+        except OSError:
+            pass
     found = {"forwarders": forwarders, "netns": ns, "devices": devs, "bridges": bridges, "containers": containers,
-             "iptables": rules}
+             "iptables": rules, "processes": processes, "dirs": [compute_dir] if Path(compute_dir).exists() else []}
     return {k: v for k, v in found.items() if v}
 
 

@@ -4,24 +4,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from emulator import Emulation, load_file, load_text
-from tests.conftest import NEEDS_ROOT_OVS, ROOT, leftovers, shaped_rate
+from tests.conftest import CLI, NEEDS_ROOT_OVS, ROOT, cli, leftovers, shaped_rate
 
 pytestmark = NEEDS_ROOT_OVS
-CLI = [sys.executable, "-m", "emulator"]
-
-
-def cli(*args, check=True, **kw):
-    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=ROOT, **kw)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"cloudemu {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def test_smoke_up_use_down(state_dir):

@@ -1,0 +1,106 @@
+"""Compute nodes with their own OVS and agent, VMs made from goal states, VPCs kept apart; nothing left after down."""
+
+import time
+
+import grpc
+
+from emulator.alcor import controller, goalstates
+from emulator.alcor.schema import common_pb2 as common
+from emulator.alcor.schema import goalstate_pb2
+from emulator.alcor.schema import goalstateprovisioner_pb2_grpc as rpc
+from emulator.api import Emulation
+from emulator.topology.loader import load_file, load_text
+from tests.conftest import NEEDS_ROOT_OVS, ROOT, cli, leftovers
+
+pytestmark = NEEDS_ROOT_OVS
+
+TWO_VPCS = """version: 1
+name: {name}
+defaults: {{subnet: 10.201.0.0/24}}
+vpcs:
+  blue: {{vni: 2001, cidr: 10.1.0.0/24}}
+  red: {{vni: 2002, cidr: 10.1.0.0/24}}
+nodes:
+  tor: {{kind: switch}}
+  cn1: {{kind: compute}}
+  cn2: {{kind: compute}}
+  b1: {{kind: vm, on: cn1, vpc: blue, ip: 10.1.0.11/24}}
+  b2: {{kind: vm, on: cn2, vpc: blue, ip: 10.1.0.12/24}}
+  r1: {{kind: vm, on: cn1, vpc: red, ip: 10.1.0.21/24}}
+  r2: {{kind: vm, on: cn2, vpc: red, ip: 10.1.0.22/24}}
+links:
+  - endpoints: [cn1, tor]
+  - endpoints: [cn2, tor]
+"""
+
+
+def pings(emu: Emulation, src: str, ip: str, tries: int = 3) -> bool:
+    """True when `src` reaches `ip` (OVS's userspace tunnel learns the next hop on the first packets)."""
+    for _ in range(tries):
+        if emu.node(src).run(["ping", "-c", "1", "-W", "1", ip]).returncode == 0:
+            return True
+    return False
+
+
+def test_vms_of_one_vpc_meet_across_compute_nodes_and_vpcs_stay_apart(state_dir):
+    name = "alcor_two"
+    emu = Emulation(load_text(TWO_VPCS.format(name=name))).up()
+    try:
+        states = {s.node: (s.kind, s.state) for s in emu.status()}
+        assert states["cn1"] == ("compute", "running") and states["b2"] == ("vm", "running")
+        assert pings(emu, "b1", "10.1.0.12") and pings(emu, "r2", "10.1.0.21")  # same VPC, other compute node
+        assert not pings(emu, "b1", "10.1.0.22", tries=1)  # red VM on the other node
+        assert not pings(emu, "b1", "10.1.0.21", tries=1)  # red VM on the same node: its own VLAN on br-int
+        assert not pings(emu, "r2", "10.1.0.12", tries=1)
+        neighbours = emu.node("b1").cmd(["ip", "neigh", "show", "10.1.0.12"])
+        b2 = next(v for v in emu.plan.vms if v["name"] == "b2")
+        assert b2["mac"] in neighbours  # answered by br-tun's ARP responder with the neighbour's MAC
+        mtu = emu.node("b1").cmd(["cat", "/sys/class/net/eth0/mtu"])
+        assert int(mtu) == 1450  # room for VXLAN on a 1500-byte underlay
+    finally:
+        result = emu.down()
+    assert result.clean and leftovers(name) == {}
+
+
+def test_goal_states_delete_ports_and_v1_creates_them(state_dir):
+    """The running agents take more goal states: DELETE removes a VM, a V1 unary call makes a new one."""
+    name = "alcor_live"
+    emu = Emulation(load_text(TWO_VPCS.format(name=name))).up()
+    try:
+        targets = controller.agent_targets(emu.plan)
+        ports = {p.name: p for p in controller.plan_ports(emu.plan)}
+        deleted = goalstates.per_host([ports["b2"]], op=common.DELETE)
+        host2 = ports["b2"].host_ip
+        (pushed,) = controller.stream(targets[host2], [deleted[host2]])
+        assert pushed.failed == [] and pushed.agent_us > 0
+        assert "running" != {s.node: s.state for s in emu.status()}["b2"]
+        assert not pings(emu, "b1", "10.1.0.12", tries=1)
+
+        blue = ports["b1"].vpc
+        b3 = goalstates.Port("b3", blue, host2, "10.1.0.13", "fa:16:3e:00:01:03")
+        v2 = goalstates.per_host([b3])[host2]
+        v1 = goalstate_pb2.GoalState(vpc_states=v2.vpc_states.values(), subnet_states=v2.subnet_states.values(),
+                                     port_states=v2.port_states.values())
+        with grpc.insecure_channel(targets[host2]) as channel:
+            reply = rpc.GoalStateProvisionerStub(channel).PushNetworkResourceStates(v1, timeout=60)
+        assert [s.operation_status for s in reply.operation_statuses] == [common.SUCCESS] * 3
+        # b1's host learns of b3 as a neighbour, then they meet
+        n1 = goalstate_pb2.GoalStateV2()
+        n1.neighbor_states[b3.id].CopyFrom(goalstates.neighbor_state(b3))
+        (pushed,) = controller.stream(targets[ports["b1"].host_ip], [n1])
+        assert pushed.failed == []
+        deadline = time.monotonic() + 10
+        while not pings(emu, "b1", "10.1.0.13", tries=1) and time.monotonic() < deadline:
+            pass
+        assert pings(emu, "b1", "10.1.0.13")
+    finally:
+        result = emu.down()
+    assert result.clean and leftovers(name) == {}  # b3 too: the agent named it under the experiment's prefix
+
+
+def test_alcor_small_runs_green_from_the_command_line(state_dir, tmp_path):
+    junit = tmp_path / "junit.xml"
+    proc = cli("run", "topologies/alcor-small.yaml", "--junit", str(junit))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert 'failures="0"' in junit.read_text()
+    assert leftovers(load_file(ROOT / "topologies" / "alcor-small.yaml").name) == {}

@@ -1,0 +1,162 @@
+"""The Alcor layer's pure parts: schema (wire facts), goal-state building, flows, the agent's decisions."""
+
+import pytest
+
+from emulator.alcor import flows, goalstates
+from emulator.alcor.agent import Agent, Dataplane
+from emulator.alcor.schema import common_pb2 as common
+from emulator.alcor.schema import goalstate_pb2, goalstateprovisioner_pb2, resources_pb2
+from emulator.compiler.compile import compile_topology
+from emulator.topology.loader import load_text
+
+
+def fields(message) -> dict[str, int]:
+    return {f.name: f.number for f in message.DESCRIPTOR.fields}
+
+
+def test_generated_modules_match_the_proto_files():
+    pytest.importorskip("grpc_tools")
+    from emulator.alcor.schema.generate import stale
+
+    assert stale() == []
+
+
+def test_wire_facts_match_alcor():
+    """Package, service, streaming shape and field numbers are what Alcor's controller and ACA use."""
+    service = goalstateprovisioner_pb2.DESCRIPTOR.services_by_name["GoalStateProvisioner"]
+    assert service.full_name == "alcor.schema.GoalStateProvisioner"
+    stream = service.methods_by_name["PushGoalStatesStream"]
+    assert (stream.input_type.full_name, stream.output_type.full_name) == ("alcor.schema.GoalStateV2",
+                                                                           "alcor.schema.GoalStateOperationReply")
+    assert service.methods_by_name["PushNetworkResourceStates"].input_type.full_name == "alcor.schema.GoalState"
+    assert fields(goalstate_pb2.GoalStateV2) == {
+        "format_version": 1, "host_resources": 2, "vpc_states": 3, "subnet_states": 4, "port_states": 5,
+        "dhcp_states": 6, "neighbor_states": 7, "security_group_states": 8, "router_states": 9, "gateway_states": 10}
+    port = fields(resources_pb2.PortConfiguration)
+    assert (port["id"], port["update_type"], port["mac_address"], port["host_info"], port["fixed_ips"]) == (3, 4, 9, 11, 12)
+    neighbor = fields(resources_pb2.NeighborConfiguration)
+    assert (neighbor["mac_address"], neighbor["host_ip_address"], neighbor["fixed_ips"]) == (7, 9, 10)
+    assert fields(resources_pb2.SubnetConfiguration)["tunnel_id"] == 9
+    assert resources_pb2.SubnetConfiguration.DESCRIPTOR.fields_by_name["tunnel_id"].type == 4  # uint64
+    reply = goalstateprovisioner_pb2.GoalStateOperationReply.GoalStateOperationStatus
+    assert fields(reply)["dataplane_programming_time"] == 5
+    assert (common.NEIGHBOR, common.DELETE, common.INVALID_ARG, common.FULL) == (3, 4, 2, 1)
+
+
+BLUE = goalstates.Vpc("blue", 1001, "10.1.0.0/24")
+RED = goalstates.Vpc("red", 1002, "10.2.0.0/24")
+PORTS = [goalstates.Port("b1", BLUE, "10.9.0.1", "10.1.0.11", "fa:16:3e:00:00:01"),
+         goalstates.Port("b2", BLUE, "10.9.0.2", "10.1.0.12", "fa:16:3e:00:00:02"),
+         goalstates.Port("r1", RED, "10.9.0.1", "10.2.0.11", "fa:16:3e:00:00:03"),
+         goalstates.Port("r3", RED, "10.9.0.3", "10.2.0.13", "fa:16:3e:00:00:04")]
+
+
+def test_one_message_per_host_with_neighbours_of_its_vpcs_on_other_hosts():
+    msgs = goalstates.per_host(PORTS)
+    assert set(msgs) == {"10.9.0.1", "10.9.0.2", "10.9.0.3"}
+    one = msgs["10.9.0.1"]
+    assert {s.configuration.name for s in one.port_states.values()} == {"b1", "r1"}
+    assert {s.configuration.name for s in one.neighbor_states.values()} == {"b2", "r3"}
+    assert all(s.operation_type == common.INFO for s in one.vpc_states.values())
+    assert all(s.configuration.update_type == common.FULL for s in one.port_states.values())
+    listed = {(r.type, r.id) for r in one.host_resources["10.9.0.1"].resources}
+    assert (common.PORT, PORTS[0].id) in listed and (common.NEIGHBOR, PORTS[1].id) in listed
+    two = msgs["10.9.0.2"]
+    assert {s.configuration.name for s in two.neighbor_states.values()} == {"b1"}  # no red port there: no red neighbours
+
+
+def test_flows_encapsulate_to_the_neighbours_host_and_answer_arp():
+    encap, arp = flows.neighbor_flows(1001, 3, "fa:16:3e:00:00:02", "10.1.0.12", "10.9.0.2")
+    assert "table=20" in encap and "dl_vlan=3" in encap and "dl_dst=fa:16:3e:00:00:02" in encap
+    assert "load:0x3e9->NXM_NX_TUN_ID[]" in encap and "set_field:10.9.0.2->tun_dst" in encap
+    assert encap.endswith(f"output:{flows.VXLAN_OFPORT}")
+    assert "arp_tpa=10.1.0.12" in arp and "load:0xfa163e000002->NXM_NX_ARP_SHA[]" in arp and "0x0a01000c" in arp
+    assert flows.tap_name("0123456789abcdef") == "tap0123456789a"
+
+
+class RecordingDataplane(Dataplane):
+    def __init__(self):
+        super().__init__(datapath_type="netdev", mtu=1450)
+        self.calls: list[tuple[str, ...]] = []
+
+    def run(self, argv, text=None):
+        self.calls.append((*argv, text or ""))
+        return ""
+
+
+@pytest.fixture
+def agent(monkeypatch):
+    monkeypatch.setattr("emulator.alcor.agent.nsconfig.configure", lambda configs: None)
+    return Agent(RecordingDataplane(), "10.9.0.1", "ce.x.")
+
+
+def test_agent_programs_a_message_in_one_batch_per_kind(agent):
+    reply = agent.push_v2(goalstates.per_host(PORTS)["10.9.0.1"])
+    assert [s.operation_status for s in reply.operation_statuses] == [common.SUCCESS] * len(reply.operation_statuses)
+    tools = [c[0] for c in agent.dp.calls]
+    assert tools == ["ip", "ovs-vsctl", "ovs-ofctl"]  # namespaces+veths, ports, one flow bundle
+    ip_lines = agent.dp.calls[0][-1]
+    assert "netns add ce.x.b1" in ip_lines and "address fa:16:3e:00:00:01 netns ce.x.b1" in ip_lines
+    assert agent.vlans[1001] != agent.vlans[1002]
+    vsctl = " ".join(agent.dp.calls[1])
+    assert f"tag={agent.vlans[1001]}" in vsctl and f"external_ids:iface-id={PORTS[0].id}" in vsctl
+    flow_text = agent.dp.calls[2][-1]
+    assert "--bundle" in agent.dp.calls[2]
+    assert flow_text.count("table=20") == 2 and flow_text.count("table=4,") == 2
+    assert reply.message_total_operation_time > 0
+
+
+def test_agent_refuses_what_aca_refuses(agent):
+    agent.push_v2(goalstates.per_host(PORTS[:1])["10.9.0.1"])  # learns the blue VPC and subnet
+    cases = {"delta": {"update_type": common.DELTA}, "revision": {"revision_number": 0},
+             "mac": {"mac_address": "01:00:5e:00:00:01"}, "nomac": {"mac_address": "nonsense"}}
+    gs = goalstate_pb2.GoalStateV2()
+    for name, change in cases.items():
+        state = goalstates.port_state(goalstates.Port(name, BLUE, "10.9.0.1", "10.1.0.50", "fa:16:3e:00:00:50"))
+        for key, value in change.items():
+            setattr(state.configuration, key, value)
+        gs.port_states[state.configuration.id].CopyFrom(state)
+    unknown = goalstates.port_state(goalstates.Port("nosubnet", RED, "10.9.0.1", "10.2.0.50", "fa:16:3e:00:00:51"))
+    gs.port_states[unknown.configuration.id].CopyFrom(unknown)
+    reply = agent.push_v2(gs)
+    assert {s.operation_status for s in reply.operation_statuses} == {common.INVALID_ARG}
+    assert len(reply.operation_statuses) == 5 and len(agent.ports) == 1
+
+
+def test_neighbours_on_this_host_are_skipped_and_deletes_remove_flows(agent):
+    agent.push_v2(goalstates.per_host(PORTS)["10.9.0.1"])
+    local = goalstates.neighbor_state(PORTS[0])  # b1 lives here
+    remote_delete = goalstates.neighbor_state(PORTS[1], common.DELETE)
+    gs = goalstate_pb2.GoalStateV2()
+    gs.neighbor_states[PORTS[0].id].CopyFrom(local)  # maps are keyed by resource id
+    gs.neighbor_states[PORTS[1].id].CopyFrom(remote_delete)
+    agent.dp.calls.clear()
+    reply = agent.push_v2(gs)
+    assert all(s.operation_status == common.SUCCESS for s in reply.operation_statuses)
+    (call,) = agent.dp.calls
+    assert call[-1].startswith("delete_strict table=20") and "dl_dst=fa:16:3e:00:00:02" in call[-1]
+    assert PORTS[1].id not in agent.neighbors
+
+
+def test_v1_goal_state_is_served_too(agent):
+    v2 = goalstates.per_host(PORTS)["10.9.0.1"]
+    v1 = goalstate_pb2.GoalState(vpc_states=v2.vpc_states.values(), subnet_states=v2.subnet_states.values(),
+                                 port_states=v2.port_states.values(), neighbor_states=v2.neighbor_states.values())
+    reply = agent.push_v1(v1)
+    assert len(reply.operation_statuses) == 8 and len(agent.ports) == 2 and len(agent.neighbors) == 2
+
+
+def test_compiler_gives_vms_addresses_macs_and_vnis():
+    topo = load_text("version: 1\nname: vms\nvpcs: {blue: {vni: 1000}}\nnodes:\n  s1: {kind: switch}\n"
+                     "  cn1: {kind: compute}\n  cn2: {kind: compute}\n"
+                     "  a: {kind: vm, on: cn1, vpc: blue}\n  b: {kind: vm, on: cn2, vpc: blue, ip: 10.100.0.2/24}\n"
+                     "  c: {kind: vm, on: cn2, vpc: green}\n"
+                     "links:\n  - endpoints: [cn1, s1]\n  - endpoints: [cn2, s1]\n")
+    plan = compile_topology(topo)
+    vms = {v["name"]: v for v in plan.vms}
+    assert vms["a"]["vni"] == 1000 and vms["c"]["vni"] == 1001  # the next free VNI
+    assert vms["a"]["cidr"] == "10.100.0.0/24" and vms["a"]["gateway"] == "10.100.0.1"
+    assert vms["a"]["ip"] == "10.100.0.3/24"  # .1 is the gateway, .2 is b's
+    assert vms["a"]["host_ip"] == plan.node("cn1").ip.split("/")[0]
+    assert len({v["mac"] for v in vms.values()}) == 3
+    assert plan.node("cn1").options["compute"]["port"] == 50001
