@@ -14,7 +14,7 @@ GOLDEN = ROOT / "tests" / "golden" / "plans"
 HOST_ROUTES = [(ipaddress.ip_network("192.0.2.0/24"), "dev eth0"), (ipaddress.ip_network("172.17.0.0/16"), "docker")]
 
 
-@pytest.mark.parametrize("name", ["smoke", "bridged"])
+@pytest.mark.parametrize("name", ["smoke", "bridged", "alcor-small"])
 def test_golden_plan(name):
     """The same input gives the same plan, byte for byte (regenerate with UPDATE_GOLDEN=1)."""
     import os
