@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from emulator.alcor.errors import AgentError
 from emulator.api import Emulation
 from emulator.checks import CheckResult, junit_xml, run_check
 from emulator.compiler.compile import compile_cluster, compile_topology
@@ -122,6 +123,8 @@ def guarded(fn):
             fail(str(exc), getattr(exc, "exit_code", 1), output, **getattr(exc, "report", {}))
         except KeyError as exc:
             fail(str(exc.args[0]) if exc.args else str(exc), 2, output)
+        except AgentError as exc:
+            fail(str(exc), exc.exit_code, output)
         except KeyboardInterrupt:
             fail("interrupted; whatever `up` had made was removed", 130, output)
     return wrapper
@@ -532,3 +535,8 @@ def run(source: str, custom: str | None, name: str | None, provisioner: str, clu
     sys.exit(0 if passed else 1)
 
 
+
+
+from emulator.cli_alcor import alcor  # noqa: E402 - registered last: it uses the helpers above
+
+cli.add_command(alcor)

@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 
 from emulator.alcor import goalstates
+from emulator.alcor.errors import AgentError
 from emulator.alcor.schema import common_pb2 as common
 from emulator.alcor.schema import goalstate_pb2
 from emulator.alcor.schema import goalstateprovisioner_pb2_grpc as rpc
@@ -39,10 +40,6 @@ class Pushed:
     def failed(self) -> list[str]:
         return [f"{s.resource_id} ({STATUS_NAMES.get(s.operation_status, s.operation_status)})"
                 for s in self.statuses if s.operation_status != common.SUCCESS]
-
-
-class AgentError(RuntimeError):
-    pass
 
 
 def agent_targets(plan: Plan) -> dict[str, str]:

@@ -90,31 +90,45 @@ def neighbor_state(port: Port, op: int = common.CREATE) -> resources_pb2.Neighbo
     return resources_pb2.NeighborState(operation_type=op, configuration=cfg)
 
 
+def message_for(messages: dict[str, goalstate_pb2.GoalStateV2], host: str) -> goalstate_pb2.GoalStateV2:
+    """The host's message in `messages`, made (with its host_resources entry) on first use."""
+    gs = messages.get(host)
+    if gs is None:
+        gs = messages[host] = goalstate_pb2.GoalStateV2(format_version=1)
+        gs.host_resources.get_or_create(host)
+    return gs
+
+
+def add(gs: goalstate_pb2.GoalStateV2, host: str, port: Port, *, neighbor: bool = False, op: int = common.CREATE) -> None:
+    """`port` into the host's message: as its own port or as a neighbour, with its VPC and subnet as INFO."""
+    listed = gs.host_resources[host].resources
+    vpc = port.vpc
+    if vpc.id not in gs.vpc_states:
+        gs.vpc_states[vpc.id].CopyFrom(vpc_state(vpc))
+        gs.subnet_states[vpc.subnet_id].CopyFrom(subnet_state(vpc))
+        listed.add(type=common.VPC, id=vpc.id)
+        listed.add(type=common.SUBNET, id=vpc.subnet_id)
+    if neighbor:
+        gs.neighbor_states[port.id].CopyFrom(neighbor_state(port, op))
+        listed.add(type=common.NEIGHBOR, id=port.id)
+    else:
+        gs.port_states[port.id].CopyFrom(port_state(port, op))
+        listed.add(type=common.PORT, id=port.id)
+
+
 def per_host(ports: Iterable[Port], *, op: int = common.CREATE) -> dict[str, goalstate_pb2.GoalStateV2]:
     """host IP -> the one message that host's agent gets (DELETE undoes what CREATE made)."""
     ports = list(ports)
-    by_host: dict[str, list[Port]] = defaultdict(list)
     by_vpc: dict[str, list[Port]] = defaultdict(list)
     for p in ports:
-        by_host[p.host_ip].append(p)
         by_vpc[p.vpc.name].append(p)
-    out = {}
-    for host, local in by_host.items():
-        gs = goalstate_pb2.GoalStateV2(format_version=1)
-        listed = gs.host_resources[host].resources
-        vpcs = {p.vpc.name: p.vpc for p in local}
-        for vpc in vpcs.values():
-            gs.vpc_states[vpc.id].CopyFrom(vpc_state(vpc))
-            gs.subnet_states[vpc.subnet_id].CopyFrom(subnet_state(vpc))
-            listed.add(type=common.VPC, id=vpc.id)
-            listed.add(type=common.SUBNET, id=vpc.subnet_id)
-        for p in local:
-            gs.port_states[p.id].CopyFrom(port_state(p, op))
-            listed.add(type=common.PORT, id=p.id)
-        for name in vpcs:
+    out: dict[str, goalstate_pb2.GoalStateV2] = {}
+    for p in ports:
+        add(message_for(out, p.host_ip), p.host_ip, p, op=op)
+    for host, gs in out.items():
+        vpcs = {s.configuration.name for s in gs.vpc_states.values()}
+        for name in sorted(vpcs):
             for p in by_vpc[name]:
                 if p.host_ip != host:
-                    gs.neighbor_states[p.id].CopyFrom(neighbor_state(p, op))
-                    listed.add(type=common.NEIGHBOR, id=p.id)
-        out[host] = gs
+                    add(gs, host, p, neighbor=True, op=op)
     return out

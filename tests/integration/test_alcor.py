@@ -104,3 +104,29 @@ def test_alcor_small_runs_green_from_the_command_line(state_dir, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert 'failures="0"' in junit.read_text()
     assert leftovers(load_file(ROOT / "topologies" / "alcor-small.yaml").name) == {}
+
+
+def test_load_programs_ports_checks_isolation_and_plots(state_dir, tmp_path):
+    """`cloudemu alcor load`: 3 VPCs x 8 ports in batches at a set rate; reachability sampled; nothing left."""
+    import json
+
+    name = "alcor_small"
+    cli("up", "topologies/alcor-small.yaml")
+    try:
+        png = tmp_path / "latency.png"
+        proc = cli("alcor", "load", name, "--vpcs", "3", "--ports-per-vpc", "8", "--batch", "6", "--rate", "60",
+                   "--samples", "4", "--plot", str(png), "-o", "json", check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        report = json.loads(proc.stdout)
+        assert report["ports"] == 24 and report["errors"] == 0 and report["messages"] >= 4
+        assert report["reachability"]["same_vpc_failed"] == [] and report["reachability"]["other_vpc_reached"] == []
+        assert report["reachability"]["same_vpc_sampled"] == [4] and report["reachability"]["other_vpc_sampled"] == [4]
+        assert report["port_latency_ms"]["p99"] >= report["port_latency_ms"]["p50"] > 0
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        states = json.loads(cli("status", name, "-o", "json").stdout)
+        assert [s["state"] for s in states if s["kind"] == "vm"] == ["running"] * 4  # the topology's own VMs
+        again = json.loads(cli("alcor", "load", name, "--vpcs", "1", "--ports-per-vpc", "4", "-o", "json").stdout)
+        assert again["errors"] == 0 and again["reachability"]["same_vpc_failed"] == []  # a second run does not collide
+    finally:
+        cli("down", name)
+    assert leftovers(name) == {}

@@ -1,0 +1,7 @@
+"""Errors of the Alcor layer, importable without gRPC (the CLI maps them to exit codes)."""
+
+
+class AgentError(RuntimeError):
+    """An agent was unreachable, or refused or failed operations."""
+
+    exit_code = 1

@@ -1,0 +1,102 @@
+"""`cloudemu alcor ...`: the goal-state test controller (its own file: the main CLI stays about topologies)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from emulator.api import Emulation
+from emulator.cli import OUTPUT, emit, err, fail, guarded, table_of
+
+
+@click.group()
+def alcor() -> None:
+    """Alcor roles: drive compute nodes' agents with goal states."""
+
+
+def _ramp(text: str | None) -> tuple[float, float] | None:
+    if not text:
+        return None
+    try:
+        a, b = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise click.BadParameter("expected FROM:TO in ports/s, e.g. 50:500") from None
+    return a, b
+
+
+@alcor.command("load")
+@click.argument("experiment", required=False)
+@click.option("--vpcs", type=click.IntRange(1, 100_000), default=2, show_default=True)
+@click.option("--ports-per-vpc", type=click.IntRange(1, 65_000), default=10, show_default=True)
+@click.option("--batch", type=click.IntRange(0, 10_000_000), default=0, show_default=True,
+              help="ports per goal-state round (0: all ports in one message per host, as Alcor's test controller)")
+@click.option("--rate", type=click.FloatRange(0, None), default=0.0, help="ports/s, constant (k6 constant-arrival-rate)")
+@click.option("--ramp", help="ports/s FROM:TO, rising linearly over the run (k6 ramping-arrival-rate)")
+@click.option("--concurrency", type=click.IntRange(1, 1024), default=16, show_default=True, help="agents streamed to at once")
+@click.option("--samples", type=click.IntRange(0, 1000), default=5, show_default=True,
+              help="VM pairs pinged per check (same VPC must reach, other VPCs must not)")
+@click.option("--target", help="HOST:PORT of one agent to drive instead of an experiment's (e.g. a real ACA)")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), help="write latency over time as a PNG here")
+@OUTPUT
+@guarded
+def load(experiment: str | None, vpcs: int, ports_per_vpc: int, batch: int, rate: float, ramp: str | None,
+         concurrency: int, samples: int, target: str | None, plot_file: str | None, output: str) -> None:
+    """Program VPCs x ports through the agents; report latency percentiles, ports/s and errors."""
+    from emulator.alcor import controller
+    from emulator.alcor import load as loadtest
+
+    if rate and ramp:
+        raise click.BadParameter("--rate and --ramp exclude each other")
+    spec = loadtest.LoadSpec(vpcs, ports_per_vpc, batch=batch, rate=rate, ramp=_ramp(ramp), concurrency=concurrency,
+                             samples=samples)
+    if experiment:
+        prefix = f"ce.{experiment}."
+        spec.run = loadtest.next_run([n[len(prefix):] for n in os.listdir("/run/netns") if n.startswith(prefix)]
+                                     if os.path.isdir("/run/netns") else [])
+    emu = None
+    if target:
+        host = target.rsplit(":", 1)[0]
+        targets = {host: target}
+        hosts = [host, *loadtest.fake_hosts(1)]  # half the ports "elsewhere": the agent gets neighbours to program
+    elif experiment:
+        emu = Emulation.attach(experiment)
+        targets = controller.agent_targets(emu.plan)
+        if not targets:
+            fail(f"experiment {experiment} has no compute nodes (kind: compute) whose agents could take goal states", 2,
+                 output)
+        hosts = sorted(targets)
+    else:
+        fail("name an experiment (cloudemu alcor load EXP) or an agent (--target HOST:PORT)", 2, output)
+    total = vpcs * ports_per_vpc
+    with Progress(TextColumn("goal states"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
+                  disable=output == "json" or not err.is_terminal) as bar:
+        task = bar.add_task("ports", total=total)
+        result = loadtest.run(spec, targets, hosts, progress=lambda n: bar.advance(task, n))
+    if emu is not None and samples:
+        ports = loadtest.generate_ports(spec, hosts)
+        prefix = f"ce.{experiment}."
+        result.reach = loadtest.sample_reachability(ports, lambda p: prefix + p.name, samples)
+    if plot_file:
+        loadtest.plot(result, plot_file)
+    summary = result.summary()
+    table = table_of(f"alcor load: {summary['ports']} ports in {summary['messages']} messages", "measure", "value")
+    table.add_row("wall time", f"{summary['seconds']} s")
+    table.add_row("ports/s", str(summary["ports_per_s"]))
+    for key in ("port_latency_ms", "message_latency_ms", "agent_time_ms"):
+        q = summary[key]
+        if q:
+            table.add_row(key.replace("_", " "), f"p50 {q['p50']}  p90 {q['p90']}  p99 {q['p99']}  max {q['max']}")
+    table.add_row("errors", str(summary["errors"]) + ("" if not summary["first_errors"] else
+                                                      f" (first: {summary['first_errors'][0]})"))
+    reach = summary["reachability"]
+    if reach:
+        table.add_row("same VPC pings", f"{reach['same_vpc_sampled'][0] - len(reach['same_vpc_failed'])}/"
+                                        f"{reach['same_vpc_sampled'][0]} answered")
+        table.add_row("other VPC pings", f"{len(reach['other_vpc_reached'])}/{reach['other_vpc_sampled'][0]} answered "
+                                         "(must be 0)")
+    emit(summary, output, table)
+    bad = summary["errors"] or (reach and (reach["same_vpc_failed"] or reach["other_vpc_reached"]))
+    sys.exit(1 if bad else 0)
