@@ -280,7 +280,7 @@ class Agent:
         """Addresses, link state and default route inside each new VM, over netlink from one thread pool."""
         ready = [(s, p, gw) for s, p, gw in work.new_ports if s.operation_status == common.SUCCESS]
         configs = [nsconfig.NamespaceConfig(p.netns, [nsconfig.IfaceConfig("eth0", p.ip, tx_csum_off=self.dp.tx_csum_off)],
-                                            gateway=gw or None) for _, p, gw in ready]
+                                            gateway=gw or None, ipv6=False) for _, p, gw in ready]
         t0 = time.perf_counter()
         try:
             nsconfig.configure(configs)

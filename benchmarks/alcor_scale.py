@@ -1,0 +1,151 @@
+"""Alcor at scale on this one machine: compute nodes x VMs programmed through goal states, beside the bare
+rate of creating the same VM namespaces (one `ip -batch` and one ovs-vsctl transaction), in one run.
+
+    .venv/bin/python benchmarks/alcor_scale.py --nodes 100 --vms 100      # 10,000 ports
+    .venv/bin/python benchmarks/alcor_scale.py --nodes 4 --vms 10 --neighbours 10000,100000
+
+Reports ports/s, latency percentiles, memory per compute node and per VM, and the agent's time for
+1 port + N neighbours in one goal state. Targets (issue 6): the 10,000-port run fits in 24 GB;
+goal-state programming reaches at least half the bare namespace rate; 1 port + 10,000 neighbours
+in under 0.5 s, 100,000 in under 5 s (ACA's best: 534 ms and 5.2 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from emulator import Emulation, load_text  # noqa: E402
+from emulator.alcor import controller, goalstates  # noqa: E402
+from emulator.alcor import load as loadtest  # noqa: E402
+
+
+def topology(nodes: int) -> str:
+    lines = ["version: 1", "name: alcor_scale", "defaults: {subnet: 10.211.0.0/16}", "nodes:", "  tor: {kind: switch}"]
+    lines += [f"  cn{i}: {{kind: compute}}" for i in range(1, nodes + 1)]
+    lines += ["links:"] + [f"  - endpoints: [cn{i}, tor]" for i in range(1, nodes + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def mem_available_kb() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1])
+    return 0
+
+
+def rss_kb_of_compute_nodes(experiment: str) -> tuple[int, int]:
+    """Summed RSS of every process whose command line names a compute node directory, and their count."""
+    mark = f"/run/cloudemu/{experiment}/"
+    total = count = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if mark in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode():
+                status = Path(f"/proc/{pid}/status").read_text()
+                total += int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmRSS:")))
+                count += 1
+        except (OSError, StopIteration):
+            pass
+    return total, count
+
+
+def bare_namespaces(count: int) -> dict:
+    """The same VM namespaces without goal states: netns, veth moved in and up, one OVS port each."""
+    env = {**os.environ}
+    bridge = "bare-br-int"
+    subprocess.run(["ovs-vsctl", "--may-exist", "add-br", bridge, "--", "set", "Bridge", bridge,
+                    "datapath_type=netdev"], check=True)
+    lines = []
+    for i in range(count):
+        lines += [f"netns add bare-vm{i}", f"link add bvm{i} type veth peer name eth0 netns bare-vm{i}",
+                  f"link set bvm{i} up"]
+    t0 = time.perf_counter()
+    subprocess.run(["ip", "-batch", "-"], input="\n".join(lines) + "\n", text=True, check=True, env=env)
+    args = ["ovs-vsctl", "--timeout=600"]
+    for i in range(count):
+        args += ["--", "add-port", bridge, f"bvm{i}", "tag=1"]
+    subprocess.run(args, check=True)
+    seconds = time.perf_counter() - t0
+    subprocess.run(["ovs-vsctl", "del-br", bridge], check=True)
+    subprocess.run(["ip", "-batch", "-"], input="".join(f"netns del bare-vm{i}\n" for i in range(count)), text=True,
+                   check=True)
+    return {"namespaces": count, "seconds": round(seconds, 2), "per_s": round(count / seconds, 1)}
+
+
+def neighbours_once(target: str, host: str, count: int, run: int) -> dict:
+    """1 port on `host` + `count` neighbours elsewhere, in one goal state: the agent's own time."""
+    vpc = goalstates.Vpc(f"nb{run}", 200_000 + run, "10.32.0.0/12")
+    remote = loadtest.fake_hosts(1)[0]
+    ports = [goalstates.Port(f"nb{run}p0", vpc, host, "10.32.0.2", f"02:fe:{run:02x}:00:00:00")]
+    ports += [goalstates.Port(f"nb{run}n{i}", vpc, remote, f"10.{32 + (i + 3) // 65536}.{(i + 3) // 256 % 256}.{(i + 3) % 256}",
+                              f"02:fd:{run:02x}:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}") for i in range(count)]
+    message = goalstates.per_host(ports)[host]
+    (pushed,) = controller.stream(target, [message])
+    return {"neighbours": count, "agent_s": round(pushed.agent_us / 1e6, 3), "round_trip_s": round(pushed.seconds, 3),
+            "failed": len(pushed.failed), "message_mb": round(message.ByteSize() / 1e6, 1)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--nodes", type=int, default=100, help="compute nodes")
+    p.add_argument("--vms", type=int, default=100, help="VMs per compute node")
+    p.add_argument("--vpcs", type=int, default=100)
+    p.add_argument("--batch", type=int, default=0, help="ports per goal-state round (0: one message per host)")
+    p.add_argument("--neighbours", default="10000,100000", help="1 port + N neighbours runs, comma separated ('' for none)")
+    args = p.parse_args()
+    ports = args.nodes * args.vms
+    report: dict = {"compute_nodes": args.nodes, "vms_per_node": args.vms, "ports": ports}
+
+    report["bare"] = bare_namespaces(ports)
+    print("bare:", report["bare"], flush=True)
+
+    before = mem_available_kb()
+    emu = Emulation(load_text(topology(args.nodes)))
+    t0 = time.perf_counter()
+    emu.up()
+    report["up_s"] = round(time.perf_counter() - t0, 2)
+    report["up_phases"] = {k: round(v, 2) for k, v in emu.timings.items()}
+    try:
+        after_nodes = mem_available_kb()
+        targets = controller.agent_targets(emu.plan)
+        spec = loadtest.LoadSpec(args.vpcs, ports // args.vpcs, batch=args.batch, concurrency=16, run=0)
+        result = loadtest.run(spec, targets, sorted(targets))
+        summary = result.summary()
+        after_vms = mem_available_kb()
+        rss, procs = rss_kb_of_compute_nodes(emu.name)
+        report["goal_states"] = {k: summary[k] for k in ("ports", "messages", "seconds", "ports_per_s", "errors",
+                                                         "port_latency_ms", "message_latency_ms", "agent_time_ms")}
+        generated = loadtest.generate_ports(spec, sorted(targets))
+        report["reachability"] = loadtest.sample_reachability(generated, lambda q: f"ce.{emu.name}.{q.name}", 10)
+        report["memory"] = {
+            "machine_used_gb": round((before - after_vms) / 1024 / 1024, 2),
+            "per_compute_node_mb": round((before - after_nodes) / 1024 / args.nodes, 1),
+            "compute_node_process_rss_mb": round(rss / 1024 / args.nodes, 1), "processes": procs,
+            "per_vm_kb": round((after_nodes - after_vms) / ports, 1)}
+        report["ratio_to_bare"] = round(summary["ports_per_s"] / report["bare"]["per_s"], 2)
+        print("goal states:", report["goal_states"], flush=True)
+        if args.neighbours:
+            host = sorted(targets)[0]
+            report["neighbours"] = [neighbours_once(targets[host], host, int(n), run)
+                                    for run, n in enumerate(args.neighbours.split(","), start=1)]
+            print("neighbours:", report["neighbours"], flush=True)
+    finally:
+        t0 = time.perf_counter()
+        result = emu.down()
+        report["down_s"] = round(time.perf_counter() - t0, 2)
+        report["down_clean"] = result.clean
+    print(json.dumps(report, indent=2))
+    print(f"\ngoal states {report['goal_states']['ports_per_s']} ports/s vs bare {report['bare']['per_s']} namespaces/s: "
+          f"{report['ratio_to_bare']}x (target >= 0.5); machine memory used {report['memory']['machine_used_gb']} GB "
+          f"(target < 24)")
+
+
+if __name__ == "__main__":
+    main()
