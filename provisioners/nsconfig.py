@@ -8,6 +8,7 @@ socket there and sets links up, addresses, routes and HTB shaping.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pyroute2 import IPRoute
 from pyroute2.ethtool.ioctl import IoctlEthtool
 from pyroute2.netns import setns
 
+LOOPBACK_INDEX = 1  # lo is the first device of every namespace
 HTB_ROOT = 0x10000  # handle 1:
 HTB_CLASS = 0x10001  # class 1:1
 
@@ -84,12 +86,12 @@ def _configure_one(ns: NamespaceConfig) -> None:
             with open(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "w") as f:
                 f.write("1")
     with IPRoute() as ipr:
-        index = {link.get_attr("IFLA_IFNAME"): link["index"] for link in ipr.get_links()}  # one dump
-        ipr.link("set", index=index["lo"], state="up")
+        ipr.link("set", index=LOOPBACK_INDEX, state="up")
         for cfg in ns.ifaces:
-            idx = index.get(cfg.dev)
-            if idx is None:
-                raise RuntimeError(f"{cfg.dev} is missing in namespace {ns.netns}")
+            try:
+                idx = socket.if_nametoindex(cfg.dev)  # an ioctl in this thread's namespace: no link dump
+            except OSError:
+                raise RuntimeError(f"{cfg.dev} is missing in namespace {ns.netns}") from None
             if cfg.tx_csum_off:
                 eth = IoctlEthtool(cfg.dev)
                 try:

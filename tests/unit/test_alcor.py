@@ -75,6 +75,8 @@ def test_flows_encapsulate_to_the_neighbours_host_and_answer_arp():
 
 
 class RecordingDataplane(Dataplane):
+    streams_flows = False  # one add_flows call per message, recorded
+
     def __init__(self):
         super().__init__(datapath_type="netdev", mtu=1450)
         self.calls: list[tuple[str, ...]] = []
@@ -160,3 +162,32 @@ def test_compiler_gives_vms_addresses_macs_and_vnis():
     assert vms["a"]["host_ip"] == plan.node("cn1").ip.split("/")[0]
     assert len({v["mac"] for v in vms.values()}) == 3
     assert plan.node("cn1").options["compute"]["port"] == 50001
+
+
+def test_flow_batch_streams_every_line_once_and_reports_failure(tmp_path):
+    """Lines reach the flow program in order, across chunks; a failing program fails the batch; abort ends it."""
+    from emulator.alcor.agent import DataplaneError, FlowBatch
+
+    out = tmp_path / "flows.txt"
+    dp = Dataplane()
+    dp.FLOWS_ARGV = ["sh", "-c", f"cat > {out}"]
+    batch = FlowBatch(dp)
+    batch.CHUNK = 3
+    lines = [f"line{i}" for i in range(10)]
+    for i in range(0, 10, 2):
+        batch.add(lines[i:i + 2])
+    batch.commit()
+    assert out.read_text().splitlines() == lines
+
+    dp.FLOWS_ARGV = ["sh", "-c", "cat > /dev/null; echo bad flow >&2; exit 1"]
+    failing = FlowBatch(dp)
+    failing.add(["x"])
+    with pytest.raises(DataplaneError, match="bad flow"):
+        failing.commit()
+
+    dp.FLOWS_ARGV = ["sleep", "60"]
+    hanging = FlowBatch(dp)
+    hanging.CHUNK = 1
+    hanging.add(["x"])
+    hanging.abort()
+    assert hanging.proc.returncode is not None
