@@ -321,6 +321,37 @@ class Topology:
                                         field=f"nodes.{vm.name}.ip")
                 taken[key] = vm.name
 
+    def check_services(self) -> None:
+        """depends_on names services, and never comes back round to where it started."""
+        if self.only_bulk():
+            return  # generated nodes are never services (and stay arrays)
+        services = {n.name: n for n in self.nodes.values() if n.role == "service"}
+        for node in services.values():
+            where = node.options.get("depends_on_where", node.where)
+            for dep in node.options.get("depends_on", ()):
+                if dep not in services:
+                    what = "is not a node" if dep not in self.nodes else f"is a {self.nodes[dep].role}, not a service"
+                    raise TopologyError(f"{dep!r} {what}; depends_on names services", where=where,
+                                        field=f"nodes.{node.name}.depends_on")
+        state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+        def visit(name: str, path: list[str]) -> None:
+            state[name] = 1
+            for dep in services[name].options.get("depends_on", ()):
+                if state.get(dep) == 1:
+                    cycle = path[path.index(dep):] + [name, dep] if dep in path else [name, dep]
+                    node = services[name]
+                    raise TopologyError(f"depends_on cycle: {' -> '.join(dict.fromkeys(cycle[:-1]))} -> {dep}",
+                                        where=node.options.get("depends_on_where", node.where),
+                                        field=f"nodes.{name}.depends_on")
+                if dep not in state:
+                    visit(dep, path + [name])
+            state[name] = 2
+
+        for name in services:
+            if name not in state:
+                visit(name, [])
+
     # -- queries ---------------------------------------------------------
     def __len__(self) -> int:
         return sum(len(b.names) for b in self.bulk) + len(self._nodes)

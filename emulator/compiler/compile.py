@@ -158,6 +158,9 @@ class Compiled:
             if node.role == "compute":
                 out[v] = self._compute_options(node, engine)
                 continue
+            if node.role == "service" and engine == "netns":
+                raise TopologyError("a service is a container: give it provisioner: docker or lxd and an image",
+                                    where=node.where, field=f"nodes.{node.name}.provisioner")
             if engine == "netns":
                 if node.options.get("ports"):  # published by a forwarder, whatever the engine
                     out[v] = {"ports": node.options["ports"]}
@@ -166,6 +169,9 @@ class Compiled:
             opts.update({k: node.options[k] for k in CONTAINER_KEYS | {"cpu", "memory"} if k in node.options})
             opts.pop("provisioner", None)
             opts["container"] = container_name(engine, self.experiment, self.tag, node.name)
+            if node.role == "service":
+                opts["service"] = {"depends_on": node.options.get("depends_on", []),
+                                   "healthcheck": node.options.get("healthcheck")}
             out[v] = opts
         return out
 

@@ -59,6 +59,7 @@ def from_located(doc: Located) -> Topology:
     _vpcs(topo, doc)
     _nodes(topo, doc)
     topo.check_vms()
+    topo.check_services()
     _links(topo, doc)
     topo.checks = _checks(topo, doc)
     return topo
@@ -142,6 +143,11 @@ def _nodes(topo: Topology, doc: Located) -> None:
             vm.where = where_of("on")
         elif kind == "compute":
             topo.add_node(name, "host", where=where, role="compute", **{"agent": "builtin", **opts})
+        elif kind == "service":
+            node = topo.add_node(name, "host", where=where, role="service",
+                                 **{"provisioner": topo.node_defaults.get("provisioner", "docker"), **opts})
+            if "depends_on" in opts:
+                node.options["depends_on_where"] = where_of("depends_on")
         else:
             topo.add_node(name, kind, where=where, **opts)
 

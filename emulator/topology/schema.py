@@ -29,7 +29,11 @@ NODE_KEYS: dict[str, set[str]] = {
     # a host with its own OVS (br-int, br-tun) and a goal-state agent: ours (builtin) or the user's ACA image
     "compute": {"kind", "ip", "mac", "agent"} | PLACEMENT_KEYS | CONTAINER_KEYS,
     "vm": {"kind", "on", "vpc", "ip", "mac"},
+    # a containerized control-plane service, started after its dependencies are healthy
+    "service": {"kind", "ip", "mac", "depends_on", "healthcheck"} | PLACEMENT_KEYS | CONTAINER_KEYS,
 }
+HEALTH_KINDS = ("tcp", "http", "command")
+HEALTH_KEYS = {*HEALTH_KINDS, "port", "timeout", "interval"}
 CHECK_KEYS: dict[str, tuple[set[str], set[str]]] = {
     # kind: (required, optional)
     "ping": ({"from", "to"}, {"count"}),
@@ -223,6 +227,12 @@ def node_options(kind: str, raw: dict, where_of, field: str) -> dict[str, Any]:
             if value not in ("builtin", "external"):
                 raise fail(f"expected builtin (cloudemu's agent) or external (your ACA image), got {value!r}", where, f)
             out[key] = value
+        elif key == "depends_on":
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise fail("expected a list of service names", where, f)
+            out[key] = list(value)
+        elif key == "healthcheck":
+            out[key] = healthcheck(value, where, f)
         elif key in ("on", "vpc"):
             if not isinstance(value, str) or not value:
                 raise fail(f"expected a {'compute node' if key == 'on' else 'VPC'} name, got {value!r}", where, f)
@@ -243,4 +253,31 @@ def vpc(raw: Any, where_of, field: str) -> dict[str, Any]:
         out["vni"] = number(raw["vni"], where_of("vni"), f"{field}.vni", minimum=1, maximum=(1 << 24) - 1, integer=True)
     if "cidr" in raw:
         out["cidr"] = ip_network(raw["cidr"], where_of("cidr"), f"{field}.cidr")
+    return out
+
+
+def healthcheck(value: Any, where: Where, f: str) -> dict[str, Any]:
+    """{tcp: PORT} | {http: PATH, port: PORT} | {command: CMD}, with timeout (s, default 60) and interval (s)."""
+    if not isinstance(value, dict) or sum(k in value for k in HEALTH_KINDS) != 1:
+        raise fail("expected one of {tcp: PORT}, {http: /PATH, port: PORT} or {command: CMD}", where, f)
+    unknown = set(value) - HEALTH_KEYS
+    if unknown:
+        raise fail(f"unknown key {sorted(unknown)[0]!r}; expected one of: {', '.join(sorted(HEALTH_KEYS))}", where, f)
+    out: dict[str, Any] = {"timeout": number(value.get("timeout", 60), where, f"{f}.timeout", minimum=0.1, maximum=3600),
+                           "interval": number(value.get("interval", 0.5), where, f"{f}.interval", minimum=0.05, maximum=60)}
+    if "tcp" in value:
+        out["tcp"] = int(number(value["tcp"], where, f"{f}.tcp", minimum=1, maximum=65535, integer=True))
+    elif "http" in value:
+        path = value["http"]
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise fail(f"expected an HTTP path such as /health, got {path!r}", where, f"{f}.http")
+        if "port" not in value:
+            raise fail("an http check needs the port to ask on (port: 8080)", where, f"{f}.port")
+        out["http"] = path
+        out["port"] = int(number(value["port"], where, f"{f}.port", minimum=1, maximum=65535, integer=True))
+    else:
+        cmd = value["command"]
+        if not (isinstance(cmd, str) and cmd.strip()) and not (isinstance(cmd, list) and cmd):
+            raise fail("expected a command: a string (run by /bin/sh -c) or a list of arguments", where, f"{f}.command")
+        out["command"] = cmd if isinstance(cmd, str) else [str(a) for a in cmd]
     return out
