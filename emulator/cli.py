@@ -34,6 +34,7 @@ from emulator.topology.imports import from_mn_spec
 from emulator.topology.loader import load_file
 from emulator.topology.render import to_dot, to_mermaid
 from provisioners import REGISTRY, PreflightError
+from provisioners.base import NodeStartError
 
 out = Console()
 err = Console(stderr=True)
@@ -123,7 +124,7 @@ def guarded(fn):
             fail(str(exc), getattr(exc, "exit_code", 1), output, **getattr(exc, "report", {}))
         except KeyError as exc:
             fail(str(exc.args[0]) if exc.args else str(exc), 2, output)
-        except AgentError as exc:
+        except (AgentError, NodeStartError) as exc:
             fail(str(exc), exc.exit_code, output)
         except KeyboardInterrupt:
             fail("interrupted; whatever `up` had made was removed", 130, output)

@@ -60,3 +60,11 @@ class Provisioner(ABC):
     @abstractmethod
     def status(self, plan: Plan) -> list[NodeState]:
         """Per node: is it there."""
+
+
+class NodeStartError(RuntimeError):
+    """A node's own program did not come up (a compute node's agent, a service that never got healthy).
+
+    `up` has removed what it made by the time this reaches the user; the message says which node and why."""
+
+    exit_code = 1

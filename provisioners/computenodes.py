@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from emulator.compiler.plan import PlanNode
+from provisioners.base import NodeStartError
 
 AGENT_MODULE = "emulator.alcor.node"
 #: Compute node directories live only below this (the compiler's COMPUTE_DIR); nothing else is removed.
@@ -59,7 +60,7 @@ def start(nodes: list[PlanNode], timeout: float = 120.0, on_ready=None) -> None:
                 continue
             if proc.poll() is not None or time.monotonic() > deadline:
                 why = "exited" if proc.returncode is not None else f"is not ready after {timeout:.0f} s"
-                raise RuntimeError(f"compute node {node.name}: its agent {why}; {log}:\n{text[-1500:]}")
+                raise NodeStartError(f"compute node {node.name}: its agent {why}; its log ({log}) ends:\n{text[-1500:]}")
             still.append((node, proc, log))
         waiting = still
         if waiting:

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from emulator.compiler.plan import Plan, PlanNode
 from emulator.runtime.events import Phases
 from emulator.runtime.journal import Journal, Resource
+from provisioners import health
 from provisioners.base import NodeState, PreflightError
 from provisioners.netns import NetnsProvisioner
 
@@ -85,12 +86,24 @@ class ContainerProvisioner(NetnsProvisioner):
 
     def create(self, plan: Plan, journal: Journal, phases: Phases) -> None:
         super().create(plan, journal, phases)
-        commands = [n for n in plan.nodes if self.is_container(n) and n.options.get("command")]
-        with phases.phase("commands", total=len(commands)) as step:
-            for node in commands:  # links exist and are addressed by now: the start order users expect
-                cmd = node.options["command"]
-                self.run_detached(self.container_name(node), ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd))
-                step.advance(1)
+        boxes = {n.name: n for n in plan.nodes if self.is_container(n)}
+        order = health.levels({name: n.options.get("service", {}).get("depends_on", []) for name, n in boxes.items()})
+        started = [n for n in boxes.values() if n.options.get("command") or n.options.get("service", {}).get("healthcheck")]
+        with phases.phase("commands", total=len(started)) as step:
+            for level in order:  # links exist and are addressed by now; dependencies are healthy
+                for node in (boxes[name] for name in level if boxes[name].options.get("command")):
+                    cmd = node.options["command"]
+                    self.run_detached(self.container_name(node),
+                                      ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd))
+                    step.advance(0 if node.options.get("service", {}).get("healthcheck") else 1)
+                checked = [boxes[name] for name in level if boxes[name].options.get("service", {}).get("healthcheck")]
+                with ThreadPoolExecutor(max(1, min(THREADS, len(checked)))) as pool:
+                    for _ in pool.map(self._wait_healthy, checked):
+                        step.advance(1)
+
+    def _wait_healthy(self, node: PlanNode) -> str:
+        check = node.options["service"]["healthcheck"]
+        return health.wait_healthy(node.name, node.netns, check, lambda argv: self.exec_argv(node, argv))
 
     def destroy(self, experiment: str, journaled: list[Resource], phases: Phases) -> list[Resource]:
         # Engines remove containers at their own pace: let them work while the switches,
@@ -128,7 +141,15 @@ class ContainerProvisioner(NetnsProvisioner):
             node = nodes[state.node]
             if self.is_container(node):
                 status = running.get(self.container_name(node), "missing")
-                state = NodeState(node.name, node.kind, "running" if status.lower() == "running" else "missing",
-                                  f"{node.ip or ''} {node.options['image']} ({status.lower()})".strip())
+                up = status.lower() == "running"
+                detail = f"{node.ip or ''} {node.options['image']} ({status.lower()})".strip()
+                kind = "service" if "service" in node.options else node.kind
+                check = node.options.get("service", {}).get("healthcheck")
+                if check and up:
+                    ok, seen = health.probe(node.netns, check, lambda argv, n=node: self.exec_argv(n, argv))
+                    detail += f" {'healthy' if ok else 'unhealthy'}: {seen}"
+                    up = ok
+                state = NodeState(node.name, kind, "running" if up else "unhealthy" if status.lower() == "running"
+                                  else "missing", detail)
             out.append(state)
         return out
