@@ -245,7 +245,10 @@ class Topology:
     def _materialize_one(self, bulk: Bulk) -> None:
         names, where = bulk.names, bulk.where
         for name, kind in zip(names, bulk.kinds, strict=True):
-            self.add_node(name, kind, where=where)
+            if kind == "compute":
+                self.add_node(name, "host", where=where, role="compute", agent="builtin")
+            else:
+                self.add_node(name, kind, where=where)
         for a, b in zip(bulk.src, bulk.dst, strict=True):
             self.add_link(names[a], names[b], where=where)
 

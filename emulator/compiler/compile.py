@@ -145,8 +145,14 @@ class Compiled:
         """Hosts that run as containers, with what their engine needs to know (image, limits, command...)."""
         image = self.topo.node_defaults.get("image", DEFAULT_IMAGE)
         if not self.has_objects:
+            kinds = [k for b in self.topo.bulk for k in b.kinds]
+            computes = {v: self._compute_options(None, "netns", self.graph.names[v])
+                        for v, k in enumerate(kinds) if k == "compute"}
+            if computes and self.default_engine != "netns":
+                raise TopologyError("generated compute nodes run in network namespaces: drop the provisioner default",
+                                    where=self.topo.bulk[0].where, field="defaults.provisioner")
             if self.default_engine == "netns":
-                return {}
+                return computes
             return {v: {"engine": self.default_engine, "image": image,
                         "container": container_name(self.default_engine, self.experiment, self.tag, self.graph.names[v])}
                     for v in range(self.graph.n_nodes) if self.kind[v] == HOST}
@@ -175,15 +181,15 @@ class Compiled:
             out[v] = opts
         return out
 
-    def _compute_options(self, node, engine: str) -> dict[str, Any]:
-        """A compute node: a namespace whose own OVS and agent start once its links are up."""
-        if engine != "netns" or node.options.get("agent") == "external":
+    def _compute_options(self, node, engine: str, name: str | None = None) -> dict[str, Any]:
+        """A compute node: a namespace whose own OVS and agent start once its links are up (node None: generated)."""
+        if node is not None and (engine != "netns" or node.options.get("agent") == "external"):
             raise TopologyError("compute nodes run cloudemu's agent in a network namespace for now "
                                 "(provisioner: netns, agent: builtin); containerized and external agents are not "
                                 "supported yet", where=node.where, field=f"nodes.{node.name}")
         opts: dict[str, Any] = {"compute": {"agent": "builtin", "port": ACA_PORT, "vm_prefix": self.netns_prefix,
-                                            "dir": f"{COMPUTE_DIR}/{self.experiment}/{node.name}"}}
-        if node.options.get("ports"):
+                                            "dir": f"{COMPUTE_DIR}/{self.experiment}/{name or node.name}"}}
+        if node is not None and node.options.get("ports"):
             opts["ports"] = node.options["ports"]
         return opts
 

@@ -15,6 +15,8 @@ from emulator.model import NODE_KINDS, SWITCHING_KINDS, Node, Topology, Topology
 
 KIND_NAMES: tuple[str, ...] = tuple(NODE_KINDS)
 KIND_CODE = {k: i for i, k in enumerate(KIND_NAMES)}
+#: Generated compute nodes are hosts to the graph (placement, addresses, links); the compiler gives them agents.
+KIND_CODE["compute"] = KIND_CODE["host"]
 #: An unshaped link is weighted (and counted as crossing bandwidth) as if it ran at 1 Gbit/s.
 UNSHAPED_BW = 1000.0
 

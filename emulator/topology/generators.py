@@ -134,7 +134,7 @@ def torus(rows: int, cols: int, hosts_per_switch: int) -> Generated:
     return nodes, links
 
 
-def region(racks: int, hosts_per_rack: int, spines: int, uplinks: int) -> Bulk:
+def region(racks: int, hosts_per_rack: int, spines: int, uplinks: int, compute: int = 0) -> Bulk:
     """An Alcor-style region: racks of hosts under a top-of-rack switch, each ToR wired to `uplinks` spines.
 
     Built as index arrays (no per-link tuples): a 1M-host region takes well under a second.
@@ -146,11 +146,12 @@ def region(racks: int, hosts_per_rack: int, spines: int, uplinks: int) -> Bulk:
     block = 1 + hosts_per_rack  # a ToR and its hosts, contiguous
     names = [f"sp{i}" for i in range(1, spines + 1)]
     kinds = ["switch"] * spines
-    host_kinds = ["host"] * hosts_per_rack
+    host_kinds = ["compute" if compute else "host"] * hosts_per_rack
+    prefix = "cn" if compute else "h"
     h = 0
     for r in range(1, racks + 1):
         names.append(f"t{r}")
-        names += [f"h{i}" for i in range(h + 1, h + hosts_per_rack + 1)]
+        names += [f"{prefix}{i}" for i in range(h + 1, h + hosts_per_rack + 1)]
         h += hosts_per_rack
         kinds.append("switch")
         kinds += host_kinds
@@ -198,7 +199,8 @@ GENERATORS: dict[str, Generator] = {
         Generator("region", (Param("racks", None, 1, "racks (one top-of-rack switch each)", required=True),
                              Param("hosts_per_rack", 40, 0, "hosts under each top-of-rack switch"),
                              Param("spines", 16, 1, "spine switches"),
-                             Param("uplinks", 4, 1, "spines each top-of-rack switch connects to")), region,
+                             Param("uplinks", 4, 1, "spines each top-of-rack switch connects to"),
+                             Param("compute", 0, 0, "1: the hosts are compute nodes cn1.. (own OVS and agent)")), region,
                   "an Alcor-style cloud region: racks of hosts, top-of-rack switches, a spine layer"),
     )
 }

@@ -130,3 +130,25 @@ def test_load_programs_ports_checks_isolation_and_plots(state_dir, tmp_path):
     finally:
         cli("down", name)
     assert leftovers(name) == {}
+
+
+def test_generated_region_of_compute_nodes_takes_a_load(state_dir):
+    """A region from the generator (compute: 1): every node's agent programs its share of 4 VPCs."""
+    from emulator.alcor import load as loadtest
+
+    name = "alcor_gen"
+    topo = load_text(f"version: 1\nname: {name}\ndefaults: {{subnet: 10.202.0.0/24}}\n"
+                     "topology: {generator: region, racks: 2, hosts_per_rack: 2, spines: 1, uplinks: 1, compute: 1}\n")
+    emu = Emulation(topo).up()
+    try:
+        targets = controller.agent_targets(emu.plan)
+        assert len(targets) == 4
+        spec = loadtest.LoadSpec(4, 6, batch=8)
+        result = loadtest.run(spec, targets)
+        assert result.errors == [] and result.ports == 24
+        ports = loadtest.generate_ports(spec, sorted(targets))
+        reach = loadtest.sample_reachability(ports, lambda p: f"ce.{name}.{p.name}", 4)
+        assert reach["same_vpc_failed"] == [] and reach["other_vpc_reached"] == []
+    finally:
+        result = emu.down()
+    assert result.clean and leftovers(name) == {}

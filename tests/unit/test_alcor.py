@@ -191,3 +191,21 @@ def test_flow_batch_streams_every_line_once_and_reports_failure(tmp_path):
     hanging.add(["x"])
     hanging.abort()
     assert hanging.proc.returncode is not None
+
+
+def test_region_generator_makes_compute_nodes_and_alcor_region_plans():
+    from emulator.topology.loader import load_file
+    from tests.conftest import ROOT
+
+    topo = load_text("version: 1\nname: r\ntopology: {generator: region, racks: 2, hosts_per_rack: 3, spines: 1, "
+                     "uplinks: 1, compute: 1}\n")
+    assert topo.only_bulk()
+    plan = compile_topology(topo)
+    computes = [n for n in plan.nodes if "compute" in n.options]
+    assert [n.name for n in computes] == [f"cn{i}" for i in range(1, 7)]
+    assert computes[0].options["compute"]["dir"] == "/run/cloudemu/r/cn1"
+    region = compile_topology(load_file(ROOT / "topologies" / "alcor-region.yaml"))
+    services = {n.name: n.options["service"] for n in region.nodes if "service" in n.options}
+    assert len(services) == 10 and all("ignite" in s["depends_on"] or n in ("ignite", "api_gateway")
+                                       for n, s in services.items())
+    assert sum("compute" in n.options for n in region.nodes) == 16 and region.provisioner == "docker"
