@@ -10,6 +10,7 @@ gets its own status and the time its batch took.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import socket
@@ -156,6 +157,7 @@ class Agent:
         self.vlans: dict[int, int] = {}  # VNI -> local VLAN
         self.ports: dict[str, LocalPort] = {}
         self.neighbors: dict[str, Neighbor] = {}
+        self.primed: set[str] = set()  # remote hosts whose underlay address has been resolved
         self.lock = threading.Lock()  # one message at a time, as ACA's per-host queue
 
     # -- entry points --------------------------------------------------------
@@ -330,11 +332,38 @@ class Agent:
             spent = _us(time.perf_counter() - t0)
             for s in statuses:
                 s.dataplane_programming_time += spent
+        self._prime_tunnels()
         if work.new_ports:
             self._configure_vms(work, started)
         done = _us(time.perf_counter() - started)
         for s in work.statuses:
             s.state_elapse_time = done
+
+    def _prime_tunnels(self) -> None:
+        """Tell OVS the MAC of each new remote host now, not on a VM's first packet.
+
+        A userspace datapath drops a packet to a tunnel endpoint whose MAC it does not know (it sends
+        an ARP request instead), so a VM's first ping would be lost. An empty UDP datagram makes the
+        kernel resolve the address on br-phy; the answer goes into OVS's tunnel neighbour table."""
+        fresh = {n.host_ip for n in self.neighbors.values()} - self.primed
+        if not fresh or self.dp.datapath_type != "netdev":
+            self.primed |= fresh
+            return
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for ip in fresh:
+                try:
+                    s.sendto(b"", (ip, 9))  # the discard port: nothing listens, nothing answers
+                except OSError:
+                    pass
+        deadline = time.monotonic() + 1.0
+        pending = set(fresh)
+        while pending and time.monotonic() < deadline:
+            time.sleep(0.01)
+            for entry in json.loads(self.dp.run(["ip", "-j", "-4", "neigh", "show", "dev", "br-phy"]) or "[]"):
+                if entry.get("dst") in pending and entry.get("lladdr"):
+                    self.dp.run(["ovs-appctl", "tnl/neigh/set", "br-phy", entry["dst"], entry["lladdr"]])
+                    pending.discard(entry["dst"])
+        self.primed |= fresh - pending  # the unresolved are tried again with the next message
 
     def _configure_vms(self, work: _Work, started: float) -> None:
         """Addresses, link state and default route inside each new VM, over netlink from one thread pool."""
