@@ -344,26 +344,32 @@ class Agent:
 
         A userspace datapath drops a packet to a tunnel endpoint whose MAC it does not know (it sends
         an ARP request instead), so a VM's first ping would be lost. An empty UDP datagram makes the
-        kernel resolve the address on br-phy; the answer goes into OVS's tunnel neighbour table."""
+        kernel resolve the address on br-phy; a background thread writes the answer into OVS's tunnel
+        neighbour table (the message's reply does not wait: an endpoint may never answer)."""
         fresh = {n.host_ip for n in self.neighbors.values()} - self.primed
-        if not fresh or self.dp.datapath_type != "netdev":
-            self.primed |= fresh
-            return
+        self.primed |= fresh
+        if fresh and self.dp.datapath_type == "netdev":
+            threading.Thread(target=self._resolve, args=(fresh,), name="prime-tunnels", daemon=True).start()
+
+    def _resolve(self, hosts: set[str], wait: float = 3.0) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            for ip in fresh:
+            for ip in hosts:
                 try:
                     s.sendto(b"", (ip, 9))  # the discard port: nothing listens, nothing answers
                 except OSError:
                     pass
-        deadline = time.monotonic() + 1.0
-        pending = set(fresh)
-        while pending and time.monotonic() < deadline:
-            time.sleep(0.01)
-            for entry in json.loads(self.dp.run(["ip", "-j", "-4", "neigh", "show", "dev", "br-phy"]) or "[]"):
-                if entry.get("dst") in pending and entry.get("lladdr"):
-                    self.dp.run(["ovs-appctl", "tnl/neigh/set", "br-phy", entry["dst"], entry["lladdr"]])
-                    pending.discard(entry["dst"])
-        self.primed |= fresh - pending  # the unresolved are tried again with the next message
+        deadline = time.monotonic() + wait
+        pending = set(hosts)
+        try:
+            while pending and time.monotonic() < deadline:
+                time.sleep(0.005)
+                for entry in json.loads(self.dp.run(["ip", "-j", "-4", "neigh", "show", "dev", "br-phy"]) or "[]"):
+                    if entry.get("dst") in pending and entry.get("lladdr"):
+                        self.dp.run(["ovs-appctl", "tnl/neigh/set", "br-phy", entry["dst"], entry["lladdr"]])
+                        pending.discard(entry["dst"])
+        except DataplaneError:
+            pass
+        self.primed -= pending  # the unresolved are tried again with a later message
 
     def _configure_vms(self, work: _Work, started: float) -> None:
         """Addresses, link state and default route inside each new VM, over netlink from one thread pool."""

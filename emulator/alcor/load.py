@@ -200,17 +200,21 @@ def sample_reachability(ports: list[goalstates.Port], netns_of, samples: int, se
     by_vpc: dict[str, list[goalstates.Port]] = defaultdict(list)
     for p in ports:
         by_vpc[p.vpc.name].append(p)
+    spread = [vpc for vpc in by_vpc.values() if len({p.host_ip for p in vpc}) > 1]
     same, other = [], []
     for _ in range(samples * 20):
-        if len(same) >= samples and len(other) >= samples:
+        if len(same) >= samples or not spread:
+            break
+        vpc = rng.choice(spread)
+        a, b = rng.choice(vpc), rng.choice(vpc)
+        if a.host_ip != b.host_ip:
+            same.append((a, b))
+    for _ in range(samples * 20):
+        if len(other) >= samples:
             break
         a, b = rng.choice(ports), rng.choice(ports)
-        if a.host_ip == b.host_ip or a.ip == b.ip:
-            continue
-        if a.vpc.name == b.vpc.name and len(same) < samples:
-            same.append((a, b))
-        elif a.vpc.name != b.vpc.name and len(other) < samples and not any(
-                q.ip == b.ip for q in by_vpc[a.vpc.name]):  # b's address must not exist in a's VPC
+        # b's address must not exist in a's VPC, and b must live on another host
+        if a.vpc.name != b.vpc.name and a.host_ip != b.host_ip and not any(q.ip == b.ip for q in by_vpc[a.vpc.name]):
             other.append((a, b))
 
     def ping(pair) -> bool:
