@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emulator.compiler.plan import Plan, PlanNode
-from emulator.model import Cluster, Topology
+from emulator.model import Cluster, Topology, TopologyError
 from emulator.runtime import orchestrator
 from emulator.runtime.distributed import CLUSTER, ClusterUp, cluster_from_dict, deploy_cluster, ping_pairs, shard_status
 from emulator.runtime.events import Phases, ProgressSink
@@ -153,6 +153,7 @@ class Emulation:
             raise ValueError("no topology to bring up")
         phases = Phases(sink)
         if self.cluster is not None:
+            _refuse_compute_nodes_on_clusters(self.topology)
             self.deployment = deploy_cluster(self.topology, self.cluster, experiment=self.name, placement=self.placement,
                                              provisioner=self.provisioner, parallel=self.parallel,
                                              accept_new=self.accept_new, phases=phases)
@@ -247,6 +248,16 @@ class Emulation:
         if self.plan is None:
             raise RuntimeError("the emulation is not up")
         return self.plan
+
+
+def _refuse_compute_nodes_on_clusters(topology: Topology) -> None:
+    """cloudemu reaches agents through unix sockets on this machine: compute nodes elsewhere are not wired up yet."""
+    generated = any(k == "compute" for b in topology.bulk for k in b.kinds)
+    node = next((n for n in topology.nodes.values() if n.role == "compute"), None) if not topology.only_bulk() else None
+    if generated or node is not None:
+        raise TopologyError("compute nodes run on this machine only for now: drop --cluster to bring this topology up",
+                            where=node.where if node else topology.bulk[0].where,
+                            field=f"nodes.{node.name}" if node else "topology")
 
 
 def _ping_once(src: NodeHandle, ip: str, timeout: float) -> bool:
