@@ -167,6 +167,7 @@ class Emulation:
                 self._program_vms(phases)
             except Exception:
                 self.down()  # a half-made experiment is worse than none: the error says why
+                self.plan = None
                 raise
         self.timings = dict(phases.timings)
         return self
@@ -201,7 +202,8 @@ class Emulation:
         if vm is None:
             raise KeyError(f"no node {name!r} in experiment {self.name!r}")
         on = plan.node(vm["on"])
-        return NodeHandle(self, PlanNode(vm["name"], "vm", on.machine, vm["netns"], ip=vm["ip"]))
+        where = {k: on.options[k] for k in ("engine", "container") if k in on.options}  # a VM in a compute container
+        return NodeHandle(self, PlanNode(vm["name"], "vm", on.machine, vm["netns"], ip=vm["ip"], options=where))
 
     def hosts(self) -> list[NodeHandle]:
         return [NodeHandle(self, n) for n in self._plan().hosts()]

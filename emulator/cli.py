@@ -517,7 +517,7 @@ def run(source: str, custom: str | None, name: str | None, provisioner: str, clu
                                    + (f"; failed: {ping.failed[:10]}" if ping.failed else "")))
         for check in topo.checks:
             results.append(run_check(emu, check))
-    except (CommandError, ClusterError, MachineError, WorkerError) as exc:
+    except (CommandError, ClusterError, MachineError, WorkerError, AgentError, NodeStartError) as exc:
         results.append(CheckResult("up", False, time.perf_counter() - t0, str(exc)))
     finally:
         if emu.plan is not None:

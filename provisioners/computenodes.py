@@ -33,35 +33,68 @@ def socket_path(node: PlanNode) -> str:
     return str(Path(node.options["compute"]["dir"]) / "agent.sock")
 
 
-def start(nodes: list[PlanNode], timeout: float = 120.0, on_ready=None) -> None:
-    """Starts every node's agent, then waits until each says it serves (or one fails: its log tail is raised)."""
-    procs = []
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_code_root(), os.environ.get("PYTHONPATH")]))}
+#: Where a containerized compute node sees its directory, the code and the Python packages (read-only).
+IN_CONTAINER = {"dir": "/run/cloudemu-node", "code": "/opt/cloudemu/code", "site": "/opt/cloudemu/site"}
+
+
+def agent_argv(node: PlanNode, base: str) -> list[str]:
+    spec = node.options["compute"]
+    return ["-m", AGENT_MODULE, "--dir", f"{base}/ovs", "--vm-prefix", spec["vm_prefix"],
+            "--listen", f"0.0.0.0:{spec['port']}", "--socket", f"{base}/agent.sock"]
+
+
+def container_mounts(node: PlanNode) -> list[str]:
+    """The node's directory (read-write: the agent's socket and OVS files) and this code with its packages."""
+    site = next(p for p in sys.path if p.endswith("site-packages") and Path(p, "grpc").is_dir())
+    return [f"{node.options['compute']['dir']}:{IN_CONTAINER['dir']}", f"{_code_root()}:{IN_CONTAINER['code']}:ro",
+            f"{site}:{IN_CONTAINER['site']}:ro"]
+
+
+def container_command(node: PlanNode) -> list[str]:
+    """The agent as the container's own process, its output in the mounted directory."""
+    base = IN_CONTAINER["dir"]
+    argv = " ".join(["python3", *agent_argv(node, base)])
+    return ["/bin/sh", "-c", f"export PYTHONPATH={IN_CONTAINER['code']}:{IN_CONTAINER['site']}; "
+                             f"exec {argv} > {base}/agent.log 2>&1"]
+
+
+def prepare(nodes: list[PlanNode]) -> None:
     for node in nodes:
-        spec = node.options["compute"]
-        base = Path(spec["dir"])
-        base.mkdir(parents=True, exist_ok=True)
+        Path(node.options["compute"]["dir"]).mkdir(parents=True, exist_ok=True)
+
+
+def start(nodes: list[PlanNode], timeout: float = 120.0, on_ready=None) -> None:
+    """Starts every (namespace) node's agent, then waits until each says it serves."""
+    procs = {}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_code_root(), os.environ.get("PYTHONPATH")]))}
+    prepare(nodes)
+    for node in nodes:
+        base = Path(node.options["compute"]["dir"])
         log = (base / "agent.log").open("w")
-        argv = ["nsenter", f"--net=/run/netns/{node.netns}", sys.executable, "-m", AGENT_MODULE,
-                "--dir", str(base / "ovs"), "--vm-prefix", spec["vm_prefix"], "--listen", f"0.0.0.0:{spec['port']}",
-                "--socket", socket_path(node)]
-        procs.append((node, subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                             start_new_session=True), base / "agent.log"))
+        argv = ["nsenter", f"--net=/run/netns/{node.netns}", sys.executable, *agent_argv(node, str(base))]
+        procs[node.name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()
+    wait_ready(nodes, timeout, on_ready, procs)
+
+
+def wait_ready(nodes: list[PlanNode], timeout: float = 120.0, on_ready=None, procs: dict | None = None) -> None:
+    """Until every agent's log says it serves; a process that ends, or the timeout, raises with the log's tail."""
     deadline = time.monotonic() + timeout
-    waiting = list(procs)
+    waiting = list(nodes)
     while waiting:
         still = []
-        for node, proc, log in waiting:
+        for node in waiting:
+            log = Path(node.options["compute"]["dir"]) / "agent.log"
             text = log.read_text() if log.exists() else ""
             if '"ready": true' in text:
                 if on_ready:
                     on_ready(1)
                 continue
-            if proc.poll() is not None or time.monotonic() > deadline:
-                why = "exited" if proc.returncode is not None else f"is not ready after {timeout:.0f} s"
+            proc = (procs or {}).get(node.name)
+            if (proc is not None and proc.poll() is not None) or time.monotonic() > deadline:
+                why = "exited" if proc is not None and proc.returncode is not None else f"is not ready after {timeout:.0f} s"
                 raise NodeStartError(f"compute node {node.name}: its agent {why}; its log ({log}) ends:\n{text[-1500:]}")
-            still.append((node, proc, log))
+            still.append(node)
         waiting = still
         if waiting:
             time.sleep(0.1)

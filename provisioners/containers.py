@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from emulator.compiler.plan import Plan, PlanNode
 from emulator.runtime.events import Phases
 from emulator.runtime.journal import Journal, Resource
-from provisioners import health
+from provisioners import computenodes, health
 from provisioners.base import NodeState, PreflightError
 from provisioners.netns import NetnsProvisioner
 
@@ -87,6 +87,13 @@ class ContainerProvisioner(NetnsProvisioner):
     def create(self, plan: Plan, journal: Journal, phases: Phases) -> None:
         super().create(plan, journal, phases)
         boxes = {n.name: n for n in plan.nodes if self.is_container(n)}
+        computes = [n for n in boxes.values() if "compute" in n.options]
+        if computes:
+            with phases.phase("compute nodes", total=len(computes)) as step:
+                for node in computes:
+                    self.run_detached(self.container_name(node), computenodes.container_command(node))
+                computenodes.wait_ready(computes, on_ready=step.advance)
+                journal.mark([Resource("dir", n.options["compute"]["dir"]) for n in computes], "created")
         order = health.levels({name: n.options.get("service", {}).get("depends_on", []) for name, n in boxes.items()})
         started = [n for n in boxes.values() if n.options.get("command") or n.options.get("service", {}).get("healthcheck")]
         with phases.phase("commands", total=len(started)) as step:
@@ -128,9 +135,13 @@ class ContainerProvisioner(NetnsProvisioner):
     def exec_argv(self, node: PlanNode, argv: list[str]) -> list[str]:
         if self.is_container(node):
             return [*self.exec_prefix(self.container_name(node)), *argv]
+        if node.kind == "vm" and node.options.get("engine") == self.name:  # a VM inside a compute container
+            return [*self.exec_prefix(node.options["container"]), "ip", "netns", "exec", node.netns, *argv]
         return super().exec_argv(node, argv)
 
     def net_argv(self, node: PlanNode, argv: list[str]) -> list[str]:
+        if node.kind == "vm":
+            return self.exec_argv(node, argv)  # its namespace exists only inside the compute container
         return NetnsProvisioner.exec_argv(self, node, argv)  # the attached namespace: same network, no engine
 
     def status(self, plan: Plan) -> list[NodeState]:
@@ -138,12 +149,12 @@ class ContainerProvisioner(NetnsProvisioner):
         nodes = {n.name: n for n in plan.nodes}
         out = []
         for state in super().status(plan):
-            node = nodes[state.node]
-            if self.is_container(node):
+            node = nodes.get(state.node)  # None: a VM (see below)
+            if node is not None and self.is_container(node):
                 status = running.get(self.container_name(node), "missing")
                 up = status.lower() == "running"
                 detail = f"{node.ip or ''} {node.options['image']} ({status.lower()})".strip()
-                kind = "service" if "service" in node.options else node.kind
+                kind = "service" if "service" in node.options else "compute" if "compute" in node.options else node.kind
                 check = node.options.get("service", {}).get("healthcheck")
                 if check and up:
                     ok, seen = health.probe(node.netns, check, lambda argv, n=node: self.exec_argv(n, argv))
@@ -152,4 +163,17 @@ class ContainerProvisioner(NetnsProvisioner):
                 state = NodeState(node.name, kind, "running" if up else "unhealthy" if status.lower() == "running"
                                   else "missing", detail)
             out.append(state)
-        return out
+        inside = self._vm_namespaces_in_containers(plan, running)
+        return [NodeState(s.node, s.kind, "running", s.detail) if s.kind == "vm" and s.node in inside else s for s in out]
+
+    def _vm_namespaces_in_containers(self, plan: Plan, running: dict[str, str]) -> set[str]:
+        """VMs whose namespace exists inside their (running) compute container."""
+        boxes = {n.name: n for n in plan.nodes if self.is_container(n) and "compute" in n.options}
+        found = set()
+        for name, node in boxes.items():
+            if running.get(self.container_name(node), "").lower() != "running":
+                continue
+            proc = self.ex.run([*self.exec_prefix(self.container_name(node)), "ip", "netns", "list"], check=False)
+            present = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
+            found |= {vm["name"] for vm in plan.vms if vm["on"] == name and vm["netns"] in present}
+        return found

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from emulator.compiler.plan import MARKER_KEY, Plan, PlanNode
-from provisioners import images
+from provisioners import computenodes, images
 from provisioners.base import PreflightError
 from provisioners.containers import ContainerProvisioner
 
@@ -66,6 +66,9 @@ class DockerProvisioner(ContainerProvisioner):
         }
         if OVS_CAPS & set(caps):  # OVS or namespaces inside: what works where --privileged does not
             args.update(devices=["/dev/net/tun:/dev/net/tun"], security_opt=["seccomp=unconfined", "apparmor=unconfined"])
+        if "compute" in o:  # the node's directory, this code and its packages: the agent runs inside
+            computenodes.prepare([node])
+            args["volumes"] = [*args["volumes"], *computenodes.container_mounts(node)]
         if o.get("cpu"):
             args["nano_cpus"] = int(float(o["cpu"]) * 1e9)
         if o.get("memory"):

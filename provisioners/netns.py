@@ -171,7 +171,7 @@ class NetnsProvisioner(Provisioner):
                     journal.mark([Resource("port", f"{outer}", node.netns)], "created")
                     step.advance(1)
 
-        computes = [n for n in hosts if "compute" in n.options]
+        computes = [n for n in hosts if "compute" in n.options and not n.options["compute"].get("in_container")]
         if computes:
             with phases.phase("compute nodes", total=len(computes)) as step:
                 computenodes.start(computes, on_ready=step.advance)

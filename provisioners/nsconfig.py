@@ -17,6 +17,8 @@ from pyroute2 import IPRoute
 from pyroute2.ethtool.ioctl import IoctlEthtool
 from pyroute2.netns import setns
 
+#: Where sysctls are written; a container's /proc/sys is read-only, so its agent mounts a proc of its own.
+PROC_SYS = "/proc/sys"
 LOOPBACK_INDEX = 1  # lo is the first device of every namespace
 HTB_ROOT = 0x10000  # handle 1:
 HTB_CLASS = 0x10001  # class 1:1
@@ -83,7 +85,7 @@ def configure(namespaces: list[NamespaceConfig], on_done: Callable[[int], None] 
 def _configure_one(ns: NamespaceConfig) -> None:
     if not ns.ipv6:  # /proc/sys/net is the opening thread's namespace
         for scope in ("all", "default"):
-            with open(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "w") as f:
+            with open(f"{PROC_SYS}/net/ipv6/conf/{scope}/disable_ipv6", "w") as f:
                 f.write("1")
     with IPRoute() as ipr:
         ipr.link("set", index=LOOPBACK_INDEX, state="up")

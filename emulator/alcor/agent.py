@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import os
 import re
 import socket
@@ -24,6 +25,7 @@ from emulator.alcor.schema import common_pb2 as common
 from emulator.alcor.schema import goalstate_pb2, goalstateprovisioner_pb2, resources_pb2
 from provisioners import nsconfig
 
+log = logging.getLogger("cloudemu.agent")
 Reply = goalstateprovisioner_pb2.GoalStateOperationReply
 Status = Reply.GoalStateOperationStatus
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
@@ -324,7 +326,8 @@ class Agent:
             t0 = time.perf_counter()
             try:
                 action()
-            except (DataplaneError, subprocess.TimeoutExpired):
+            except (DataplaneError, subprocess.TimeoutExpired) as exc:
+                log.warning("%d operation(s) failed: %s", len(statuses), exc)
                 for s in statuses:
                     s.operation_status = common.FAILURE
                 if statuses is not work.flow_ops:
@@ -379,7 +382,8 @@ class Agent:
         t0 = time.perf_counter()
         try:
             nsconfig.configure(configs)
-        except Exception:  # noqa: BLE001 - any netlink failure fails the ports it touched
+        except Exception as exc:  # noqa: BLE001 - any netlink failure fails the ports it touched
+            log.warning("configuring %d VM(s) failed: %s", len(ready), exc)
             for s, _, _ in ready:
                 s.operation_status = common.FAILURE
         spent = _us(time.perf_counter() - t0)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import signal
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from emulator.alcor.agent import Agent, Dataplane
 from emulator.alcor.flows import VXLAN_OFPORT
 from emulator.alcor.server import ACA_PORT, serve
 from emulator.runtime import ovsinstance
+from provisioners import nsconfig
 
 VXLAN_OVERHEAD = 50
 
@@ -55,6 +58,16 @@ def move_underlay_to_br_phy(dp: Dataplane, dev: str) -> None:
     dp.ip_batch(lines)
 
 
+def writable_sysctls(where: str = "/run/cloudemu-proc") -> None:
+    """Inside a container /proc/sys is read-only; VMs need it (IPv6 off), so mount a proc of our own."""
+    if os.access("/proc/sys/net/ipv6/conf/all/disable_ipv6", os.W_OK):
+        return
+    os.makedirs(where, exist_ok=True)
+    if not os.path.ismount(where):
+        subprocess.run(["mount", "-t", "proc", "proc", where], check=True)
+    nsconfig.PROC_SYS = f"{where}/sys"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--dir", required=True, type=Path, help="where this node's OVS keeps its database, sockets, logs")
@@ -64,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--socket", help="also serve on this unix socket (how cloudemu reaches the agent from the machine)")
     p.add_argument("--datapath", choices=["auto", "netdev", "system"], default="auto")
     args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
 
+    writable_sysctls()
     ovsinstance.start(args.dir)
     datapath = args.datapath
     if datapath == "auto":

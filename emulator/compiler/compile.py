@@ -182,15 +182,28 @@ class Compiled:
         return out
 
     def _compute_options(self, node, engine: str, name: str | None = None) -> dict[str, Any]:
-        """A compute node: a namespace whose own OVS and agent start once its links are up (node None: generated)."""
-        if node is not None and (engine != "netns" or node.options.get("agent") == "external"):
-            raise TopologyError("compute nodes run cloudemu's agent in a network namespace for now "
-                                "(provisioner: netns, agent: builtin); containerized and external agents are not "
-                                "supported yet", where=node.where, field=f"nodes.{node.name}")
-        opts: dict[str, Any] = {"compute": {"agent": "builtin", "port": ACA_PORT, "vm_prefix": self.netns_prefix,
-                                            "dir": f"{COMPUTE_DIR}/{self.experiment}/{name or node.name}"}}
-        if node is not None and node.options.get("ports"):
-            opts["ports"] = node.options["ports"]
+        """A compute node: its own OVS and agent start once its links are up (node None: generated).
+
+        On netns the agent runs in the node's namespace; on Docker inside the container (its VMs too),
+        with the node's directory mounted so that cloudemu reaches the agent's socket from the machine."""
+        if node is not None and (engine not in ("netns", "docker") or node.options.get("agent") == "external"):
+            raise TopologyError("compute nodes run cloudemu's agent (agent: builtin) in a network namespace or a "
+                                "Docker container for now; LXD and external agents are not supported yet",
+                                where=node.where, field=f"nodes.{node.name}")
+        name = name or node.name
+        compute = {"agent": "builtin", "port": ACA_PORT, "vm_prefix": self.netns_prefix,
+                   "dir": f"{COMPUTE_DIR}/{self.experiment}/{name}"}
+        if engine == "netns":
+            opts: dict[str, Any] = {"compute": compute}
+            if node is not None and node.options.get("ports"):
+                opts["ports"] = node.options["ports"]
+            return opts
+        opts = {"engine": engine, "image": node.options.get("image", self.topo.node_defaults.get("image", DEFAULT_IMAGE))}
+        opts.update({k: node.options[k] for k in CONTAINER_KEYS | {"cpu", "memory"} if k in node.options})
+        opts.pop("provisioner", None)
+        opts["caps"] = sorted(set(opts.get("caps", [])) | {"NET_ADMIN", "NET_RAW", "SYS_ADMIN"})  # OVS and namespaces
+        opts["container"] = container_name(engine, self.experiment, self.tag, name)
+        opts["compute"] = {**compute, "in_container": True}
         return opts
 
     def vm_rows(self, m: int) -> list[dict[str, Any]]:

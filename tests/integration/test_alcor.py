@@ -3,6 +3,7 @@
 import time
 
 import grpc
+import pytest
 
 from emulator.alcor import controller, goalstates
 from emulator.alcor.schema import common_pb2 as common
@@ -22,8 +23,8 @@ vpcs:
   red: {{vni: 2002, cidr: 10.1.0.0/24}}
 nodes:
   tor: {{kind: switch}}
-  cn1: {{kind: compute}}
-  cn2: {{kind: compute}}
+  cn1: {{kind: compute, provisioner: {engine}}}
+  cn2: {{kind: compute, provisioner: {engine}}}
   b1: {{kind: vm, on: cn1, vpc: blue, ip: 10.1.0.11/24}}
   b2: {{kind: vm, on: cn2, vpc: blue, ip: 10.1.0.12/24}}
   r1: {{kind: vm, on: cn1, vpc: red, ip: 10.1.0.21/24}}
@@ -42,9 +43,11 @@ def pings(emu: Emulation, src: str, ip: str, tries: int = 3) -> bool:
     return False
 
 
-def test_vms_of_one_vpc_meet_across_compute_nodes_and_vpcs_stay_apart(state_dir):
-    name = "alcor_two"
-    emu = Emulation(load_text(TWO_VPCS.format(name=name))).up()
+@pytest.mark.parametrize("engine", ["netns", "docker"])
+def test_vms_of_one_vpc_meet_across_compute_nodes_and_vpcs_stay_apart(state_dir, engine):
+    """On Docker the agent, its OVS and the VMs live inside each compute node's container."""
+    name = f"alcor_two_{engine}"
+    emu = Emulation(load_text(TWO_VPCS.format(name=name, engine=engine))).up()
     try:
         states = {s.node: (s.kind, s.state) for s in emu.status()}
         assert states["cn1"] == ("compute", "running") and states["b2"] == ("vm", "running")
@@ -66,7 +69,7 @@ def test_vms_of_one_vpc_meet_across_compute_nodes_and_vpcs_stay_apart(state_dir)
 def test_goal_states_delete_ports_and_v1_creates_them(state_dir):
     """The running agents take more goal states: DELETE removes a VM, a V1 unary call makes a new one."""
     name = "alcor_live"
-    emu = Emulation(load_text(TWO_VPCS.format(name=name))).up()
+    emu = Emulation(load_text(TWO_VPCS.format(name=name, engine="netns"))).up()
     try:
         targets = controller.agent_targets(emu.plan)
         ports = {p.name: p for p in controller.plan_ports(emu.plan)}
