@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emulator.compiler.plan import Plan, PlanNode
-from emulator.model import Cluster, Topology, TopologyError
+from emulator.model import Cluster, Topology
 from emulator.runtime import orchestrator
 from emulator.runtime.distributed import CLUSTER, ClusterUp, cluster_from_dict, deploy_cluster, ping_pairs, shard_status
 from emulator.runtime.events import Phases, ProgressSink
@@ -153,7 +153,6 @@ class Emulation:
             raise ValueError("no topology to bring up")
         phases = Phases(sink)
         if self.cluster is not None:
-            _refuse_compute_nodes_on_clusters(self.topology)
             self.deployment = deploy_cluster(self.topology, self.cluster, experiment=self.name, placement=self.placement,
                                              provisioner=self.provisioner, parallel=self.parallel,
                                              accept_new=self.accept_new, phases=phases)
@@ -178,7 +177,33 @@ class Emulation:
 
         hosts = {vm["host_ip"] for vm in self.plan.vms}
         with phases.phase("goal states", total=len(hosts)) as step:
-            program_vms(self.plan, on_reply=step.advance)
+            if self.cluster is None:
+                program_vms(self.plan, on_reply=step.advance)
+            else:  # each machine's worker pushes to its own compute nodes' sockets: one round trip per machine
+                program_vms(self.plan, on_reply=step.advance, push=self._push_through_workers)
+
+    def _push_through_workers(self, targets: dict[str, str], messages: dict[str, list]) -> list:
+        import base64
+
+        from emulator.alcor.controller import Pushed
+        from emulator.alcor.errors import AgentError
+
+        machine_of = {n.ip.split("/")[0]: n.machine for n in self._plan().nodes if n.ip and "compute" in n.options}
+        by_machine: dict[str, list[str]] = {}
+        for host in messages:
+            by_machine.setdefault(machine_of[host], []).append(host)
+
+        def request(machine: str) -> dict[str, Any]:
+            hosts = by_machine[machine]
+            return {"command": "goalstates", "targets": {h: targets[h] for h in hosts},
+                    "messages": {h: [base64.b64encode(m.SerializeToString()).decode() for m in messages[h]]
+                                 for h in hosts}}
+        out = []
+        for machine, result in self.workers.each(by_machine, request).items():
+            if isinstance(result, Exception):
+                raise AgentError(f"goal states for the compute nodes on {machine}: {result}")
+            out += [Pushed(r["host"], 0.0, r["seconds"], r["agent_us"], failed_names=r["failed"]) for r in result["pushed"]]
+        return out
 
     def down(self, sink: ProgressSink | None = None) -> orchestrator.DownResult:
         if "workers" in self.__dict__:
@@ -250,16 +275,6 @@ class Emulation:
         if self.plan is None:
             raise RuntimeError("the emulation is not up")
         return self.plan
-
-
-def _refuse_compute_nodes_on_clusters(topology: Topology) -> None:
-    """cloudemu reaches agents through unix sockets on this machine: compute nodes elsewhere are not wired up yet."""
-    generated = any(k == "compute" for b in topology.bulk for k in b.kinds)
-    node = next((n for n in topology.nodes.values() if n.role == "compute"), None) if not topology.only_bulk() else None
-    if generated or node is not None:
-        raise TopologyError("compute nodes run on this machine only for now: drop --cluster to bring this topology up",
-                            where=node.where if node else topology.bulk[0].where,
-                            field=f"nodes.{node.name}" if node else "topology")
 
 
 def _ping_once(src: NodeHandle, ip: str, timeout: float) -> bool:

@@ -35,9 +35,12 @@ class Pushed:
     seconds: float
     agent_us: int
     statuses: list[Any] = field(default_factory=list)
+    failed_names: list[str] | None = None  # when it came back from a worker as names only
 
     @property
     def failed(self) -> list[str]:
+        if self.failed_names is not None:
+            return list(self.failed_names)
         return [f"{s.resource_id} ({STATUS_NAMES.get(s.operation_status, s.operation_status)})"
                 for s in self.statuses if s.operation_status != common.SUCCESS]
 
@@ -102,10 +105,17 @@ def push_all(targets: dict[str, str], messages: dict[str, list[goalstate_pb2.Goa
         return [p for batch in pool.map(one, sorted(messages)) for p in batch]
 
 
-def program_vms(plan: Plan, on_reply=None) -> list[Pushed]:
-    """Creates the plan's VMs through their agents, as Alcor would; raises naming each port that failed."""
+def program_vms(plan: Plan, on_reply=None, push=None) -> list[Pushed]:
+    """Creates the plan's VMs through their agents, as Alcor would; raises naming each port that failed.
+
+    `push(targets, messages)` sends them some other way (through each machine's worker on a cluster)."""
     messages = {host: [gs] for host, gs in goalstates.per_host(plan_ports(plan)).items()}
-    pushed = push_all(agent_targets(plan), messages, on_reply=on_reply)
+    if push is None:
+        pushed = push_all(agent_targets(plan), messages, on_reply=on_reply)
+    else:
+        pushed = push(agent_targets(plan), messages)
+        if on_reply:
+            on_reply(len(pushed))
     failed = [f for p in pushed for f in p.failed]
     if failed:
         raise AgentError(f"{len(failed)} operation(s) failed: {', '.join(failed[:10])}")

@@ -248,7 +248,7 @@ def merge_shards(experiment: str, shards: dict[str, dict[str, Any]]) -> Plan:
     first = plans[0]
     return Plan(experiment, first.tag, first.subnet, [n for p in plans for n in p.nodes],
                 [lk for p in plans for lk in p.links], provisioner=CLUSTER, machine=CLUSTER,
-                tunnels=[t for p in plans for t in p.tunnels])
+                tunnels=[t for p in plans for t in p.tunnels], vms=[v for p in plans for v in p.vms])
 
 
 def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:

@@ -180,14 +180,25 @@ def ping(req: dict[str, Any]) -> dict[str, Any]:
 
 
 COMMANDS = {"facts": facts, "preflight": preflight, "up": up, "down": down, "status": status, "ping": ping}
+#: Commands of the layers above, imported only when asked for (the worker itself stays below them).
+EXTENSIONS = {"goalstates": "emulator.alcor.remote:goalstates"}
+
+
+def _extension(target: str):
+    import importlib
+
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def main() -> None:
     try:
         req = json.loads(sys.stdin.read() or "{}")
-        command = COMMANDS[req.get("command", "")]
+        name = req.get("command", "")
+        command = COMMANDS[name] if name in COMMANDS else _extension(EXTENSIONS[name])
     except (ValueError, KeyError):
-        emit({"ev": "error", "kind": "usage", "message": f"unknown request; commands: {', '.join(COMMANDS)}"})
+        emit({"ev": "error", "kind": "usage",
+              "message": f"unknown request; commands: {', '.join([*COMMANDS, *EXTENSIONS])}"})
         sys.exit(2)
     if req.get("state_dir"):
         os.environ.setdefault("CLOUDEMU_STATE_DIR", str(Path(req["state_dir"]).expanduser()))

@@ -192,3 +192,36 @@ def test_cli_run_across_machines_with_junit(state_dir, cluster_file, tmp_path):
     doctor = subprocess.run([str(ROOT / ".venv/bin/cloudemu"), "doctor", "--cluster", str(cluster_file), "-o", "json"],
                             capture_output=True, text=True, timeout=120)
     assert doctor.returncode == 0 and len(json.loads(doctor.stdout)) == 3
+
+
+def test_compute_nodes_across_machines_take_goal_states_through_their_workers(cluster_file):
+    """3 compute nodes pinned to 2 machines, 2 VPCs: VMs meet across machines (VXLAN inside the tunnels), VPCs stay
+    apart, goal states go out as one worker request per machine; down leaves nothing anywhere."""
+    from tests.conftest import leftovers
+
+    name = "mm_alcor"
+    body = (f"version: 1\nname: {name}\ndefaults: {{subnet: 10.204.0.0/24}}\n"
+            "vpcs: {blue: {vni: 3001, cidr: 10.1.0.0/24}, red: {vni: 3002, cidr: 10.1.0.0/24}}\n"
+            "nodes:\n  tor1: {kind: switch, machine: m1}\n  tor2: {kind: switch, machine: m2}\n"
+            "  cn1: {kind: compute, machine: m1}\n  cn2: {kind: compute, machine: m1}\n"
+            "  cn3: {kind: compute, machine: m2}\n"
+            "  b1: {kind: vm, on: cn1, vpc: blue, ip: 10.1.0.11/24}\n  b3: {kind: vm, on: cn3, vpc: blue, ip: 10.1.0.13/24}\n"
+            "  r2: {kind: vm, on: cn2, vpc: red, ip: 10.1.0.22/24}\n  r3: {kind: vm, on: cn3, vpc: red, ip: 10.1.0.23/24}\n"
+            "links:\n  - endpoints: [tor1, tor2]\n  - endpoints: [cn1, tor1]\n  - endpoints: [cn2, tor1]\n"
+            "  - endpoints: [cn3, tor2]\n")
+    emu = Emulation(load_text(body), cluster=load_cluster(cluster_file))
+    emu.up()
+    try:
+        assert {n.machine for n in emu.plan.nodes if "compute" in n.options} == {"m1", "m2"}
+        assert emu.plan.tunnels, "tor1-tor2 crosses machines"
+
+        def reaches(src: str, ip: str, tries: int = 3) -> bool:
+            return any(emu.node(src).run(["ping", "-c", "1", "-W", "1", ip]).returncode == 0 for _ in range(tries))
+        assert reaches("b1", "10.1.0.13") and reaches("r2", "10.1.0.23")  # across machines
+        assert not reaches("b1", "10.1.0.23", tries=1) and not reaches("r3", "10.1.0.11", tries=1)  # other VPC
+        states = {s.node: s.state for s in emu.status()}
+        assert [states[v] for v in ("b1", "b3", "r2", "r3")] == ["running"] * 4
+    finally:
+        result = emu.down()
+    assert result.clean, result.left
+    assert machine_leftovers(name) == {} and leftovers(name) == {}

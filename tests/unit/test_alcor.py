@@ -209,12 +209,3 @@ def test_region_generator_makes_compute_nodes_and_alcor_region_plans():
     assert len(services) == 10 and all("ignite" in s["depends_on"] or n in ("ignite", "api_gateway")
                                        for n, s in services.items())
     assert sum("compute" in n.options for n in region.nodes) == 16 and region.provisioner == "docker"
-
-
-def test_compute_nodes_across_machines_are_refused_before_anything_happens():
-    from emulator.api import Emulation
-    from emulator.model import Cluster, TopologyError
-
-    topo = load_text("version: 1\nname: cc\nnodes:\n  cn1: {kind: compute}\n")
-    with pytest.raises(TopologyError, match="compute nodes run on this machine only"):
-        Emulation(topo, cluster=Cluster.local(2)).up()
