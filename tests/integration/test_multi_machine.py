@@ -194,17 +194,20 @@ def test_cli_run_across_machines_with_junit(state_dir, cluster_file, tmp_path):
     assert doctor.returncode == 0 and len(json.loads(doctor.stdout)) == 3
 
 
-def test_compute_nodes_across_machines_take_goal_states_through_their_workers(cluster_file):
+@pytest.mark.parametrize("engine", ["netns", "docker"])
+def test_compute_nodes_across_machines_take_goal_states_through_their_workers(cluster_file, engine):
     """3 compute nodes pinned to 2 machines, 2 VPCs: VMs meet across machines (VXLAN inside the tunnels), VPCs stay
-    apart, goal states go out as one worker request per machine; down leaves nothing anywhere."""
+    apart, goal states go out as one worker request per machine; down leaves nothing anywhere. On Docker the
+    testbed machines share this host's Docker engine; each compute node is a container wired into its machine."""
     from tests.conftest import leftovers
 
-    name = "mm_alcor"
+    name = f"mm_alcor_{engine}"
     body = (f"version: 1\nname: {name}\ndefaults: {{subnet: 10.204.0.0/24}}\n"
             "vpcs: {blue: {vni: 3001, cidr: 10.1.0.0/24}, red: {vni: 3002, cidr: 10.1.0.0/24}}\n"
             "nodes:\n  tor1: {kind: switch, machine: m1}\n  tor2: {kind: switch, machine: m2}\n"
-            "  cn1: {kind: compute, machine: m1}\n  cn2: {kind: compute, machine: m1}\n"
-            "  cn3: {kind: compute, machine: m2}\n"
+            f"  cn1: {{kind: compute, machine: m1, provisioner: {engine}}}\n"
+            f"  cn2: {{kind: compute, machine: m1, provisioner: {engine}}}\n"
+            f"  cn3: {{kind: compute, machine: m2, provisioner: {engine}}}\n"
             "  b1: {kind: vm, on: cn1, vpc: blue, ip: 10.1.0.11/24}\n  b3: {kind: vm, on: cn3, vpc: blue, ip: 10.1.0.13/24}\n"
             "  r2: {kind: vm, on: cn2, vpc: red, ip: 10.1.0.22/24}\n  r3: {kind: vm, on: cn3, vpc: red, ip: 10.1.0.23/24}\n"
             "links:\n  - endpoints: [tor1, tor2]\n  - endpoints: [cn1, tor1]\n  - endpoints: [cn2, tor1]\n"
