@@ -308,6 +308,10 @@ class Topology:
                 what = "is not a node" if host is None else f"is a {host.role}, not a compute node"
                 raise TopologyError(f"{vm.on!r} {what}; a vm sits on a compute node (kind: compute)",
                                     where=vm.where, field=f"nodes.{vm.name}.on")
+            if host.options.get("agent") == "external":
+                raise TopologyError(f"{vm.on!r} runs an external agent, which cloudemu does not drive at up; declare "
+                                    "VMs on builtin agents, or drive yours with 'cloudemu alcor load --target'",
+                                    where=vm.where, field=f"nodes.{vm.name}.on")
             if vm.name in self.nodes:
                 raise TopologyError(f"duplicate node {vm.name!r}", where=vm.where, field=f"nodes.{vm.name}")
             vpc = self.vpcs.setdefault(vm.vpc, Vpc(vm.vpc, where=vm.where))

@@ -87,7 +87,7 @@ class ContainerProvisioner(NetnsProvisioner):
     def create(self, plan: Plan, journal: Journal, phases: Phases) -> None:
         super().create(plan, journal, phases)
         boxes = {n.name: n for n in plan.nodes if self.is_container(n)}
-        computes = [n for n in boxes.values() if "compute" in n.options]
+        computes = [n for n in boxes.values() if n.options.get("compute", {}).get("agent") == "builtin"]
         if computes:
             with phases.phase("compute nodes", total=len(computes)) as step:
                 for node in computes:

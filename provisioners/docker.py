@@ -66,7 +66,7 @@ class DockerProvisioner(ContainerProvisioner):
         }
         if OVS_CAPS & set(caps):  # OVS or namespaces inside: what works where --privileged does not
             args.update(devices=["/dev/net/tun:/dev/net/tun"], security_opt=["seccomp=unconfined", "apparmor=unconfined"])
-        if "compute" in o:  # the node's directory, this code and its packages: the agent runs inside
+        if o.get("compute", {}).get("agent") == "builtin":  # the node's directory, this code, its packages
             computenodes.prepare([node])
             args["volumes"] = [*args["volumes"], *computenodes.container_mounts(node)]
         if o.get("cpu"):

@@ -32,7 +32,8 @@ class NetnsProvisioner(Provisioner):
         out += [_veth_resource(link) for link in plan.links]
         out += [_tunnel_resource(t) for t in plan.tunnels]
         out += [Resource("port", f"{outer}", n.netns) for n in plan.nodes for outer, _ in n.options.get("ports", ())]
-        out += [Resource("dir", n.options["compute"]["dir"]) for n in plan.nodes if "compute" in n.options]
+        out += [Resource("dir", n.options["compute"]["dir"]) for n in plan.nodes
+                if n.options.get("compute", {}).get("agent") == "builtin"]
         return out
 
     # -- preflight -------------------------------------------------------

@@ -50,7 +50,7 @@ def agent_targets(plan: Plan) -> dict[str, str]:
     out = {}
     for n in plan.nodes:
         spec = n.options.get("compute")
-        if spec and n.ip:
+        if spec and spec["agent"] == "builtin" and n.ip:
             out[n.ip.split("/")[0]] = f"unix:{spec['dir']}/agent.sock"
     return out
 

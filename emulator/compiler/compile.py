@@ -186,12 +186,15 @@ class Compiled:
 
         On netns the agent runs in the node's namespace; on Docker inside the container (its VMs too),
         with the node's directory mounted so that cloudemu reaches the agent's socket from the machine."""
-        if node is not None and (engine not in ("netns", "docker") or node.options.get("agent") == "external"):
-            raise TopologyError("compute nodes run cloudemu's agent (agent: builtin) in a network namespace or a "
-                                "Docker container for now; LXD and external agents are not supported yet",
-                                where=node.where, field=f"nodes.{node.name}")
+        agent = node.options.get("agent", "builtin") if node is not None else "builtin"
+        if node is not None and engine not in ("netns", "docker"):
+            raise TopologyError("compute nodes run in a network namespace or a Docker container for now; LXD is not "
+                                "supported yet", where=node.where, field=f"nodes.{node.name}")
+        if agent == "external" and (engine != "docker" or "image" not in node.options):
+            raise TopologyError("agent: external runs your agent's image: give the node provisioner: docker and the "
+                                "image (and its start command as command:)", where=node.where, field=f"nodes.{node.name}")
         name = name or node.name
-        compute = {"agent": "builtin", "port": ACA_PORT, "vm_prefix": self.netns_prefix,
+        compute = {"agent": agent, "port": ACA_PORT, "vm_prefix": self.netns_prefix,
                    "dir": f"{COMPUTE_DIR}/{self.experiment}/{name}"}
         if engine == "netns":
             opts: dict[str, Any] = {"compute": compute}

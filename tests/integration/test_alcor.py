@@ -156,3 +156,33 @@ def test_generated_region_of_compute_nodes_takes_a_load(state_dir):
     finally:
         result = emu.down()
     assert result.clean and leftovers(name) == {}
+
+
+def test_external_agent_image_is_only_wired(state_dir):
+    """agent: external: the user's image runs its own command once linked; cloudemu starts no agent of its own."""
+    import urllib.request
+
+    name = "alcor_ext"
+    body = (f"version: 1\nname: {name}\ndefaults: {{subnet: 10.205.0.0/24}}\nnodes:\n  s1: {{kind: switch}}\n"
+            "  h1: {}\n"
+            "  aca: {kind: compute, agent: external, provisioner: docker, image: 'cloudemu/node:1',\n"
+            "        command: 'exec python3 -m http.server 50001', ports: ['15001:50001']}\n"
+            "links:\n  - endpoints: [aca, s1]\n  - endpoints: [h1, s1]\n")
+    emu = Emulation(load_text(body)).up()
+    try:
+        assert controller.agent_targets(emu.plan) == {}  # nothing of ours to drive
+        states = {s.node: s for s in emu.status()}
+        assert (states["aca"].kind, states["aca"].state) == ("compute", "running")
+        assert emu.pingall(wait=10).failed == []  # wired into the topology like any node
+        text = ""
+        for _ in range(50):  # the stand-in "agent" needs a moment; it answers on its published port
+            try:
+                text = urllib.request.urlopen("http://127.0.0.1:15001/", timeout=2).read().decode()
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert "Directory listing" in text
+        assert emu.node("aca").run(["pgrep", "-f", "emulator.alcor.node"]).returncode != 0
+    finally:
+        result = emu.down()
+    assert result.clean and leftovers(name) == {}
