@@ -9,6 +9,7 @@ sockets, logs, the agent's unix socket) is journaled and removed.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -56,6 +57,20 @@ def container_command(node: PlanNode) -> list[str]:
     argv = " ".join(["python3", *agent_argv(node, base)])
     return ["/bin/sh", "-c", f"export PYTHONPATH={IN_CONTAINER['code']}:{IN_CONTAINER['site']}; "
                              f"exec {argv} > {base}/agent.log 2>&1"]
+
+
+def problems(nodes: list[PlanNode]) -> list[str]:
+    """What stops compute nodes on this machine: OVS's daemons, and the agent's packages in this Python."""
+    if not nodes:
+        return []
+    out = []
+    if not shutil.which("ovs-vswitchd") or not shutil.which("ovsdb-server"):
+        out.append("compute nodes run their own Open vSwitch: apt-get install openvswitch-switch")
+    missing = [m for m in ("grpc", "google.protobuf", "pyroute2") if importlib.util.find_spec(m.split(".")[0]) is None]
+    if missing:
+        out.append(f"compute nodes' agent needs {', '.join(missing)} in {sys.executable}: "
+                   "pip install grpcio protobuf pyroute2 (or run scripts/setup.sh)")
+    return out
 
 
 def prepare(nodes: list[PlanNode]) -> None:

@@ -53,6 +53,7 @@ class NetnsProvisioner(Provisioner):
                 "(sch_netem); remove those parameters or run on a machine whose kernel has netem")
         problems += self._collisions(plan)
         problems += _port_problems(plan)
+        problems += computenodes.problems([n for n in plan.nodes if n.options.get("compute", {}).get("agent") == "builtin"])
         if problems:
             raise PreflightError("; ".join(problems))
 

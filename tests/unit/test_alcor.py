@@ -209,3 +209,16 @@ def test_region_generator_makes_compute_nodes_and_alcor_region_plans():
     assert len(services) == 10 and all("ignite" in s["depends_on"] or n in ("ignite", "api_gateway")
                                        for n, s in services.items())
     assert sum("compute" in n.options for n in region.nodes) == 16 and region.provisioner == "docker"
+
+
+def test_preflight_names_what_compute_nodes_miss(monkeypatch):
+    from emulator.compiler.plan import PlanNode
+    from provisioners import computenodes
+
+    node = PlanNode("cn1", "host", options={"compute": {"agent": "builtin"}})
+    assert computenodes.problems([]) == []
+    real = computenodes.importlib.util.find_spec
+    monkeypatch.setattr(computenodes.importlib.util, "find_spec", lambda m: None if m == "grpc" else real(m))
+    monkeypatch.setattr(computenodes.shutil, "which", lambda tool: None)
+    found = computenodes.problems([node])
+    assert any("openvswitch-switch" in p for p in found) and any("grpc in" in p and "pip install" in p for p in found)
