@@ -99,3 +99,16 @@ def shaped_rate(emu, client: str, server: str, expected: float, tries: int = 3) 
         if best >= 0.9 * expected:
             break
     return best
+
+
+def http_text_when_up(url: str, tries: int = 100) -> str:
+    """The body at `url` once something answers there (a server just started needs a moment); "" if never."""
+    import time
+    import urllib.request
+
+    for _ in range(tries):
+        try:
+            return urllib.request.urlopen(url, timeout=5).read().decode()
+        except OSError:
+            time.sleep(0.1)
+    return ""

@@ -11,7 +11,7 @@ from emulator.alcor.schema import goalstate_pb2
 from emulator.alcor.schema import goalstateprovisioner_pb2_grpc as rpc
 from emulator.api import Emulation
 from emulator.topology.loader import load_file, load_text
-from tests.conftest import NEEDS_ROOT_OVS, ROOT, cli, leftovers
+from tests.conftest import NEEDS_ROOT_OVS, ROOT, cli, http_text_when_up, leftovers
 
 pytestmark = NEEDS_ROOT_OVS
 
@@ -160,8 +160,6 @@ def test_generated_region_of_compute_nodes_takes_a_load(state_dir):
 
 def test_external_agent_image_is_only_wired(state_dir):
     """agent: external: the user's image runs its own command once linked; cloudemu starts no agent of its own."""
-    import urllib.request
-
     name = "alcor_ext"
     body = (f"version: 1\nname: {name}\ndefaults: {{subnet: 10.205.0.0/24}}\nnodes:\n  s1: {{kind: switch}}\n"
             "  h1: {}\n"
@@ -174,14 +172,8 @@ def test_external_agent_image_is_only_wired(state_dir):
         states = {s.node: s for s in emu.status()}
         assert (states["aca"].kind, states["aca"].state) == ("compute", "running")
         assert emu.pingall(wait=10).failed == []  # wired into the topology like any node
-        text = ""
-        for _ in range(50):  # the stand-in "agent" needs a moment; it answers on its published port
-            try:
-                text = urllib.request.urlopen("http://127.0.0.1:15001/", timeout=2).read().decode()
-                break
-            except OSError:
-                time.sleep(0.1)
-        assert "Directory listing" in text
+        # the stand-in "agent" answers on its published port
+        assert "Directory listing" in http_text_when_up("http://127.0.0.1:15001/")
         assert emu.node("aca").run(["pgrep", "-f", "emulator.alcor.node"]).returncode != 0
     finally:
         result = emu.down()

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from emulator import Emulation, load_text
-from tests.conftest import NEEDS_ROOT_OVS, leftovers, shaped_rate
+from tests.conftest import NEEDS_ROOT_OVS, http_text_when_up, leftovers, shaped_rate
 
 pytestmark = NEEDS_ROOT_OVS
 ENGINES = ["netns", "docker", "lxd"]
@@ -103,8 +103,6 @@ def test_missing_image_creates_nothing(state_dir):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_published_port_on_engine(state_dir, engine):
     """`ports` publishes a node's TCP port on the machine; `down` ends the forwarder."""
-    import urllib.request
-
     from provisioners import portforward
 
     server = ["python3", "-m", "http.server", "8000", "--bind", "127.0.0.1"]
@@ -115,14 +113,7 @@ def test_published_port_on_engine(state_dir, engine):
     background = emu.node("h1").popen(server) if engine == "netns" else None
     try:
         assert len(portforward.pids_of(name)) == 1
-        text = ""
-        for _ in range(100):  # the server needs a moment to listen
-            try:
-                text = urllib.request.urlopen("http://127.0.0.1:18080/", timeout=5).read().decode()
-                break
-            except OSError:
-                time.sleep(0.1)
-        assert "Directory listing" in text
+        assert "Directory listing" in http_text_when_up("http://127.0.0.1:18080/")
     finally:
         if background:
             background.kill()
