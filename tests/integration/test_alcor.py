@@ -178,3 +178,31 @@ def test_external_agent_image_is_only_wired(state_dir):
     finally:
         result = emu.down()
     assert result.clean and leftovers(name) == {}
+
+
+def test_load_drives_an_agent_by_address(state_dir):
+    """`alcor load --target HOST:PORT`, as against a real ACA: here our agent in an "external" container."""
+    import json
+    import sys
+    from pathlib import Path
+
+    site = next(p for p in sys.path if p.endswith("site-packages") and Path(p, "grpc").is_dir())
+    name = "alcor_target"
+    body = (f"version: 1\nname: {name}\ndefaults: {{subnet: 10.206.0.0/24}}\nnodes:\n  s1: {{kind: switch}}\n"
+            "  aca: {kind: compute, agent: external, provisioner: docker, image: 'cloudemu/node:1',\n"
+            f"        volumes: ['{ROOT}:/opt/code:ro', '{site}:/opt/site:ro'], ports: ['15002:50001'],\n"
+            "        command: 'export PYTHONPATH=/opt/code:/opt/site; exec python3 -m emulator.alcor.node "
+            "--dir /tmp/node --vm-prefix ext. > /tmp/agent.log 2>&1'}\n"
+            "links:\n  - endpoints: [aca, s1]\n")
+    emu = Emulation(load_text(body)).up()
+    try:
+        proc = cli("alcor", "load", "--target", "127.0.0.1:15002", "--vpcs", "2", "--ports-per-vpc", "4", "-o", "json",
+                   check=False)
+        report = json.loads(proc.stdout)
+        assert proc.returncode == 0 and report["errors"] == 0, proc.stdout + proc.stderr
+        assert report["ports"] == 4  # half the ports are on the agent, half on a remote host it learns as neighbours
+        made = emu.node("aca").cmd(["ip", "netns", "list"])
+        assert made.count("ext.") == 4
+    finally:
+        result = emu.down()
+    assert result.clean and leftovers(name) == {}
