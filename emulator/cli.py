@@ -536,8 +536,6 @@ def run(source: str, custom: str | None, name: str | None, provisioner: str, clu
     sys.exit(0 if passed else 1)
 
 
-
-
 from emulator.cli_alcor import alcor  # noqa: E402 - registered last: it uses the helpers above
 
 cli.add_command(alcor)

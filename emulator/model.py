@@ -6,6 +6,7 @@ late, in the compiler, still point at the line the user has to change.
 
 from __future__ import annotations
 
+import graphlib
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -340,24 +341,14 @@ class Topology:
                     what = "is not a node" if dep not in self.nodes else f"is a {self.nodes[dep].role}, not a service"
                     raise TopologyError(f"{dep!r} {what}; depends_on names services", where=where,
                                         field=f"nodes.{node.name}.depends_on")
-        state: dict[str, int] = {}  # 1: on the current path, 2: done
-
-        def visit(name: str, path: list[str]) -> None:
-            state[name] = 1
-            for dep in services[name].options.get("depends_on", ()):
-                if state.get(dep) == 1:
-                    cycle = path[path.index(dep):] + [name, dep] if dep in path else [name, dep]
-                    node = services[name]
-                    raise TopologyError(f"depends_on cycle: {' -> '.join(dict.fromkeys(cycle[:-1]))} -> {dep}",
-                                        where=node.options.get("depends_on_where", node.where),
-                                        field=f"nodes.{name}.depends_on")
-                if dep not in state:
-                    visit(dep, path + [name])
-            state[name] = 2
-
-        for name in services:
-            if name not in state:
-                visit(name, [])
+        try:
+            graphlib.TopologicalSorter({n: svc.options.get("depends_on", ()) for n, svc in services.items()}).prepare()
+        except graphlib.CycleError as exc:
+            cycle = list(reversed(exc.args[1]))  # graphlib lists it against the dependency direction
+            node = services[cycle[-2]]  # the service whose depends_on closes the cycle
+            raise TopologyError(f"depends_on cycle: {' -> '.join(cycle)}",
+                                where=node.options.get("depends_on_where", node.where),
+                                field=f"nodes.{node.name}.depends_on") from None
 
     # -- queries ---------------------------------------------------------
     def __len__(self) -> int:

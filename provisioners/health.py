@@ -6,6 +6,7 @@ TCP and HTTP are tried from a thread that enters the node's network namespace an
 
 from __future__ import annotations
 
+import graphlib
 import socket
 import subprocess
 import threading
@@ -65,16 +66,12 @@ def wait_healthy(name: str, netns: str, check: dict, exec_argv: Callable[[list[s
 
 
 def levels(deps: dict[str, list[str]]) -> list[list[str]]:
-    """Start order: each level depends only on earlier ones (the loader has refused cycles)."""
-    done: set[str] = set()
+    """Start order: each level depends only on earlier ones (dependencies outside `deps` count as met)."""
+    order = graphlib.TopologicalSorter({n: [d for d in ds if d in deps] for n, ds in deps.items()})
+    order.prepare()  # raises graphlib.CycleError (the loader refuses cycles first)
     out = []
-    pending = dict(deps)
-    while pending:
-        level = sorted(n for n, ds in pending.items() if all(d in done or d not in deps for d in ds))
-        if not level:
-            raise ValueError(f"depends_on cycle among {', '.join(sorted(pending))}")
+    while order.is_active():
+        level = sorted(order.get_ready())
         out.append(level)
-        done.update(level)
-        for n in level:
-            del pending[n]
+        order.done(*level)
     return out

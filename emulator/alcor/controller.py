@@ -62,15 +62,14 @@ def plan_ports(plan: Plan) -> list[goalstates.Port]:
 
 
 def stream(target: str, messages: Iterable[goalstate_pb2.GoalStateV2], *, host: str = "", started: float | None = None,
-           interval: float = 0.0, timeout: float = 600.0) -> list[Pushed]:
-    """Sends `messages` on one PushGoalStatesStream, `interval` seconds apart; one Pushed per reply."""
+           timeout: float = 600.0) -> list[Pushed]:
+    """Sends `messages` on one PushGoalStatesStream as the iterable yields them (a paced one paces the stream);
+    one Pushed per reply."""
     started = time.perf_counter() if started is None else started
     sent: list[float] = []
 
-    def paced():
-        for i, msg in enumerate(messages):
-            if interval and i:
-                time.sleep(max(0.0, sent[-1] + interval - time.perf_counter()))
+    def timed():
+        for msg in messages:
             sent.append(time.perf_counter())
             yield msg
 
@@ -78,7 +77,7 @@ def stream(target: str, messages: Iterable[goalstate_pb2.GoalStateV2], *, host: 
     with grpc.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
         try:
             grpc.channel_ready_future(channel).result(timeout=30)
-            for i, reply in enumerate(rpc.GoalStateProvisionerStub(channel).PushGoalStatesStream(paced(), timeout=timeout)):
+            for i, reply in enumerate(rpc.GoalStateProvisionerStub(channel).PushGoalStatesStream(timed(), timeout=timeout)):
                 now = time.perf_counter()
                 out.append(Pushed(host or target, sent[i] - started, now - sent[i], reply.message_total_operation_time,
                                   list(reply.operation_statuses)))
@@ -89,7 +88,7 @@ def stream(target: str, messages: Iterable[goalstate_pb2.GoalStateV2], *, host: 
 
 
 def push_all(targets: dict[str, str], messages: dict[str, list[goalstate_pb2.GoalStateV2]], *, concurrency: int = 16,
-             interval: float = 0.0, on_reply=None) -> list[Pushed]:
+             on_reply=None) -> list[Pushed]:
     """Each host's messages on its own stream, `concurrency` streams at once."""
     missing = sorted(set(messages) - set(targets))
     if missing:
@@ -97,7 +96,7 @@ def push_all(targets: dict[str, str], messages: dict[str, list[goalstate_pb2.Goa
     started = time.perf_counter()
 
     def one(host: str) -> list[Pushed]:
-        result = stream(targets[host], messages[host], host=host, started=started, interval=interval)
+        result = stream(targets[host], messages[host], host=host, started=started)
         if on_reply:
             on_reply(len(result))
         return result

@@ -45,9 +45,9 @@ def first_ipv4_device() -> str:
     raise SystemExit("no device with an IPv4 address: a compute node needs its underlay address")
 
 
-def move_underlay_to_br_phy(dp: Dataplane, dev: str) -> None:
+def move_underlay_to_br_phy(dp: Dataplane, dev: str, underlay: tuple[str, int, int, str]) -> None:
     """The userspace datapath tunnels only through an OVS bridge that holds the local address (br-phy)."""
-    ip, prefix, mtu, mac = underlay_of(dev)
+    ip, prefix, mtu, mac = underlay
     routes = json.loads(subprocess.run(["ip", "-j", "route", "show", "dev", dev], capture_output=True, text=True,
                                        check=True).stdout)
     dp.vsctl([["--may-exist", "add-br", "br-phy"],
@@ -85,11 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     if datapath == "auto":
         datapath = "system" if Path("/sys/module/openvswitch").exists() else "netdev"
     underlay = first_ipv4_device() if args.underlay == "auto" else args.underlay
-    host_ip, _, mtu, _ = underlay_of(underlay)
+    found = underlay_of(underlay)
+    host_ip, _, mtu, _ = found
     dp = Dataplane(datapath_type=datapath, mtu=mtu - VXLAN_OVERHEAD, env=ovsinstance.env(args.dir))
     dp.setup()
     if datapath == "netdev":
-        move_underlay_to_br_phy(dp, underlay)
+        move_underlay_to_br_phy(dp, underlay, found)
     listen = [args.listen] + ([f"unix:{args.socket}"] if args.socket else [])
     server = serve(Agent(dp, host_ip, args.vm_prefix), *listen)
     print(json.dumps({"ready": True, "host_ip": host_ip, "listen": args.listen, "datapath": datapath,
