@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 
 class CommandError(RuntimeError):
@@ -32,8 +33,16 @@ class LocalExecutor:
             raise CommandError(argv, proc.returncode, proc.stderr or proc.stdout)
         return proc
 
-    def ip_batch(self, lines: Iterable[str], *, force: bool = False) -> None:
-        """Many `ip` commands in one process; `force` goes on past errors (for removal)."""
+    def ip_batch(self, lines: Iterable[str], *, force: bool = False, parallel: int = 1) -> None:
+        """Many `ip` commands in one process; `force` goes on past errors (for removal).
+
+        `parallel` splits independent lines over that many processes (namespace creation
+        scales to two cores)."""
+        lines = list(lines)
+        if parallel > 1 and len(lines) >= 2 * parallel:
+            with ThreadPoolExecutor(parallel) as pool:
+                list(pool.map(lambda part: self.ip_batch(part, force=force), [lines[i::parallel] for i in range(parallel)]))
+            return
         text = "\n".join(lines)
         if text:
             self.run(["ip", *(["-force"] if force else []), "-batch", "-"], input=text + "\n", check=not force)
@@ -43,11 +52,11 @@ class LocalExecutor:
         if text:
             self.run(["tc", "-batch", "-"], input=text + "\n")
 
-    def ovs_vsctl(self, commands: Sequence[Sequence[str]], *, timeout: int = 120) -> str:
-        """Several ovs-vsctl commands as one OVSDB transaction."""
+    def ovs_vsctl(self, commands: Sequence[Sequence[str]], *, timeout: int = 120, db: str | None = None) -> str:
+        """Several ovs-vsctl commands as one OVSDB transaction (on the OVS at `db`, else the machine's)."""
         if not commands:
             return ""
-        argv = ["ovs-vsctl", f"--timeout={timeout}"]
+        argv = ["ovs-vsctl", f"--timeout={timeout}", *([f"--db={db}"] if db else [])]
         for cmd in commands:
             argv += ["--", *cmd]
         return self.run(argv, timeout=timeout + 10).stdout

@@ -7,8 +7,11 @@ br-tun...) do not meet the machine's. Clients reach it through OVS_RUNDIR (see `
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
+
+from emulator.runtime import processes
 
 OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 
@@ -35,6 +38,26 @@ def start(base: Path, prefix: list[str] | None = None) -> list[int]:
     _run([*pre, "ovs-vswitchd", f"unix:{run}/db.sock", f"--pidfile={run}/ovs-vswitchd.pid", "--detach",
           f"--log-file={log}/ovs-vswitchd.log"], full)
     return [int(Path(run, f).read_text()) for f in ("ovsdb-server.pid", "ovs-vswitchd.pid")]
+
+
+def pids(base: Path) -> list[int]:
+    """The instance's daemons: every process naming its directory on the command line."""
+    return processes.owned_by_marker(f"{base}/")
+
+
+def running(base: Path) -> bool:
+    return Path(env(base)["OVS_RUNDIR"], "db.sock").exists() and bool(pids(base))
+
+
+def stop(base: Path, remove: bool = True) -> list[int]:
+    """Ends both daemons at once (no clean-up pass over thousands of ports) and removes the directory.
+
+    Bridges' own devices (taps on the userspace datapath) outlive the process: the caller removes them.
+    Returns pids that would not die."""
+    alive = processes.end(pids(base))
+    if remove and not alive:
+        shutil.rmtree(base, ignore_errors=True)
+    return alive
 
 
 def _run(argv: list[str], environment: dict[str, str]) -> None:

@@ -64,8 +64,8 @@ def test_loopy_topologies_converge_and_linux_bridge(state_dir):
     emu = Emulation(load_file(ROOT / "topologies" / "bridged.yaml")).up()
     try:
         assert emu.pingall(wait=10).failed == []
-        assert "mtu 1400" in subprocess.run(["ip", "link", "show", emu.plan.links[2].a.dev],
-                                            capture_output=True, text=True).stdout
+        end = emu.plan.links[2].a  # on its owner's side: a switch's ports live in the switches' namespace
+        assert "mtu 1400" in emu.node(end.node).cmd(["ip", "link", "show", end.dev])
     finally:
         assert emu.down().clean
     assert leftovers("bridged") == {}
@@ -152,3 +152,29 @@ def test_exec_and_status_cli(state_dir):
     finally:
         cli("down", "--all")
     assert leftovers("smoke") == {}
+
+
+@pytest.mark.parametrize("mode", ["private", "system"])
+def test_switches_in_their_own_ovs_or_the_machines(state_dir, monkeypatch, mode):
+    """Private (the default without the kernel module): the experiment's own daemons in a namespace
+    of their own, reached through the switch node; system: the machine's OVS, as Mininet does."""
+    monkeypatch.setenv("CLOUDEMU_OVS", mode)
+    name = f"ovs{mode[:3]}"
+    emu = Emulation(load_file(ROOT / "topologies" / "smoke.yaml"), name=name).up()
+    try:
+        bridge = emu.plan.node("s1").device
+        machine_bridges = subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True).stdout.split()
+        assert (bridge in machine_bridges) == (mode == "system")
+        assert len(emu.node("s1").cmd(["ovs-vsctl", "list-ports", bridge]).split()) == 2
+        assert "actions=NORMAL" in emu.node("s1").cmd(["ovs-ofctl", "dump-flows", bridge])
+        ports_in_root = [e.dev for link in emu.plan.links for e in (link.a, link.b)
+                         if e.node == "s1" and Path("/sys/class/net", e.dev).exists()]
+        daemons = leftovers(name).get("processes", [])
+        if mode == "private":
+            assert ports_in_root == [] and len(daemons) == 2
+        else:
+            assert len(ports_in_root) == 2 and daemons == []
+        assert emu.pingall(wait=10).failed == []
+    finally:
+        assert emu.down().clean
+    assert leftovers(name) == {}

@@ -1,0 +1,75 @@
+"""Which Open vSwitch holds an experiment's bridges: the machine's own, or one of the experiment's.
+
+On the userspace datapath (no kernel module, as on this machine kind) every port is a
+packet socket inside ovs-vswitchd, and removing ports from the machine's daemon costs
+~13 ms each, one after another (1,000 ports: 13 s). There each experiment runs its own
+ovsdb-server and ovs-vswitchd under /run/cloudemu/<exp>/.ovs-<machine>, inside a network
+namespace of its own that holds the switches' side of every link: experiments never share
+a daemon, the machine's OVS never wakes for our devices, the root namespace stays clean,
+and `down` ends the pair at once (emulator.runtime.processes) and drops the namespace.
+
+The machine's OVS is used instead with the kernel module (removal is cheap there), and
+when a switch names an OpenFlow controller, which may listen on the machine's loopback.
+`CLOUDEMU_OVS=system|private` overrides the choice.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from emulator.compiler.plan import NETNS_PREFIX
+from emulator.runtime import ovsinstance
+
+ROOT = Path("/run/cloudemu")
+CHOICES = ("auto", "private", "system")
+
+
+def choice() -> str:
+    value = os.environ.get("CLOUDEMU_OVS", "auto")
+    if value not in CHOICES:
+        raise ValueError(f"CLOUDEMU_OVS={value!r}: use one of {', '.join(CHOICES)}")
+    return value
+
+
+def private(kernel_datapath: bool, controllers: bool) -> bool:
+    wanted = choice()
+    return wanted == "private" or (wanted == "auto" and not kernel_datapath and not controllers)
+
+
+def base_for(experiment: str, machine: str) -> Path:
+    """A dot keeps it apart from compute node directories (/run/cloudemu/<exp>/<node>)."""
+    return ROOT / experiment / f".ovs-{machine}"
+
+
+def namespace_for(experiment: str, machine: str) -> str:
+    """A hyphen keeps it apart from nodes' namespaces (ce.<exp>.<node>: node names have none)."""
+    return f"{NETNS_PREFIX}{experiment}.-switches-{machine}"
+
+
+def namespace_of(base: Path) -> str:
+    experiment, machine = base.parent.name, base.name.removeprefix(".ovs-")
+    return namespace_for(experiment, machine)
+
+
+def db(base: Path) -> str:
+    return f"unix:{ovsinstance.env(base)['OVS_RUNDIR']}/db.sock"
+
+
+def system_running() -> bool:
+    """The machine's ovsdb socket (OVS_RUNDIR moves it, as on a testbed machine)."""
+    rundir = os.environ.get("OVS_RUNDIR", "/var/run/openvswitch")
+    return Path(rundir, "db.sock").exists()
+
+
+def instance_of_bridge(device: str) -> Path | None:
+    """The private instance that owns bridge `device` (its management socket is named after it)."""
+    for mgmt in ROOT.glob(f"*/.ovs-*/run/{device}.mgmt"):
+        return mgmt.parent.parent
+    return None
+
+
+def exec_argv(base: Path, argv: list[str]) -> list[str]:
+    """`argv` in the switches' namespace, with OVS_RUNDIR and friends set for ovs-vsctl and ovs-ofctl."""
+    return ["ip", "netns", "exec", namespace_of(base),
+            "env", *(f"{k}={v}" for k, v in ovsinstance.env(base).items()), *argv]

@@ -1,0 +1,80 @@
+"""Pure decisions of the netns engine: which OVS holds the switches, where their ports live, and the
+netlink requests nsconfig packs by hand (checked against pyroute2's own encoder)."""
+
+import socket
+
+import pytest
+from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+from emulator.compiler.compile import compile_topology
+from emulator.topology.loader import load_text
+from provisioners import netns, nsconfig, switchd
+
+SMOKE = ("version: 1\nname: t\nnodes: {s1: {kind: switch}, h1: {}, h2: {}}\n"
+         "links: [{endpoints: [h1, s1]}, {endpoints: [h2, s1]}]\n")
+
+
+def _engine(monkeypatch, kernel: bool, choice: str | None) -> netns.NetnsProvisioner:
+    if choice is None:
+        monkeypatch.delenv("CLOUDEMU_OVS", raising=False)
+    else:
+        monkeypatch.setenv("CLOUDEMU_OVS", choice)
+    engine = netns.NetnsProvisioner()
+    monkeypatch.setattr(engine, "kernel_datapath", lambda: kernel)
+    return engine
+
+
+@pytest.mark.parametrize("kernel, choice, controller, private", [
+    (False, None, False, True),  # userspace datapath: the experiment's own OVS
+    (True, None, False, False),  # kernel module: the machine's
+    (False, None, True, False),  # a controller may listen on the machine's loopback
+    (False, "system", False, False),
+    (True, "private", True, True),
+])
+def test_which_ovs_holds_the_switches(monkeypatch, kernel, choice, controller, private):
+    text = SMOKE.replace("{kind: switch}", "{kind: switch, controller: 'tcp:127.0.0.1:6653'}") if controller else SMOKE
+    plan = compile_topology(load_text(text))
+    base = _engine(monkeypatch, kernel, choice).switch_ovs(plan)
+    assert (base == switchd.base_for("t", "local")) if private else base is None
+
+
+def test_bad_choice_is_named(monkeypatch):
+    monkeypatch.setenv("CLOUDEMU_OVS", "both")
+    with pytest.raises(ValueError, match="CLOUDEMU_OVS='both'"):
+        switchd.choice()
+
+
+def test_switch_ends_move_to_the_switches_namespace(monkeypatch):
+    engine = _engine(monkeypatch, kernel=False, choice=None)
+    plan = engine.placed(compile_topology(load_text(SMOKE)))
+    ns = switchd.namespace_for("t", "local")
+    assert switchd.namespace_of(switchd.base_for("t", "local")) == ns
+    for link in plan.links:
+        for end in (link.a, link.b):
+            assert (end.netns == ns) == (end.node == "s1")
+    configs = {c.netns: c for c in netns._namespace_configs(plan, tx_csum_off=True)}
+    assert [i.tx_csum_off for i in configs[ns].ifaces] == [False, False]  # only hosts need it
+    assert all(c.ifaces[0].tx_csum_off for name, c in configs.items() if name != ns)
+    resources = engine.resources(plan)
+    assert resources[0].kind == "netns" and resources[0].name == ns and resources[1].kind == "ovs-instance"
+
+
+def _encoded(msg, kind: int, flags: int) -> bytes:
+    msg["header"]["type"], msg["header"]["flags"], msg["header"]["sequence_number"] = kind, flags, 1
+    msg.encode()
+    return bytes(msg.data[nsconfig.NLMSG_HEADER.size:])
+
+
+def test_hand_packed_requests_match_pyroute2():
+    kind, flags, body, _ = nsconfig._address(7, "10.1.2.3/24")
+    ref = ifaddrmsg()
+    ref["family"], ref["prefixlen"], ref["index"] = socket.AF_INET, 24, 7
+    ref["attrs"] = [("IFA_LOCAL", "10.1.2.3"), ("IFA_ADDRESS", "10.1.2.3")]
+    assert body == _encoded(ref, kind, NLM_F_REQUEST | NLM_F_ACK | flags)
+    kind, flags, body, _ = nsconfig._default_route("10.1.2.1")
+    ref = rtmsg()
+    ref["family"], ref["table"], ref["proto"], ref["type"] = socket.AF_INET, 254, 3, 1
+    ref["attrs"] = [("RTA_GATEWAY", "10.1.2.1")]
+    assert body == _encoded(ref, kind, NLM_F_REQUEST | NLM_F_ACK | flags)
