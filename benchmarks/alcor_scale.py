@@ -47,7 +47,8 @@ def rss_kb_of_compute_nodes(experiment: str) -> tuple[int, int]:
     total = count = 0
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if mark in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode():
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if mark in cmdline and f"{mark}.ovs-" not in cmdline:  # not the switches' own OVS
                 status = Path(f"/proc/{pid}/status").read_text()
                 total += int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmRSS:")))
                 count += 1
