@@ -89,6 +89,11 @@ def configure(namespaces: list[NamespaceConfig], on_done: Callable[[int], None] 
         raise errors[0]
 
 
+def links_up(devices: list[str]) -> None:
+    """Set links of the calling thread's namespace up, all in one netlink send."""
+    _send_all([_link_up(socket.if_nametoindex(dev)) for dev in devices], "of this process")
+
+
 def _enter(netns: str) -> None:
     """By descriptor: pyroute2's setns by name lists /run/netns each time, and creates a missing one."""
     fd = os.open(netns if netns.startswith("/") else f"{NETNS_RUN}/{netns}", os.O_RDONLY)

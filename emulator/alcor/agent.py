@@ -62,6 +62,9 @@ class Dataplane:
         if lines:
             self.run(["ip", "-batch", "-"], "\n".join(lines) + "\n")
 
+    def links_up(self, devices: list[str]) -> None:
+        nsconfig.links_up(devices)
+
     #: Flow lines go to ovs-ofctl while the message is still being read (see FlowBatch).
     streams_flows = True
     FLOWS_ARGV = ["ovs-ofctl", "-O", "OpenFlow14", "--bundle", "add-flows", "br-tun", "-"]
@@ -147,6 +150,7 @@ class _Work:
     gone_ports: list[tuple[Status, LocalPort]] = field(default_factory=list)
     flow_ops: list[Status] = field(default_factory=list)
     flows: FlowBatch | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage, for the log
 
 
 class Agent:
@@ -197,11 +201,15 @@ class Agent:
                 self._neighbors(neighbors, work)
                 for rid, s in dhcps + others:
                     work.statuses.append(_status(rid, common.DHCP, s.operation_type, common.SUCCESS))
+                work.seconds["read"] = time.perf_counter() - started
                 self._program(work, started)
             finally:
                 work.flows.abort()  # a no-op once committed
         reply = Reply(format_version=1, operation_statuses=work.statuses)
         reply.message_total_operation_time = _us(time.perf_counter() - started)
+        log.info("message: %d new ports, %d gone, %d flow lines; %s; total %.3f s", len(work.new_ports),
+                 len(work.gone_ports), len(work.flows.lines), ", ".join(f"{k} {v:.3f} s" for k, v in work.seconds.items()),
+                 time.perf_counter() - started)
         return reply
 
     def _lookup(self, table: dict, rid: str, state, kind: int, work: _Work) -> None:
@@ -304,25 +312,20 @@ class Agent:
 
     # -- the data plane, batched -------------------------------------------------------
     def _program(self, work: _Work, started: float) -> None:
-        mtu = self.dp.mtu
-        stages: list[tuple[list[Status], callable]] = []
+        stages: list[tuple[str, list[Status], callable]] = []
         if work.gone_ports:
             ports = [p for _, p in work.gone_ports]
-            stages.append(([s for s, _ in work.gone_ports], lambda: (
+            stages.append(("ports gone", [s for s, _ in work.gone_ports], lambda: (
                 self.dp.vsctl([["--if-exists", "del-port", "br-int", p.tap] for p in ports]),
                 self.dp.ip_batch([f"netns del {p.netns}" for p in ports]))))
         if work.new_ports:
             created = [p for _, p, _ in work.new_ports]
-            lines = []
-            for p in created:
-                lines += [f"netns add {p.netns}",
-                          f"link add {p.tap} mtu {mtu} type veth peer name eth0 mtu {mtu} address {p.mac} netns {p.netns}",
-                          f"link set {p.tap} up"]
             commands = [c for p in created for c in flows.port_commands(p.tap, self.vlans[p.vni], p.id, p.mac)]
-            stages.append(([s for s, _, _ in work.new_ports], lambda: (self.dp.ip_batch(lines), self.dp.vsctl(commands))))
+            stages.append(("ports", [s for s, _, _ in work.new_ports],
+                           lambda: (self._make_vm_links(created), self.dp.vsctl(commands))))
         if work.flows.lines:
-            stages.append((work.flow_ops, work.flows.commit))
-        for statuses, action in stages:
+            stages.append(("flows", work.flow_ops, work.flows.commit))
+        for stage, statuses, action in stages:
             t0 = time.perf_counter()
             try:
                 action()
@@ -332,7 +335,8 @@ class Agent:
                     s.operation_status = common.FAILURE
                 if statuses is not work.flow_ops:
                     self._forget([s.resource_id for s in statuses])
-            spent = _us(time.perf_counter() - t0)
+            work.seconds[stage] = time.perf_counter() - t0
+            spent = _us(work.seconds[stage])
             for s in statuses:
                 s.dataplane_programming_time += spent
         self._prime_tunnels()
@@ -341,6 +345,15 @@ class Agent:
         done = _us(time.perf_counter() - started)
         for s in work.statuses:
             s.state_elapse_time = done
+
+    def _make_vm_links(self, created: list[LocalPort]) -> None:
+        """Each VM's namespace and veth; the tap stays down until the VM is configured (see _configure_vms)."""
+        mtu = self.dp.mtu
+        lines = []
+        for p in created:
+            lines += [f"netns add {p.netns}",
+                      f"link add {p.tap} mtu {mtu} type veth peer name eth0 mtu {mtu} address {p.mac} netns {p.netns}"]
+        self.dp.ip_batch(lines)
 
     def _prime_tunnels(self) -> None:
         """Tell OVS the MAC of each new remote host now, not on a VM's first packet.
@@ -365,7 +378,7 @@ class Agent:
         pending = set(hosts)
         try:
             while pending and time.monotonic() < deadline:
-                time.sleep(0.005)
+                time.sleep(0.05)
                 for entry in json.loads(self.dp.run(["ip", "-j", "-4", "neigh", "show", "dev", "br-phy"]) or "[]"):
                     if entry.get("dst") in pending and entry.get("lladdr"):
                         self.dp.run(["ovs-appctl", "tnl/neigh/set", "br-phy", entry["dst"], entry["lladdr"]])
@@ -382,11 +395,15 @@ class Agent:
         t0 = time.perf_counter()
         try:
             nsconfig.configure(configs)
+            # Taps come up last, together: while they are down, OVS sees no link event (each makes it
+            # reconfigure every port) as the ports join and the VMs are configured.
+            self.dp.links_up([p.tap for _, p, _ in ready])
         except Exception as exc:  # noqa: BLE001 - any netlink failure fails the ports it touched
             log.warning("configuring %d VM(s) failed: %s", len(ready), exc)
             for s, _, _ in ready:
                 s.operation_status = common.FAILURE
-        spent = _us(time.perf_counter() - t0)
+        work.seconds["vms"] = time.perf_counter() - t0
+        spent = _us(work.seconds["vms"])
         for s, _, _ in ready:
             s.network_configuration_time = spent
 

@@ -85,6 +85,9 @@ class RecordingDataplane(Dataplane):
         self.calls.append((*argv, text or ""))
         return ""
 
+    def links_up(self, devices):
+        self.calls.append(("links up", *devices))
+
 
 @pytest.fixture
 def agent(monkeypatch):
@@ -96,7 +99,9 @@ def test_agent_programs_a_message_in_one_batch_per_kind(agent):
     reply = agent.push_v2(goalstates.per_host(PORTS)["10.9.0.1"])
     assert [s.operation_status for s in reply.operation_statuses] == [common.SUCCESS] * len(reply.operation_statuses)
     tools = [c[0] for c in agent.dp.calls]
-    assert tools == ["ip", "ovs-vsctl", "ovs-ofctl"]  # namespaces+veths, ports, one flow bundle
+    # namespaces+veths, ports, one flow bundle; the taps come up last, once the VMs are configured
+    assert tools == ["ip", "ovs-vsctl", "ovs-ofctl", "links up"]
+    assert set(agent.dp.calls[3][1:]) == {flows.tap_name(p.id) for p in PORTS if p.host_ip == "10.9.0.1"}
     ip_lines = agent.dp.calls[0][-1]
     assert "netns add ce.x.b1" in ip_lines and "address fa:16:3e:00:00:01 netns ce.x.b1" in ip_lines
     assert agent.vlans[1001] != agent.vlans[1002]
