@@ -10,7 +10,6 @@ gets its own status and the time its batch took.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import os
 import re
@@ -20,9 +19,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from pyroute2 import IPRoute
+
 from emulator.alcor import flows
 from emulator.alcor.schema import common_pb2 as common
 from emulator.alcor.schema import goalstate_pb2, goalstateprovisioner_pb2, resources_pb2
+from emulator.runtime import ovsinstance
 from provisioners import nsconfig
 
 log = logging.getLogger("cloudemu.agent")
@@ -377,14 +379,19 @@ class Agent:
         deadline = time.monotonic() + wait
         pending = set(hosts)
         try:
-            while pending and time.monotonic() < deadline:
-                time.sleep(0.05)
-                for entry in json.loads(self.dp.run(["ip", "-j", "-4", "neigh", "show", "dev", "br-phy"]) or "[]"):
-                    if entry.get("dst") in pending and entry.get("lladdr"):
-                        self.dp.run(["ovs-appctl", "tnl/neigh/set", "br-phy", entry["dst"], entry["lladdr"]])
-                        pending.discard(entry["dst"])
-        except DataplaneError:
-            pass
+            with IPRoute() as ipr:  # in-process netlink: this polls, and a process per poll is costly
+                index = socket.if_nametoindex("br-phy")
+                while pending and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    known = {n.get_attr("NDA_DST"): n.get_attr("NDA_LLADDR")
+                             for n in ipr.get_neighbours(family=socket.AF_INET, ifindex=index)}
+                    found = [(ip, known[ip]) for ip in pending if known.get(ip)]
+                    if found:
+                        ovsinstance.appctl(self.dp.env["OVS_RUNDIR"],
+                                           [["tnl/neigh/set", "br-phy", ip, mac] for ip, mac in found])
+                        pending -= {ip for ip, _ in found}
+        except (OSError, RuntimeError, KeyError) as exc:
+            log.warning("priming tunnel endpoints failed: %s", exc)
         self.primed -= pending  # the unresolved are tried again with a later message
 
     def _configure_vms(self, work: _Work, started: float) -> None:
