@@ -177,17 +177,17 @@ class Agent:
             return [(rid, s) for rid, s in states.items() if wanted is None or rid in wanted]
         return self._apply(pick(gs.vpc_states), pick(gs.subnet_states), pick(gs.port_states),
                            pick(gs.neighbor_states), pick(gs.router_states), pick(gs.dhcp_states),
-                           pick(gs.security_group_states) + pick(gs.gateway_states))
+                           pick(gs.security_group_states), pick(gs.gateway_states))
 
     def push_v1(self, gs: goalstate_pb2.GoalState) -> Reply:
         def ids(states):
             return [(s.configuration.id, s) for s in states]
         return self._apply(ids(gs.vpc_states), ids(gs.subnet_states), ids(gs.port_states), ids(gs.neighbor_states),
-                           ids(gs.router_states), ids(gs.dhcp_states), ids(gs.security_group_states)
-                           + ids(gs.gateway_states))
+                           ids(gs.router_states), ids(gs.dhcp_states), ids(gs.security_group_states),
+                           ids(gs.gateway_states))
 
     # -- one message -----------------------------------------------------------
-    def _apply(self, vpcs, subnets, ports, neighbors, routers, dhcps, others) -> Reply:
+    def _apply(self, vpcs, subnets, ports, neighbors, routers, dhcps, security_groups, gateways) -> Reply:
         started = time.perf_counter()
         with self.lock:
             work = _Work(flows=FlowBatch(self.dp))
@@ -201,8 +201,9 @@ class Agent:
                 for rid, s in ports:
                     self._port(rid, s, work)
                 self._neighbors(neighbors, work)
-                for rid, s in dhcps + others:
-                    work.statuses.append(_status(rid, common.DHCP, s.operation_type, common.SUCCESS))
+                for kind, states in ((common.DHCP, dhcps), (common.SECURITYGROUP, security_groups),
+                                     (common.GATEWAY, gateways)):  # acknowledged, each as its own kind
+                    work.statuses += [_status(rid, kind, s.operation_type, common.SUCCESS) for rid, s in states]
                 work.seconds["read"] = time.perf_counter() - started
                 self._program(work, started)
             finally:

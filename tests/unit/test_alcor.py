@@ -227,3 +227,15 @@ def test_preflight_names_what_compute_nodes_miss(monkeypatch):
     monkeypatch.setattr(computenodes.shutil, "which", lambda tool: None)
     found = computenodes.problems([node])
     assert any("openvswitch-switch" in p for p in found) and any("grpc in" in p and "pip install" in p for p in found)
+
+
+def test_agent_acknowledges_each_kind_as_itself(agent):
+    """Security groups, gateways, DHCP and routers are not programmed, but each status names its own kind."""
+    gs = goalstate_pb2.GoalStateV2()
+    for table, rid in ((gs.security_group_states, "sg1"), (gs.gateway_states, "gw1"), (gs.dhcp_states, "dh1"),
+                       (gs.router_states, "rt1")):
+        table[rid].operation_type = common.CREATE
+    reply = agent.push_v2(gs)
+    kinds = {s.resource_id: s.resource_type for s in reply.operation_statuses}
+    assert kinds == {"sg1": common.SECURITYGROUP, "gw1": common.GATEWAY, "dh1": common.DHCP, "rt1": common.ROUTER}
+    assert all(s.operation_status == common.SUCCESS for s in reply.operation_statuses)
