@@ -62,6 +62,24 @@ def rss_kb_of_compute_nodes(experiment: str) -> tuple[int, int]:
     return total, count
 
 
+def settle(limit: float = 180.0, busy: float = 0.15) -> float:
+    """Wait until the machine is idle again: the kernel tears deleted namespaces down in the
+    background for tens of seconds, which would slow whatever is measured next."""
+    t0 = time.monotonic()
+
+    def busy_fraction() -> float:
+        def ticks() -> tuple[int, int]:
+            values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+            return sum(values), values[3] + values[4]  # total, idle + iowait
+        (t1, i1) = ticks()
+        time.sleep(1)
+        (t2, i2) = ticks()
+        return 1 - (i2 - i1) / max(1, t2 - t1)
+    while time.monotonic() - t0 < limit and busy_fraction() > busy:
+        pass
+    return round(time.monotonic() - t0, 1)
+
+
 def bare_namespaces(nodes: int, per_node: int) -> dict:
     """The same VM namespaces without goal states, in one `ip -batch`: netns, a veth moved in and up, its
     peer on a Linux bridge per compute node (the machine's baseline; a userspace OVS with thousands of
@@ -141,8 +159,10 @@ def main() -> None:
 
     report["bare"] = bare_namespaces(args.nodes, args.vms)
     print("bare (Linux bridges):", report["bare"], flush=True)
+    report["settled_s"] = [settle()]
     report["bare_ovs"] = bare_ovs(args.nodes, args.vms)
     print("bare (an OVS per node):", report["bare_ovs"], flush=True)
+    report["settled_s"].append(settle())
 
     before = mem_available_kb()
     emu = Emulation(load_text(topology(args.nodes)))
@@ -152,6 +172,7 @@ def main() -> None:
     report["up_phases"] = {k: round(v, 2) for k, v in emu.timings.items()}
     try:
         after_nodes = mem_available_kb()
+        report["settled_s"].append(settle())
         targets = controller.agent_targets(emu.plan)
         spec = loadtest.LoadSpec(args.vpcs, ports // args.vpcs, batch=args.batch, concurrency=16, run=0)
         result = loadtest.run(spec, targets, sorted(targets))

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from emulator.compiler.plan import MARKER_KEY, Plan, PlanNode
-from provisioners import images
+from provisioners import computenodes, images
 from provisioners.base import PreflightError
 from provisioners.containers import ContainerProvisioner
 
@@ -65,9 +65,18 @@ class LxdProvisioner(ContainerProvisioner):
             config["limits.cpu.allowance"] = f"{int(float(o['cpu']) * 100)}%"
         if o.get("memory"):
             config["limits.memory"] = f"{int(o['memory'])}MiB"
-        devices = {f"vol{i}": {"type": "disk", "source": v.split(":")[0], "path": v.split(":")[1],
-                               **({"readonly": "true"} if v.endswith(":ro") else {})}
-                   for i, v in enumerate(o.get("volumes", []))}
+        volumes = list(o.get("volumes", []))
+        devices: dict[str, dict[str, str]] = {}
+        if o.get("compute", {}).get("agent") == "builtin":
+            # Its own OVS, VM namespaces and a proc of its own: a privileged, nesting container with the
+            # tun device. Privileged, so that the mounted node directory stays writable by root inside.
+            computenodes.prepare([node])
+            volumes += computenodes.container_mounts(node)
+            config.update({"security.privileged": "true", "security.nesting": "true"})
+            devices["tun"] = {"type": "unix-char", "source": "/dev/net/tun", "path": "/dev/net/tun"}
+        devices.update({f"vol{i}": {"type": "disk", "source": v.split(":")[0], "path": v.split(":")[1],
+                                    **({"readonly": "true"} if v.endswith(":ro") else {})}
+                        for i, v in enumerate(volumes)})
         return {"name": self.container_name(node), "source": {"type": "image", "alias": images.lxd_alias(o["image"])},
                 "config": config, "devices": devices}
 

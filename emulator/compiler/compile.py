@@ -184,12 +184,9 @@ class Compiled:
     def _compute_options(self, node, engine: str, name: str | None = None) -> dict[str, Any]:
         """A compute node: its own OVS and agent start once its links are up (node None: generated).
 
-        On netns the agent runs in the node's namespace; on Docker inside the container (its VMs too),
-        with the node's directory mounted so that cloudemu reaches the agent's socket from the machine."""
+        On netns the agent runs in the node's namespace; on Docker or LXD inside the container (its VMs
+        too), with the node's directory mounted so that cloudemu reaches the agent's socket from the machine."""
         agent = node.options.get("agent", "builtin") if node is not None else "builtin"
-        if node is not None and engine not in ("netns", "docker"):
-            raise TopologyError("compute nodes run in a network namespace or a Docker container for now; LXD is not "
-                                "supported yet", where=node.where, field=f"nodes.{node.name}")
         if agent == "external" and (engine != "docker" or "image" not in node.options):
             raise TopologyError("agent: external runs your agent's image: give the node provisioner: docker and the "
                                 "image (and its start command as command:)", where=node.where, field=f"nodes.{node.name}")

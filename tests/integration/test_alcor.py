@@ -43,9 +43,9 @@ def pings(emu: Emulation, src: str, ip: str, tries: int = 3) -> bool:
     return False
 
 
-@pytest.mark.parametrize("engine", ["netns", "docker"])
+@pytest.mark.parametrize("engine", ["netns", "docker", "lxd"])
 def test_vms_of_one_vpc_meet_across_compute_nodes_and_vpcs_stay_apart(state_dir, engine):
-    """On Docker the agent, its OVS and the VMs live inside each compute node's container."""
+    """On Docker and LXD the agent, its OVS and the VMs live inside each compute node's container."""
     name = f"alcor_two_{engine}"
     emu = Emulation(load_text(TWO_VPCS.format(name=name, engine=engine))).up()
     try:
