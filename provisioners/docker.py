@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from emulator.compiler.plan import MARKER_KEY, Plan, PlanNode
@@ -80,7 +81,18 @@ class DockerProvisioner(ContainerProvisioner):
         return {c.name: c.status for c in found}
 
     def remove(self, name: str) -> None:
-        self.client.containers.get(name).remove(force=True)
+        """Gone already is fine: machines that share one engine (the testbed) may both remove it."""
+        import docker.errors
+
+        for _ in range(300):
+            try:
+                self.client.containers.get(name).remove(force=True)
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: its removal is already in progress; wait until it is gone
+                    raise
+                time.sleep(0.1)
 
     def run_detached(self, name: str, argv: list[str]) -> None:
         self.client.containers.get(name).exec_run(argv, detach=True)
