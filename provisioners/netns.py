@@ -352,7 +352,8 @@ class NetnsProvisioner(Provisioner):
 
     def status(self, plan: Plan) -> list[NodeState]:
         namespaces = _netns_with_prefix(f"{NETNS_PREFIX}{plan.experiment}.")
-        bridges = set(self._ovs_bridges_of(plan.experiment, self.switch_ovs(plan)))
+        ovs = switchd.base_for(plan.experiment, plan.machine)  # wherever `up` put them, whatever CLOUDEMU_OVS says now
+        bridges = set(self._ovs_bridges_of(plan.experiment, ovs if ovsinstance.running(ovs) else None))
         present = devices.names()
         out = []
         for n in plan.nodes:
