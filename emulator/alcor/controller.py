@@ -62,9 +62,9 @@ def plan_ports(plan: Plan) -> list[goalstates.Port]:
 
 
 def stream(target: str, messages: Iterable[goalstate_pb2.GoalStateV2], *, host: str = "", started: float | None = None,
-           timeout: float = 600.0) -> list[Pushed]:
+           timeout: float = 600.0, connect_timeout: float = 120.0) -> list[Pushed]:
     """Sends `messages` on one PushGoalStatesStream as the iterable yields them (a paced one paces the stream);
-    one Pushed per reply."""
+    one Pushed per reply. A hundred busy agents on two cores may take tens of seconds to accept."""
     started = time.perf_counter() if started is None else started
     sent: list[float] = []
 
@@ -76,13 +76,13 @@ def stream(target: str, messages: Iterable[goalstate_pb2.GoalStateV2], *, host: 
     out = []
     with grpc.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
         try:
-            grpc.channel_ready_future(channel).result(timeout=30)
+            grpc.channel_ready_future(channel).result(timeout=connect_timeout)
             for i, reply in enumerate(rpc.GoalStateProvisionerStub(channel).PushGoalStatesStream(timed(), timeout=timeout)):
                 now = time.perf_counter()
                 out.append(Pushed(host or target, sent[i] - started, now - sent[i], reply.message_total_operation_time,
                                   list(reply.operation_statuses)))
         except (grpc.RpcError, grpc.FutureTimeoutError) as exc:
-            detail = exc.details() if isinstance(exc, grpc.RpcError) else "not reachable within 30 s"
+            detail = exc.details() if isinstance(exc, grpc.RpcError) else f"not reachable within {connect_timeout:g} s"
             raise AgentError(f"agent {host or target} ({target}): {detail}") from None
     return out
 
