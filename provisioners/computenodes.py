@@ -120,7 +120,8 @@ def ready(node: PlanNode) -> bool:
 
 
 def remove_dirs(paths: list[str]) -> list[str]:
-    """Removes compute node directories (only below /run/cloudemu); returns those that remain."""
+    """Removes our directories (compute nodes', an experiment's OVS; only below /run/cloudemu), and the
+    experiment's directory once empty; returns those that remain."""
     left = []
     for p in paths:
         path = Path(p).resolve()
@@ -129,7 +130,7 @@ def remove_dirs(paths: list[str]) -> list[str]:
             continue
         shutil.rmtree(path, ignore_errors=True)
         try:
-            path.parent.rmdir()  # the experiment's directory, once its last node is gone
+            path.parent.rmdir()  # the experiment's directory, once the last of them is gone
         except OSError:
             pass
         if path.exists():

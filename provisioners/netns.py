@@ -132,6 +132,7 @@ class NetnsProvisioner(Provisioner):
     def create(self, plan: Plan, journal: Journal, phases: Phases) -> None:
         plan = self.placed(plan)
         ovs = self.switch_ovs(plan)
+        db = ovsinstance.db(ovs) if ovs else None  # None: the machine's OVS
         hosts = [n for n in plan.nodes if n.kind == "host"]
         switches = [n for n in plan.nodes if n.kind == "switch"]
         bridges = [n for n in plan.nodes if n.kind == "bridge"]
@@ -149,7 +150,7 @@ class NetnsProvisioner(Provisioner):
                     self.ex.ip_batch([f"netns add {switchd.namespace_of(ovs)}"])
                     journal.mark([Resource("netns", switchd.namespace_of(ovs))], "created")
                     nsconfig.configure([nsconfig.NamespaceConfig(switchd.namespace_of(ovs), ipv6=False)])
-                making_switches = background.submit(self._make_switches, plan, switches, ovs, userspace)
+                making_switches = background.submit(self._make_switches, plan, switches, ovs, db, userspace)
                 self.make_hosts(plan, hosts, journal, step.advance)
 
             with phases.phase("switches", total=len(switches) + len(bridges)) as step:
@@ -178,11 +179,11 @@ class NetnsProvisioner(Provisioner):
             # Ports join while the switches' side of every link is still down, so ovs-vswitchd sees no
             # link event meanwhile (each makes it reconfigure every port) and hosts are configured at
             # the same time; the switches' side comes up last, in one netlink batch.
-            adding_ports = background.submit(self.ex.ovs_vsctl, ports, db=ovs and switchd.db(ovs))
+            adding_ports = background.submit(self.ex.ovs_vsctl, ports, db=db)
 
             if plan.tunnels:
                 with phases.phase("tunnels", total=len(plan.tunnels)) as step:
-                    self.make_tunnels(plan, mark, ovs)
+                    self.make_tunnels(plan, mark, db)
                     journal.mark([_tunnel_resource(t) for t in plan.tunnels], "created")
                     step.advance(len(plan.tunnels))
 
@@ -212,11 +213,11 @@ class NetnsProvisioner(Provisioner):
                 computenodes.start(computes, on_ready=step.advance)
                 journal.mark([Resource("dir", n.options["compute"]["dir"]) for n in computes], "created")
 
-    def _make_switches(self, plan: Plan, switches: list[PlanNode], ovs: Path | None, userspace: bool) -> None:
+    def _make_switches(self, plan: Plan, switches: list[PlanNode], ovs: Path | None, db: str | None,
+                       userspace: bool) -> None:
         if ovs:
             ovsinstance.start(ovs, ["nsenter", f"--net={NETNS_DIR / switchd.namespace_of(ovs)}"])
-        self.ex.ovs_vsctl([cmd for s in switches for cmd in _ovs_bridge_commands(s, plan.experiment, userspace)],
-                          db=ovs and switchd.db(ovs))
+        self.ex.ovs_vsctl([cmd for s in switches for cmd in _ovs_bridge_commands(s, plan.experiment, userspace)], db=db)
 
     def _make_linux_bridges(self, plan: Plan, bridges: list[PlanNode], journal: Journal, mark: str) -> None:
         lines = []
@@ -231,7 +232,7 @@ class NetnsProvisioner(Provisioner):
             journal.mark([Resource("iptables", b.device) for b in bridges], "created")
         journal.mark([Resource("linux-bridge", b.device) for b in bridges], "created")
 
-    def make_tunnels(self, plan: Plan, mark: str, ovs: Path | None) -> None:
+    def make_tunnels(self, plan: Plan, mark: str, db: str | None) -> None:
         """Links cut by placement: a Linux VXLAN device per end, bound to the underlay address.
 
         A switch end is that device as an OVS port (it works on the userspace datapath,
@@ -255,7 +256,7 @@ class NetnsProvisioner(Provisioner):
             elif t.realize == "ovs":
                 ports.append(_ovs_port(owner.device, t.end.dev, plan.experiment))
         self.ex.ip_batch(lines)
-        self.ex.ovs_vsctl(ports, db=ovs and switchd.db(ovs))
+        self.ex.ovs_vsctl(ports, db=db)
 
     def make_hosts(self, plan: Plan, hosts: list[PlanNode], journal: Journal, advance) -> None:
         """Each host's network namespace (container engines make containers and name their namespaces)."""
@@ -286,9 +287,8 @@ class NetnsProvisioner(Provisioner):
         with phases.phase("processes"):
             portforward.stop(experiment)
             for r in journaled:
-                if r.kind == "ovs-instance":
-                    ovsinstance.stop(Path(r.name))
-                    _remove_if_empty(Path(r.name).parent)
+                if r.kind == "ovs-instance" and not ovsinstance.stop(Path(r.name)):
+                    computenodes.remove_dirs([r.name])
             namespaces = sorted({r.name for r in journaled if r.kind == "netns"} | _netns_with_prefix(ns_prefix))
             _kill_processes_in(namespaces)
         # Namespaces first: the kernel then removes their veths in one batched clean-up,
@@ -313,10 +313,12 @@ class NetnsProvisioner(Provisioner):
         return self._leftovers(experiment, journaled)
 
     def _ovs_bridges_of(self, experiment: str, ovs: Path | None = None) -> list[str]:
-        """Bridges whose external_ids carry this experiment's marker (and no others), in the machine's OVS or `ovs`."""
-        if not self.ex.which("ovs-vsctl") or not (ovsinstance.running(ovs) if ovs else switchd.system_running()):
+        """Bridges whose external_ids carry this experiment's marker (and no others): in the private OVS at
+        `ovs` when it runs, else in the machine's."""
+        private = ovs is not None and ovsinstance.running(ovs)
+        if not self.ex.which("ovs-vsctl") or not (private or switchd.system_running()):
             return []
-        db = [f"--db={switchd.db(ovs)}"] if ovs else []
+        db = [f"--db={ovsinstance.db(ovs)}"] if private else []
         proc = self.ex.run(["ovs-vsctl", *db, "--timeout=10", "--format=json", "--columns=name,external_ids",
                             "list", "Bridge"], check=False)
         if proc.returncode != 0:
@@ -352,8 +354,8 @@ class NetnsProvisioner(Provisioner):
 
     def status(self, plan: Plan) -> list[NodeState]:
         namespaces = _netns_with_prefix(f"{NETNS_PREFIX}{plan.experiment}.")
-        ovs = switchd.base_for(plan.experiment, plan.machine)  # wherever `up` put them, whatever CLOUDEMU_OVS says now
-        bridges = set(self._ovs_bridges_of(plan.experiment, ovs if ovsinstance.running(ovs) else None))
+        # wherever `up` put them, whatever CLOUDEMU_OVS says now
+        bridges = set(self._ovs_bridges_of(plan.experiment, switchd.base_for(plan.experiment, plan.machine)))
         present = devices.names()
         out = []
         for n in plan.nodes:
@@ -498,13 +500,6 @@ def _wait_gone(wanted: set[str], timeout: float = 10.0, settle: float = 0.15) ->
         if len(now) < len(left):
             last_change = time.monotonic()
         left = now
-
-
-def _remove_if_empty(directory: Path) -> None:
-    try:
-        directory.rmdir()
-    except OSError:
-        pass  # compute nodes' directories are still there, or it is gone
 
 
 def _kill_processes_in(namespaces: list[str]) -> None:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from emulator.compiler.plan import NETNS_PREFIX
 from emulator.runtime import ovsinstance
+from provisioners.computenodes import ROOT
 
-ROOT = Path("/run/cloudemu")
 CHOICES = ("auto", "private", "system")
 
 
@@ -50,10 +50,6 @@ def namespace_for(experiment: str, machine: str) -> str:
 def namespace_of(base: Path) -> str:
     experiment, machine = base.parent.name, base.name.removeprefix(".ovs-")
     return namespace_for(experiment, machine)
-
-
-def db(base: Path) -> str:
-    return f"unix:{ovsinstance.env(base)['OVS_RUNDIR']}/db.sock"
 
 
 def system_running() -> bool:

@@ -73,13 +73,9 @@ def leftovers(experiment: str) -> dict:
 
     forwarders = portforward.pids_of(experiment)
     compute_dir = f"/run/cloudemu/{experiment}"
-    processes = []  # compute nodes' agents and OVS daemons name their directory on the command line
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if compute_dir + "/" in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode():
-                processes.append(int(pid))
-        except OSError:
-            pass
+    from emulator.runtime.processes import owned_by_marker
+
+    processes = owned_by_marker(compute_dir + "/")  # agents and OVS daemons name their directory on the command line
     found = {"forwarders": forwarders, "netns": ns, "devices": devs, "bridges": bridges, "containers": containers,
              "iptables": rules, "processes": processes, "dirs": [compute_dir] if Path(compute_dir).exists() else []}
     return {k: v for k, v in found.items() if v}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -23,6 +22,11 @@ def env(base: Path) -> dict[str, str]:
     return {"OVS_RUNDIR": str(base / "run"), "OVS_DBDIR": str(base / "db"), "OVS_LOGDIR": str(base / "log")}
 
 
+def db(base: Path) -> str:
+    """The instance's database, as ovs-vsctl's --db and ovs-vswitchd take it."""
+    return f"unix:{env(base)['OVS_RUNDIR']}/db.sock"
+
+
 def start(base: Path, prefix: list[str] | None = None) -> list[int]:
     """Starts both daemons (under `prefix`, e.g. an nsenter into a namespace); returns their pids."""
     where = env(base)
@@ -30,14 +34,14 @@ def start(base: Path, prefix: list[str] | None = None) -> list[int]:
     for d in where.values():
         Path(d).mkdir(parents=True, exist_ok=True)
     run, log = where["OVS_RUNDIR"], where["OVS_LOGDIR"]
-    db = Path(where["OVS_DBDIR"]) / "conf.db"
-    if not db.exists():
-        _run(["ovsdb-tool", "create", str(db), OVS_SCHEMA], full)
+    conf = Path(where["OVS_DBDIR"]) / "conf.db"
+    if not conf.exists():
+        _run(["ovsdb-tool", "create", str(conf), OVS_SCHEMA], full)
     pre = list(prefix or [])
-    _run([*pre, "ovsdb-server", str(db), f"--remote=punix:{run}/db.sock", f"--pidfile={run}/ovsdb-server.pid",
+    _run([*pre, "ovsdb-server", str(conf), f"--remote=punix:{run}/db.sock", f"--pidfile={run}/ovsdb-server.pid",
           "--detach", f"--log-file={log}/ovsdb-server.log"], full)
-    _run(["ovs-vsctl", f"--db=unix:{run}/db.sock", "--no-wait", "init"], full)
-    _run([*pre, "ovs-vswitchd", f"unix:{run}/db.sock", f"--pidfile={run}/ovs-vswitchd.pid", "--detach",
+    _run(["ovs-vsctl", f"--db={db(base)}", "--no-wait", "init"], full)
+    _run([*pre, "ovs-vswitchd", db(base), f"--pidfile={run}/ovs-vswitchd.pid", "--detach",
           f"--log-file={log}/ovs-vswitchd.log"], full)
     return [int(Path(run, f).read_text()) for f in ("ovsdb-server.pid", "ovs-vswitchd.pid")]
 
@@ -51,15 +55,11 @@ def running(base: Path) -> bool:
     return Path(env(base)["OVS_RUNDIR"], "db.sock").exists() and bool(pids(base))
 
 
-def stop(base: Path, remove: bool = True) -> list[int]:
-    """Ends both daemons at once (no clean-up pass over thousands of ports) and removes the directory.
+def stop(base: Path) -> list[int]:
+    """Ends both daemons at once (no clean-up pass over thousands of ports); returns pids that would not die.
 
-    Bridges' own devices (taps on the userspace datapath) outlive the process: the caller removes them.
-    Returns pids that would not die."""
-    alive = processes.end(pids(base))
-    if remove and not alive:
-        shutil.rmtree(base, ignore_errors=True)
-    return alive
+    The directory stays for the caller to remove."""
+    return processes.end(pids(base))
 
 
 def appctl(rundir: str, commands: list[list[str]], daemon: str = "ovs-vswitchd", timeout: float = 10.0) -> list[str]:
