@@ -19,9 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from pyroute2 import IPRoute
-
-from emulator.alcor import flows
+from emulator.alcor import flows, neighbours
 from emulator.alcor.schema import common_pb2 as common
 from emulator.alcor.schema import goalstate_pb2, goalstateprovisioner_pb2, resources_pb2
 from emulator.runtime import ovsinstance
@@ -76,8 +74,12 @@ class Dataplane:
         if lines:
             self.run(self.FLOWS_ARGV, "\n".join(lines) + "\n")
 
+    #: Revalidators wake every 10 s instead of 0.5 s (flow table changes still revalidate at once). Each wake-up
+    #: runs the main loop over every port: 100 idle nodes of 100 ports spent 0.3 of a core on it.
+    QUIET = ["set", "Open_vSwitch", ".", "other_config:max-revalidator=10000"]
+
     def setup(self) -> None:
-        self.vsctl(flows.bridge_commands(self.datapath_type))
+        self.vsctl([self.QUIET, *flows.bridge_commands(self.datapath_type)])
         self.run(["ovs-ofctl", "del-flows", "br-tun"])
         self.add_flows(flows.base_flows())
 
@@ -371,27 +373,19 @@ class Agent:
             threading.Thread(target=self._resolve, args=(fresh,), name="prime-tunnels", daemon=True).start()
 
     def _resolve(self, hosts: set[str], wait: float = 3.0) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            for ip in hosts:
-                try:
-                    s.sendto(b"", (ip, 9))  # the discard port: nothing listens, nothing answers
-                except OSError:
-                    pass
-        deadline = time.monotonic() + wait
+        def knock() -> None:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                for ip in hosts:
+                    try:
+                        s.sendto(b"", (ip, 9))  # the discard port: nothing listens, nothing answers
+                    except OSError:
+                        pass
         pending = set(hosts)
         try:
-            with IPRoute() as ipr:  # in-process netlink: this polls, and a process per poll is costly
-                index = socket.if_nametoindex("br-phy")
-                while pending and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                    known = {n.get_attr("NDA_DST"): n.get_attr("NDA_LLADDR")
-                             for n in ipr.get_neighbours(family=socket.AF_INET, ifindex=index)}
-                    found = [(ip, known[ip]) for ip in pending if known.get(ip)]
-                    if found:
-                        ovsinstance.appctl(self.dp.env["OVS_RUNDIR"],
-                                           [["tnl/neigh/set", "br-phy", ip, mac] for ip, mac in found])
-                        pending -= {ip for ip, _ in found}
-        except (OSError, RuntimeError, KeyError) as exc:
+            for found in neighbours.resolved("br-phy", pending, wait, knock):
+                ovsinstance.appctl(self.dp.env["OVS_RUNDIR"], [["tnl/neigh/set", "br-phy", ip, mac] for ip, mac in found])
+                pending -= {ip for ip, _ in found}
+        except (OSError, RuntimeError) as exc:
             log.warning("priming tunnel endpoints failed: %s", exc)
         self.primed -= pending  # the unresolved are tried again with a later message
 

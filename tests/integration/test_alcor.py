@@ -1,16 +1,20 @@
 """Compute nodes with their own OVS and agent, VMs made from goal states, VPCs kept apart; nothing left after down."""
 
+import socket
+import subprocess
+import threading
 import time
 
 import grpc
 import pytest
 
-from emulator.alcor import controller, goalstates
+from emulator.alcor import controller, goalstates, neighbours
 from emulator.alcor.schema import common_pb2 as common
 from emulator.alcor.schema import goalstate_pb2
 from emulator.alcor.schema import goalstateprovisioner_pb2_grpc as rpc
 from emulator.api import Emulation
 from emulator.topology.loader import load_file, load_text
+from provisioners import nsconfig
 from tests.conftest import NEEDS_ROOT_OVS, ROOT, cli, http_text_when_up, leftovers
 
 pytestmark = NEEDS_ROOT_OVS
@@ -206,3 +210,40 @@ def test_load_drives_an_agent_by_address(state_dir):
     finally:
         result = emu.down()
     assert result.clean and leftovers(name) == {}
+
+
+def test_the_agent_learns_a_neighbours_mac_from_the_kernels_own_arp_and_gives_up_on_a_silent_one():
+    """A real ARP exchange between two namespaces: the answered address is yielded with its MAC, the silent
+    one only costs the timeout (that is how the agent primes tunnel endpoints)."""
+    a, b = "ce-test-nbr-a", "ce-test-nbr-b"
+    subprocess.run(["ip", "-batch", "-"], check=True, text=True, input=(
+        f"netns add {a}\nnetns add {b}\n"
+        f"link add nbr0 netns {a} type veth peer name nbr1 netns {b} address 02:00:00:aa:bb:cc\n"))
+    try:
+        nsconfig.configure([nsconfig.NamespaceConfig(a, [nsconfig.IfaceConfig("nbr0", "10.250.0.1/24")], ipv6=False),
+                            nsconfig.NamespaceConfig(b, [nsconfig.IfaceConfig("nbr1", "10.250.0.2/24")], ipv6=False)])
+        got: list[tuple[str, str]] = []
+        errors: list[BaseException] = []
+
+        def in_a() -> None:  # setns acts on this thread only
+            try:
+                nsconfig._enter(a)
+
+                def knock() -> None:
+                    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                        for ip in ("10.250.0.2", "10.250.0.3"):
+                            s.sendto(b"", (ip, 9))
+                started = time.monotonic()
+                for found in neighbours.resolved("nbr0", {"10.250.0.2", "10.250.0.3"}, 1.5, knock):
+                    got.extend(found)
+                got.append(("waited", round(time.monotonic() - started, 1)))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+        t = threading.Thread(target=in_a)
+        t.start()
+        t.join()
+        assert not errors, errors
+        assert got[:-1] == [("10.250.0.2", "02:00:00:aa:bb:cc")]
+        assert got[-1][1] >= 1.4  # the silent address held it until the timeout
+    finally:
+        subprocess.run(["ip", "-batch", "-"], text=True, input=f"netns del {a}\nnetns del {b}\n")
