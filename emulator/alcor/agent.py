@@ -176,7 +176,9 @@ class Agent:
         wanted = {r.id for r in mine.resources} if mine is not None else None
 
         def pick(states):
-            return [(rid, s) for rid, s in states.items() if wanted is None or rid in wanted]
+            if wanted is None or wanted.issuperset(states):  # the usual case, tested in C, not per item
+                return list(states.items())
+            return [(rid, s) for rid, s in states.items() if rid in wanted]
         return self._apply(pick(gs.vpc_states), pick(gs.subnet_states), pick(gs.port_states),
                            pick(gs.neighbor_states), pick(gs.router_states), pick(gs.dhcp_states),
                            pick(gs.security_group_states), pick(gs.gateway_states))
@@ -261,7 +263,7 @@ class Agent:
             return
         if rid in self.ports:
             return  # CREATE or UPDATE of a port already programmed: nothing changes on the data plane
-        fixed = next((f for f in cfg.fixed_ips if _ipv4(f.ip_address)), None)
+        fixed = _first_ipv4(cfg.fixed_ips)
         mac = cfg.mac_address.lower()
         vni = self._vni_of_subnet(fixed.subnet_id) if fixed else None
         if (cfg.update_type != common.FULL or cfg.revision_number <= 0 or fixed is None or not MAC_RE.match(mac)
@@ -296,7 +298,7 @@ class Agent:
                 flow_ops.append(status)
             if op == delete_op:
                 continue
-            fixed = next((f for f in cfg.fixed_ips if _ipv4(f.ip_address)), None)
+            fixed = _first_ipv4(cfg.fixed_ips)
             mac = cfg.mac_address.lower()
             remote = cfg.host_ip_address
             vni = (fixed.tunnel_id or self._vni_of_subnet(fixed.subnet_id)) if fixed is not None else None
@@ -416,6 +418,13 @@ class Agent:
 
 def _status(rid: str, kind: int, op: int, status: int) -> Status:
     return Status(resource_id=rid, resource_type=kind, operation_type=op, operation_status=status)
+
+
+def _first_ipv4(fixed_ips):
+    """The first IPv4 fixed IP; nearly always the first of one, so no generator is made for it."""
+    if fixed_ips and _ipv4(fixed_ips[0].ip_address):
+        return fixed_ips[0]
+    return next((f for f in fixed_ips if _ipv4(f.ip_address)), None)
 
 
 def _ipv4(text: str) -> bool:
