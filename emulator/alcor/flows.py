@@ -7,12 +7,14 @@ VLAN per VNI); `br-tun` turns VLANs into VXLAN keys and back:
     table 2   ARP requests -> 51 (answered here), unicast -> 20, the rest dropped
     table 4   tun_id=VNI -> VLAN, to br-int
     table 20  dl_vlan + dl_dst of a remote VM -> VNI, tun_dst=its host, out vxlan-generic
-    table 51  ARP replies for known remote VMs
+    table 51  ARP requests for a known remote VM: its MAC into a register -> 52
+    table 52  the ARP reply, made once for all of them (eth and ARP addresses swapped, the MAC set)
+
+Tables 20 and 51 get two flows per remote VM, so at 100,000 neighbours their length is the cost:
+the reply's eight actions live once in table 52, and each table-51 flow carries only the MAC.
 """
 
 from __future__ import annotations
-
-import socket
 
 PATCH_INT_OFPORT = 1  # patch-int on br-tun
 VXLAN_OFPORT = 100  # vxlan-generic on br-tun, as ACA numbers it
@@ -20,6 +22,9 @@ VXLAN_OFPORT = 100  # vxlan-generic on br-tun, as ACA numbers it
 COOKIE = "0xace"
 TAP_PREFIX = "tap"
 IFNAME_MAX = 14  # ACA cuts "tap" + port id to 14 characters
+#: Where a table-51 flow leaves the answering VM's MAC for table 52 (reg4 holds an address while swapping).
+MAC_FIELD = "NXM_NX_XXREG0[0..47]"
+MAC_REG = "move:" + MAC_FIELD + "->{}"
 
 
 def tap_name(port_id: str) -> str:
@@ -55,6 +60,11 @@ def base_flows() -> list[str]:
         f"{c},table=4,priority=0,actions=drop",
         f"{c},table=20,priority=0,actions=drop",
         f"{c},table=51,priority=0,actions=drop",
+        f"{c},table=52,priority=1,arp,actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],{MAC_REG.format('NXM_OF_ETH_SRC[]')},"
+        "load:0x2->NXM_OF_ARP_OP[],move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],"
+        f"{MAC_REG.format('NXM_NX_ARP_SHA[]')},move:NXM_OF_ARP_TPA[]->NXM_NX_REG4[],"
+        "move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],move:NXM_NX_REG4[]->NXM_OF_ARP_SPA[],in_port",
+        f"{c},table=52,priority=0,actions=drop",
     ]
 
 
@@ -69,13 +79,8 @@ def neighbor_flows(vni: int, vlan: int, mac: str, ip: str | None, host_ip: str) 
     out = [f"add cookie={COOKIE},table=20,priority=1,dl_vlan={vlan},dl_dst={mac},"
            f"actions=strip_vlan,load:{vni:#x}->NXM_NX_TUN_ID[],set_field:{host_ip}->tun_dst,output:{VXLAN_OFPORT}"]
     if ip:
-        mac_hex = "0x" + mac.replace(":", "")
-        ip_hex = "0x" + socket.inet_aton(ip).hex()
         out.append(f"add cookie={COOKIE},table=51,priority=1,arp,dl_vlan={vlan},arp_tpa={ip},"
-                   "actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],"
-                   f"mod_dl_src:{mac},load:0x2->NXM_OF_ARP_OP[],move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],"
-                   f"move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],load:{mac_hex}->NXM_NX_ARP_SHA[],"
-                   f"load:{ip_hex}->NXM_OF_ARP_SPA[],in_port")
+                   f"actions=load:0x{mac.replace(':', '')}->{MAC_FIELD},resubmit(,52)")
     return out
 
 

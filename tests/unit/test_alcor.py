@@ -70,7 +70,10 @@ def test_flows_encapsulate_to_the_neighbours_host_and_answer_arp():
     assert "table=20" in encap and "dl_vlan=3" in encap and "dl_dst=fa:16:3e:00:00:02" in encap
     assert "load:0x3e9->NXM_NX_TUN_ID[]" in encap and "set_field:10.9.0.2->tun_dst" in encap
     assert encap.endswith(f"output:{flows.VXLAN_OFPORT}")
-    assert "arp_tpa=10.1.0.12" in arp and "load:0xfa163e000002->NXM_NX_ARP_SHA[]" in arp and "0x0a01000c" in arp
+    assert "arp_tpa=10.1.0.12" in arp and f"load:0xfa163e000002->{flows.MAC_FIELD}" in arp and arp.endswith("resubmit(,52)")
+    reply = next(f for f in flows.base_flows() if "table=52,priority=1" in f)  # the reply, once for all neighbours
+    assert f"{flows.MAC_FIELD}->NXM_NX_ARP_SHA[]" in reply and f"{flows.MAC_FIELD}->NXM_OF_ETH_SRC[]" in reply
+    assert reply.index("NXM_OF_ARP_TPA[]->NXM_NX_REG4[]") < reply.index("NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[]")
     assert flows.tap_name("0123456789abcdef") == "tap0123456789a"
 
 
