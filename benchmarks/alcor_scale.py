@@ -109,7 +109,7 @@ def bare_ovs(nodes: int, per_node: int) -> dict:
     try:
         for h in hosts:
             daemons += ovsinstance.start(work / h, ["nsenter", f"--net=/run/netns/{h}"])
-            subprocess.run(["ovs-vsctl", f"--db=unix:{work / h}/run/db.sock", "add-br", "br-int", "--", "set", "bridge",
+            subprocess.run(["ovs-vsctl", f"--db={ovsinstance.db(work / h)}", "add-br", "br-int", "--", "set", "bridge",
                             "br-int", "datapath_type=netdev"], check=True)
         t0 = time.perf_counter()
         for n, h in enumerate(hosts):
@@ -118,7 +118,7 @@ def bare_ovs(nodes: int, per_node: int) -> dict:
             lines += [f"link add {tap} netns {h} type veth peer name eth0 netns {vm}" for vm, tap, _ in vms]
             subprocess.run(["ip", "-batch", "-"], input="\n".join(lines) + "\n", text=True, check=True)
             ports = [x for i, (_, tap, _) in enumerate(vms) for x in ("--", "add-port", "br-int", tap, f"tag={i % 4095 + 1}")]
-            subprocess.run(["ovs-vsctl", f"--db=unix:{work / h}/run/db.sock", *ports], check=True)
+            subprocess.run(["ovs-vsctl", f"--db={ovsinstance.db(work / h)}", *ports], check=True)
             nsconfig.configure([nsconfig.NamespaceConfig(vm, [nsconfig.IfaceConfig("eth0", ip)], ipv6=False)
                                 for vm, _, ip in vms] + [nsconfig.NamespaceConfig(h, [nsconfig.IfaceConfig(tap)
                                                                                       for _, tap, _ in vms])])

@@ -19,10 +19,9 @@ from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE
 from pyroute2.netlink.rtnl import RTM_GETNEIGH, RTM_NEWNEIGH, RTMGRP_NEIGH
 from pyroute2.netlink.rtnl.ndmsg import NUD_DELAY, NUD_NOARP, NUD_PERMANENT, NUD_PROBE, NUD_REACHABLE, NUD_STALE
 
-from provisioners.nsconfig import NLMSG_HEADER
+from provisioners.nsconfig import NLMSG_HEADER, RTATTR
 
 NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
-RTATTR = struct.Struct("=HH")
 NDA_DST, NDA_LLADDR = 1, 2
 RESOLVED = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT | NUD_NOARP
 
