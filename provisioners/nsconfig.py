@@ -44,9 +44,14 @@ class NamespaceConfig:
     netns: str
     ifaces: list[IfaceConfig] = field(default_factory=list)
     gateway: str | None = None  # default route, once the interfaces are up
-    #: False: IPv6 off before any link comes up. A VM's router solicitations and MLD reports, flooded to
-    #: every port of a userspace OVS, keep its main thread busy once a bridge has hundreds of ports.
+    #: False: the listed links get no IPv6 address (address generation off over netlink before they come up),
+    #: so they send nothing of IPv6. A VM's router solicitations and MLD reports, flooded to every port of a
+    #: userspace OVS, keep its main thread busy once a bridge has hundreds of ports.
     ipv6: bool = True
+    #: False: devices made in the namespace later get no IPv6 either. A sysctl: opening a file in /proc/sys
+    #: walks a list as long as the machine's namespaces (3% of a 30-node load's CPU, growing with N^2),
+    #: so it is only for namespaces whose links come after they are configured.
+    ipv6_later: bool = True
 
 
 def htb_burst(mbit: float) -> int:
@@ -103,12 +108,17 @@ def _enter(netns: str) -> None:
         os.close(fd)
 
 
+def no_ipv6_on_new_devices() -> None:
+    """Devices made later in the calling thread's namespace come up without IPv6 (/proc/sys/net is that namespace's)."""
+    with open(f"{PROC_SYS}/net/ipv6/conf/default/disable_ipv6", "w") as f:
+        f.write("1")
+
+
 def _configure_one(ns: NamespaceConfig) -> None:
-    if not ns.ipv6:  # /proc/sys/net is the opening thread's namespace
-        for scope in ("all", "default"):
-            with open(f"{PROC_SYS}/net/ipv6/conf/{scope}/disable_ipv6", "w") as f:
-                f.write("1")
+    if not ns.ipv6_later:
+        no_ipv6_on_new_devices()
     messages = [_link_up(LOOPBACK_INDEX)]
+    silent = []
     shaped = []
     for cfg in ns.ifaces:
         try:
@@ -125,10 +135,12 @@ def _configure_one(ns: NamespaceConfig) -> None:
             messages.append(_address(idx, cfg.ip))
         if cfg.bw:
             shaped.append((idx, cfg.bw))
+        if not ns.ipv6:
+            silent.append(_no_ipv6_addresses(idx))
         messages.append(_link_up(idx))
     if ns.gateway:
         messages.append(_default_route(ns.gateway))
-    _send_all(messages, ns.netns)
+    _send_all(silent + messages, ns.netns)  # addresses are generated when a link comes up: turned off before
     if shaped:
         with IPRoute() as ipr:
             for idx, bw in shaped:
@@ -146,6 +158,7 @@ IFADDRMSG = struct.Struct("=BBBBI")  # family, prefix length, flags, scope, inde
 RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst len, src len, tos, table, protocol, scope, type, flags
 RTATTR = struct.Struct("=HH")
 IFA_ADDRESS, IFA_LOCAL, RTA_GATEWAY = 1, 2, 5
+IFLA_AF_SPEC, IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE = 26, 8, 1
 
 
 def _attr(kind: int, payload: bytes) -> bytes:
@@ -155,6 +168,12 @@ def _attr(kind: int, payload: bytes) -> bytes:
 
 def _link_up(index: int) -> tuple[int, int, bytes, str]:
     return RTM_NEWLINK, 0, IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, IFF_UP, IFF_UP), f"setting link {index} up"
+
+
+def _no_ipv6_addresses(index: int) -> tuple[int, int, bytes, str]:
+    mode = _attr(IFLA_AF_SPEC, _attr(socket.AF_INET6, _attr(IFLA_INET6_ADDR_GEN_MODE, bytes([IN6_ADDR_GEN_MODE_NONE]))))
+    return RTM_NEWLINK, 0, IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, 0, 0) + mode, \
+        f"turning IPv6 address generation off on link {index}"
 
 
 def _address(index: int, cidr: str) -> tuple[int, int, bytes, str]:

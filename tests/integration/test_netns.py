@@ -178,3 +178,31 @@ def test_switches_in_their_own_ovs_or_the_machines(state_dir, monkeypatch, mode)
     finally:
         assert emu.down().clean
     assert leftovers(name) == {}
+
+
+def test_a_namespace_without_ipv6_gets_no_address_while_its_peer_gets_a_link_local_one():
+    """ipv6=False turns address generation off over netlink before the link comes up (no sysctl): the
+    link sends no router solicitation or MLD report, and has no IPv6 address at all."""
+    from provisioners import nsconfig
+
+    quiet, chatty = "ce-test-v6-quiet", "ce-test-v6-chatty"
+    subprocess.run(["ip", "-batch", "-"], check=True, text=True, input=(
+        f"netns add {quiet}\nnetns add {chatty}\nlink add v6q netns {quiet} type veth peer name v6c netns {chatty}\n"))
+    try:
+        nsconfig.configure([nsconfig.NamespaceConfig(quiet, [nsconfig.IfaceConfig("v6q", "10.251.0.1/24")], ipv6=False),
+                            nsconfig.NamespaceConfig(chatty, [nsconfig.IfaceConfig("v6c", "10.251.0.2/24")])])
+
+        def inet6(ns: str, dev: str) -> list[str]:
+            out = json.loads(subprocess.run(["ip", "-n", ns, "-j", "-6", "addr", "show", "dev", dev],
+                                            capture_output=True, text=True, check=True).stdout)
+            return [a["local"] for link in out for a in link.get("addr_info", [])]
+        deadline = time.monotonic() + 5
+        while not inet6(chatty, "v6c") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [a for a in inet6(chatty, "v6c") if a.startswith("fe80:")]  # the link is up, with carrier
+        assert inet6(quiet, "v6q") == []
+        ping = subprocess.run(["ip", "netns", "exec", quiet, "ping", "-c", "1", "-W", "2", "10.251.0.2"],
+                              capture_output=True)
+        assert ping.returncode == 0  # IPv4 unaffected
+    finally:
+        subprocess.run(["ip", "-batch", "-"], text=True, input=f"netns del {quiet}\nnetns del {chatty}\n")

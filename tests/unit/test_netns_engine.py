@@ -5,7 +5,9 @@ import socket
 
 import pytest
 from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
+from pyroute2.netlink.rtnl import RTM_NEWLINK
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from emulator.compiler.compile import compile_topology
@@ -78,3 +80,8 @@ def test_hand_packed_requests_match_pyroute2():
     ref["family"], ref["table"], ref["proto"], ref["type"] = socket.AF_INET, 254, 3, 1
     ref["attrs"] = [("RTA_GATEWAY", "10.1.2.1")]
     assert body == _encoded(ref, kind, NLM_F_REQUEST | NLM_F_ACK | flags)
+    kind, flags, body, _ = nsconfig._no_ipv6_addresses(7)
+    ref = ifinfmsg()
+    ref["family"], ref["index"] = socket.AF_UNSPEC, 7
+    ref["attrs"] = [("IFLA_AF_SPEC", {"attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", 1)]})]})]
+    assert kind == RTM_NEWLINK and body == _encoded(ref, kind, NLM_F_REQUEST | NLM_F_ACK | flags)
