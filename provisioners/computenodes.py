@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from emulator.compiler.plan import PlanNode
+from emulator.compiler.plan import Plan, PlanNode
 from provisioners.base import NodeStartError
 
 AGENT_MODULE = "emulator.alcor.node"
@@ -38,10 +38,37 @@ def socket_path(node: PlanNode) -> str:
 IN_CONTAINER = {"dir": "/run/cloudemu-node", "code": "/opt/cloudemu/code", "site": "/opt/cloudemu/site"}
 
 
+#: In each node's directory: every compute node's underlay address and MAC, for static ARP (see node.static_peers).
+PEERS_FILE = "underlay-peers"
+
+
 def agent_argv(node: PlanNode, base: str) -> list[str]:
     spec = node.options["compute"]
     return ["-m", AGENT_MODULE, "--dir", f"{base}/ovs", "--vm-prefix", spec["vm_prefix"],
-            "--listen", f"0.0.0.0:{spec['port']}", "--socket", f"{base}/agent.sock"]
+            "--listen", f"0.0.0.0:{spec['port']}", "--socket", f"{base}/agent.sock",
+            "--underlay-peers", f"{base}/{PEERS_FILE}"]
+
+
+def underlay_peers(plan: Plan) -> str:
+    """'address MAC' of every compute node in the plan: the compiler fixes both on its first link."""
+    computes = {n.name: n.ip.split("/")[0] for n in plan.nodes if "compute" in n.options and n.ip}
+    ends = [e for link in plan.links for e in (link.a, link.b)] + [t.end for t in plan.tunnels]
+    macs = {e.node: e.mac for e in ends if e.node in computes and e.ip and e.mac}
+    return "".join(f"{computes[name]} {mac}\n" for name, mac in sorted(macs.items()))
+
+
+def write_peers(nodes: list[PlanNode], text: str) -> None:
+    """One file, hard-linked into every node's directory (a container sees only its own): O(N) bytes, not N^2."""
+    first: Path | None = None
+    for node in nodes:
+        target = Path(node.options["compute"]["dir"]) / PEERS_FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        if first is None:
+            target.write_text(text)
+            first = target
+        else:
+            os.link(first, target)
 
 
 def container_mounts(node: PlanNode) -> list[str]:

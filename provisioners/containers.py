@@ -90,6 +90,7 @@ class ContainerProvisioner(NetnsProvisioner):
         computes = [n for n in boxes.values() if n.options.get("compute", {}).get("agent") == "builtin"]
         if computes:
             with phases.phase("compute nodes", total=len(computes)) as step:
+                computenodes.write_peers(computes, computenodes.underlay_peers(plan))
                 for node in computes:
                     self.run_detached(self.container_name(node), computenodes.container_command(node))
                 computenodes.wait_ready(computes, on_ready=step.advance)

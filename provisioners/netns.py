@@ -211,6 +211,7 @@ class NetnsProvisioner(Provisioner):
         computes = [n for n in hosts if "compute" in n.options and not n.options["compute"].get("in_container")]
         if computes:
             with phases.phase("compute nodes", total=len(computes)) as step:
+                computenodes.write_peers(computes, computenodes.underlay_peers(plan))
                 computenodes.start(computes, on_ready=step.advance)
                 journal.mark([Resource("dir", n.options["compute"]["dir"]) for n in computes], "created")
 

@@ -11,7 +11,7 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute
@@ -207,12 +207,18 @@ def _send_all(requests: list[tuple[int, int, bytes, str]], netns: str, chunk: in
 def _read_acks(sock: socket.socket, what: dict[int, str], netns: str) -> None:
     while what:
         data = sock.recv(65536)
-        offset = 0
-        while offset + NLMSG_HEADER.size <= len(data):
-            length, kind, _, seq, _ = NLMSG_HEADER.unpack_from(data, offset)
+        for kind, offset, _ in messages(data):
             if kind == NLMSG_ERROR:
                 (code,) = struct.unpack_from("=i", data, offset + NLMSG_HEADER.size)
-                description = what.pop(seq, None)
+                description = what.pop(NLMSG_HEADER.unpack_from(data, offset)[3], None)
                 if code and description:
                     raise RuntimeError(f"namespace {netns}: {description} failed: {os.strerror(-code)}")
-            offset += max(length, NLMSG_HEADER.size)
+
+
+def messages(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(type, start, end) of each netlink message in a buffer read from a netlink socket."""
+    offset = 0
+    while offset + NLMSG_HEADER.size <= len(data):
+        length, kind = NLMSG_HEADER.unpack_from(data, offset)[:2]
+        yield kind, offset, offset + max(length, NLMSG_HEADER.size)
+        offset += (max(length, NLMSG_HEADER.size) + 3) & ~3

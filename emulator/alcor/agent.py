@@ -369,20 +369,21 @@ class Agent:
         """Tell OVS the MAC of each new remote host now, not on a VM's first packet.
 
         A userspace datapath drops a packet to a tunnel endpoint whose MAC it does not know (it sends
-        an ARP request instead), so a VM's first ping would be lost. An empty UDP datagram makes the
-        kernel resolve the address on br-phy; a background thread writes the answer into OVS's tunnel
-        neighbour table (the message's reply does not wait: an endpoint may never answer)."""
+        an ARP request instead), so a VM's first ping would be lost. A background thread writes what
+        br-phy's neighbour table knows (cloudemu gives it its peers statically) into OVS's tunnel
+        neighbour table; for an address it lacks, an empty UDP datagram makes the kernel ask. The
+        message's reply does not wait: an endpoint may never answer."""
         fresh = {n.host_ip for n in self.neighbors.values()} - self.primed
         self.primed |= fresh
         if fresh and self.dp.datapath_type == "netdev":
             threading.Thread(target=self._resolve, args=(fresh,), name="prime-tunnels", daemon=True).start()
 
     def _resolve(self, hosts: set[str], wait: float = 3.0) -> None:
-        def knock() -> None:
+        def knock(missing: set[str]) -> None:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                for ip in hosts:
+                for ip in missing:
                     try:
-                        s.sendto(b"", (ip, 9))  # the discard port: nothing listens, nothing answers
+                        s.sendto(b"", (ip, 9))  # the discard port: nothing listens
                     except OSError:
                         pass
         pending = set(hosts)

@@ -1,5 +1,6 @@
 """Compute nodes with their own OVS and agent, VMs made from goal states, VPCs kept apart; nothing left after down."""
 
+import json
 import socket
 import subprocess
 import threading
@@ -65,6 +66,11 @@ def test_vms_of_one_vpc_meet_across_compute_nodes_and_vpcs_stay_apart(state_dir,
         assert b2["mac"] in neighbours  # answered by br-tun's ARP responder with the neighbour's MAC
         mtu = emu.node("b1").cmd(["cat", "/sys/class/net/eth0/mtu"])
         assert int(mtu) == 1450  # room for VXLAN on a 1500-byte underlay
+        # the other compute node is a static neighbour on the underlay, with the MAC its br-phy really has
+        cn2_ip = emu.plan.node("cn2").ip.split("/")[0]
+        static = json.loads(emu.node("cn1").cmd(["ip", "-j", "neigh", "show", "dev", "br-phy", cn2_ip]))
+        cn2_mac = json.loads(emu.node("cn2").cmd(["ip", "-j", "link", "show", "br-phy"]))[0]["address"]
+        assert [(n["lladdr"], n["state"]) for n in static] == [(cn2_mac, ["PERMANENT"])]
     finally:
         result = emu.down()
     assert result.clean and leftovers(name) == {}
@@ -213,8 +219,9 @@ def test_load_drives_an_agent_by_address(state_dir):
 
 
 def test_the_agent_learns_a_neighbours_mac_from_the_kernels_own_arp_and_gives_up_on_a_silent_one():
-    """A real ARP exchange between two namespaces: the answered address is yielded with its MAC, the silent
-    one only costs the timeout (that is how the agent primes tunnel endpoints)."""
+    """A real ARP exchange between two namespaces: a static entry is read from the table without a packet,
+    the answered address is yielded with its MAC, the silent one only costs the timeout (that is how the
+    agent primes tunnel endpoints)."""
     a, b = "ce-test-nbr-a", "ce-test-nbr-b"
     subprocess.run(["ip", "-batch", "-"], check=True, text=True, input=(
         f"netns add {a}\nnetns add {b}\n"
@@ -222,19 +229,23 @@ def test_the_agent_learns_a_neighbours_mac_from_the_kernels_own_arp_and_gives_up
     try:
         nsconfig.configure([nsconfig.NamespaceConfig(a, [nsconfig.IfaceConfig("nbr0", "10.250.0.1/24")], ipv6=False),
                             nsconfig.NamespaceConfig(b, [nsconfig.IfaceConfig("nbr1", "10.250.0.2/24")], ipv6=False)])
+        subprocess.run(["ip", "-n", a, "neigh", "replace", "10.250.0.4", "lladdr", "02:00:00:00:00:04", "dev", "nbr0",
+                        "nud", "permanent"], check=True)  # a static peer, as cloudemu gives compute nodes
         got: list[tuple[str, str]] = []
+        asked: list[list[str]] = []
         errors: list[BaseException] = []
 
         def in_a() -> None:  # setns acts on this thread only
             try:
                 nsconfig._enter(a)
 
-                def knock() -> None:
+                def knock(missing: set[str]) -> None:
+                    asked.append(sorted(missing))
                     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                        for ip in ("10.250.0.2", "10.250.0.3"):
+                        for ip in missing:
                             s.sendto(b"", (ip, 9))
                 started = time.monotonic()
-                for found in neighbours.resolved("nbr0", {"10.250.0.2", "10.250.0.3"}, 1.5, knock):
+                for found in neighbours.resolved("nbr0", {"10.250.0.2", "10.250.0.3", "10.250.0.4"}, 1.5, knock):
                     got.extend(found)
                 got.append(("waited", round(time.monotonic() - started, 1)))
             except BaseException as exc:  # noqa: BLE001 - reported below
@@ -243,7 +254,8 @@ def test_the_agent_learns_a_neighbours_mac_from_the_kernels_own_arp_and_gives_up
         t.start()
         t.join()
         assert not errors, errors
-        assert got[:-1] == [("10.250.0.2", "02:00:00:aa:bb:cc")]
+        assert got[:-1] == [("10.250.0.4", "02:00:00:00:00:04"), ("10.250.0.2", "02:00:00:aa:bb:cc")]
+        assert asked == [["10.250.0.2", "10.250.0.3"]]  # the static one is read from the table, never asked for
         assert got[-1][1] >= 1.4  # the silent address held it until the timeout
     finally:
         subprocess.run(["ip", "-batch", "-"], text=True, input=f"netns del {a}\nnetns del {b}\n")

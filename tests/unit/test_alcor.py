@@ -107,6 +107,10 @@ def test_agent_programs_a_message_in_one_batch_per_kind(agent):
     assert set(agent.dp.calls[3][1:]) == {flows.tap_name(p.id) for p in PORTS if p.host_ip == "10.9.0.1"}
     ip_lines = agent.dp.calls[0][-1]
     assert "netns add ce.x.b1" in ip_lines and "address fa:16:3e:00:00:01 netns ce.x.b1" in ip_lines
+    # the taps in one burst after every namespace, already promiscuous (each link event costs OVS a reconfiguration)
+    lines = ip_lines.splitlines()
+    assert [ln.split()[0] for ln in lines] == ["netns"] * (len(lines) // 2) + ["link"] * (len(lines) // 2)
+    assert all(" promisc on " in ln for ln in lines if ln.startswith("link"))
     assert agent.vlans[1001] != agent.vlans[1002]
     vsctl = " ".join(agent.dp.calls[1])
     assert f"tag={agent.vlans[1001]}" in vsctl and f"external_ids:iface-id={PORTS[0].id}" in vsctl
@@ -242,3 +246,33 @@ def test_agent_acknowledges_each_kind_as_itself(agent):
     kinds = {s.resource_id: s.resource_type for s in reply.operation_statuses}
     assert kinds == {"sg1": common.SECURITYGROUP, "gw1": common.GATEWAY, "dh1": common.DHCP, "rt1": common.ROUTER}
     assert all(s.operation_status == common.SUCCESS for s in reply.operation_statuses)
+
+
+def test_compute_nodes_get_every_peers_underlay_address_and_mac_and_keep_those_of_their_subnet(tmp_path):
+    from emulator.alcor import node
+    from provisioners import computenodes
+
+    plan = compile_topology(load_text("""version: 1
+name: peers
+defaults: {subnet: 10.201.0.0/24}
+nodes:
+  tor: {kind: switch}
+  cn1: {kind: compute}
+  cn2: {kind: compute}
+  h1: {kind: host}
+links:
+  - endpoints: [cn1, tor]
+  - endpoints: [cn2, tor]
+  - endpoints: [h1, tor]
+"""))
+    text = computenodes.underlay_peers(plan)
+    ends = {e.node: e for link in plan.links for e in (link.a, link.b)}
+    assert text == "".join(f"{ends[n].ip.split('/')[0]} {ends[n].mac}\n" for n in ("cn1", "cn2"))  # not h1
+    peers = tmp_path / "peers"
+    peers.write_text(text + "10.99.0.7 02:00:00:00:00:07\n")  # off the subnet: not on-link, skipped
+    dp = RecordingDataplane()
+    cn1 = ends["cn1"].ip.split("/")[0]
+    assert node.static_peers(dp, "br-phy", (cn1, 24, 1500, ends["cn1"].mac), peers) == 1
+    cn2 = ends["cn2"]
+    assert dp.calls[0][-1] == f"neigh replace {cn2.ip.split('/')[0]} lladdr {cn2.mac} dev br-phy nud permanent\n"
+    assert node.static_peers(dp, "br-phy", (cn1, 24, 1500, ""), tmp_path / "missing") == 0
