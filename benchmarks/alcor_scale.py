@@ -154,6 +154,7 @@ def main() -> None:
     p.add_argument("--vms", type=int, default=100, help="VMs per compute node")
     p.add_argument("--vpcs", type=int, default=100)
     p.add_argument("--batch", type=int, default=0, help="ports per goal-state round (0: one message per host)")
+    p.add_argument("--concurrency", type=int, default=controller.DEFAULT_CONCURRENCY, help="messages in flight at once")
     p.add_argument("--neighbours", default="10000,100000", help="1 port + N neighbours runs, comma separated ('' for none)")
     args = p.parse_args()
     ports = args.nodes * args.vms
@@ -176,7 +177,7 @@ def main() -> None:
         after_nodes = mem_available_kb()
         report["settled_s"].append(settle())
         targets = controller.agent_targets(emu.plan)
-        spec = loadtest.LoadSpec(args.vpcs, ports // args.vpcs, batch=args.batch, concurrency=16, run=0)
+        spec = loadtest.LoadSpec(args.vpcs, ports // args.vpcs, batch=args.batch, concurrency=args.concurrency, run=0)
         result = loadtest.run(spec, targets, sorted(targets))
         summary = result.summary()
         after_vms = mem_available_kb()

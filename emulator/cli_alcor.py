@@ -35,7 +35,8 @@ def _ramp(text: str | None) -> tuple[float, float] | None:
               help="ports per goal-state round (0: all ports in one message per host, as Alcor's test controller)")
 @click.option("--rate", type=click.FloatRange(0, None), default=0.0, help="ports/s, constant (k6 constant-arrival-rate)")
 @click.option("--ramp", help="ports/s FROM:TO, rising linearly over the run (k6 ramping-arrival-rate)")
-@click.option("--concurrency", type=click.IntRange(1, 1024), default=16, show_default=True, help="agents streamed to at once")
+@click.option("--concurrency", type=click.IntRange(1, 1024),
+              help="goal-state messages in flight at once; every agent's stream is open  [default: twice the cores]")
 @click.option("--samples", type=click.IntRange(0, 1000), default=5, show_default=True,
               help="VM pairs pinged per check (same VPC must reach, other VPCs must not)")
 @click.option("--target", help="HOST:PORT of one agent to drive instead of an experiment's (e.g. a real ACA)")
@@ -43,15 +44,15 @@ def _ramp(text: str | None) -> tuple[float, float] | None:
 @OUTPUT
 @guarded
 def load(experiment: str | None, vpcs: int, ports_per_vpc: int, batch: int, rate: float, ramp: str | None,
-         concurrency: int, samples: int, target: str | None, plot_file: str | None, output: str) -> None:
+         concurrency: int | None, samples: int, target: str | None, plot_file: str | None, output: str) -> None:
     """Program VPCs x ports through the agents; report latency percentiles, ports/s and errors."""
     from emulator.alcor import controller
     from emulator.alcor import load as loadtest
 
     if rate and ramp:
         raise click.BadParameter("--rate and --ramp exclude each other")
-    spec = loadtest.LoadSpec(vpcs, ports_per_vpc, batch=batch, rate=rate, ramp=_ramp(ramp), concurrency=concurrency,
-                             samples=samples)
+    spec = loadtest.LoadSpec(vpcs, ports_per_vpc, batch=batch, rate=rate, ramp=_ramp(ramp),
+                             concurrency=concurrency or controller.DEFAULT_CONCURRENCY, samples=samples)
     if experiment:
         prefix = f"ce.{experiment}."
         spec.run = loadtest.next_run([n[len(prefix):] for n in os.listdir("/run/netns") if n.startswith(prefix)]

@@ -35,7 +35,7 @@ class LoadSpec:
     batch: int = 0  # ports per batch; 0: everything in one message per host
     rate: float = 0.0  # ports/s; 0: as fast as the agents answer
     ramp: tuple[float, float] | None = None  # ports/s from, to (linear over the run)
-    concurrency: int = 16
+    concurrency: int = controller.DEFAULT_CONCURRENCY  # messages in flight at once
     samples: int = 5
     run: int = 0  # 0..255: a load run's VPCs, VNIs, names and MACs differ from every other run's
 
@@ -146,14 +146,10 @@ def run(spec: LoadSpec, targets: dict[str, str], hosts: list[str] | None = None,
                 ports_in[id(gs)] = len(gs.port_states)
                 send_at[host].append(offset)
     started = time.perf_counter()
-
-    def one(host: str) -> list[controller.Pushed]:
-        out = controller.stream(targets[host], _timed(per_host[host], send_at[host], started), host=host, started=started)
-        if progress:
-            progress(sum(ports_in[id(m)] for m in per_host[host]))
-        return out
-    with ThreadPoolExecutor(max_workers=max(1, min(spec.concurrency, len(per_host)))) as pool:
-        pushed = [p for r in pool.map(one, sorted(per_host)) for p in r]
+    pushed = controller.streams(
+        targets, {h: _timed(per_host[h], send_at[h], started) for h in per_host}, concurrency=spec.concurrency,
+        started=started,
+        on_stream_done=(lambda h, _: progress(sum(ports_in[id(m)] for m in per_host[h]))) if progress else None)
     seconds = time.perf_counter() - started
     per_port, per_message, timeline = [], [], []
     counts = {h: [ports_in[id(m)] for m in per_host[h]] for h in per_host}

@@ -276,3 +276,45 @@ links:
     cn2 = ends["cn2"]
     assert dp.calls[0][-1] == f"neigh replace {cn2.ip.split('/')[0]} lladdr {cn2.mac} dev br-phy nud permanent\n"
     assert node.static_peers(dp, "br-phy", (cn1, 24, 1500, ""), tmp_path / "missing") == 0
+
+
+def test_streams_keep_every_agent_open_and_at_most_concurrency_messages_in_flight(tmp_path):
+    """Real gRPC over unix sockets to stand-in agents: paced streams (one message, a pause, another) to six
+    agents with two messages in flight: every agent gets its first message before any gets its second."""
+    import threading
+    import time
+
+    from emulator.alcor import controller, server
+
+    holding, most, arrivals, lock = [0], [0], [], threading.Lock()
+
+    class SlowAgent:
+        def __init__(self, host: str):
+            self.host = host
+
+        def push_v2(self, gs):
+            with lock:
+                holding[0] += 1
+                most[0] = max(most[0], holding[0])
+                arrivals.append(self.host)
+            time.sleep(0.05)
+            with lock:
+                holding[0] -= 1
+            return goalstateprovisioner_pb2.GoalStateOperationReply(format_version=1, message_total_operation_time=7)
+
+    def paced():
+        yield goalstate_pb2.GoalStateV2()
+        time.sleep(1.0)
+        yield goalstate_pb2.GoalStateV2()
+    hosts = [f"10.9.0.{i}" for i in range(1, 7)]
+    servers = [server.serve(SlowAgent(h), f"unix:{tmp_path}/{h}.sock", workers=2) for h in hosts]
+    try:
+        done: list[str] = []
+        pushed = controller.streams({h: f"unix:{tmp_path}/{h}.sock" for h in hosts}, {h: paced() for h in hosts},
+                                    concurrency=2, on_stream_done=lambda h, result: done.append(h))
+    finally:
+        for s in servers:
+            s.stop(0)
+    assert len(pushed) == 12 and all(p.agent_us == 7 for p in pushed) and sorted(done) == hosts
+    assert most[0] == 2
+    assert sorted(arrivals[:6]) == hosts  # no stream waited for another to end
