@@ -9,6 +9,8 @@ gets its own status and the time its batch took.
 
 from __future__ import annotations
 
+import functools
+import gc
 import ipaddress
 import logging
 import os
@@ -149,12 +151,33 @@ class Neighbor:
 class _Work:
     """What one message asks of the data plane, gathered before anything runs."""
 
-    statuses: list[Status] = field(default_factory=list)
+    #: The reply, its statuses made in place (100,000 statuses copied into a reply cost 50 ms).
+    reply: Reply = field(default_factory=lambda: Reply(format_version=1))
     new_ports: list[tuple[Status, LocalPort, str]] = field(default_factory=list)  # status, port, gateway
     gone_ports: list[tuple[Status, LocalPort]] = field(default_factory=list)
     flow_ops: list[Status] = field(default_factory=list)
     flows: FlowBatch | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # per stage, for the log
+
+    def status(self, rid: str, kind: int, op: int) -> Status:
+        return self.reply.operation_statuses.add(resource_id=rid, resource_type=kind, operation_type=op,
+                                                 operation_status=common.SUCCESS)
+
+
+def _collecting_after(method):
+    """A message makes hundreds of thousands of short-lived objects, none in a cycle; Python's cyclic
+    collector, run every 700 allocations meanwhile, took a quarter of the agent's time at 100,000
+    neighbours. It runs once the message is done."""
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            if was:
+                gc.enable()
+    return wrapper
 
 
 class Agent:
@@ -171,18 +194,20 @@ class Agent:
         self.lock = threading.Lock()  # one message at a time, as ACA's per-host queue
 
     # -- entry points --------------------------------------------------------
+    @_collecting_after
     def push_v2(self, gs: goalstate_pb2.GoalStateV2) -> Reply:
         mine = gs.host_resources.get(self.host_ip)
         wanted = {r.id for r in mine.resources} if mine is not None else None
 
-        def pick(states):
+        def pick(states):  # a map's items() iterates in Python (collections.abc); its keys do not
             if wanted is None or wanted.issuperset(states):  # the usual case, tested in C, not per item
-                return list(states.items())
-            return [(rid, s) for rid, s in states.items() if rid in wanted]
+                return [(rid, states[rid]) for rid in states]
+            return [(rid, states[rid]) for rid in states if rid in wanted]
         return self._apply(pick(gs.vpc_states), pick(gs.subnet_states), pick(gs.port_states),
                            pick(gs.neighbor_states), pick(gs.router_states), pick(gs.dhcp_states),
                            pick(gs.security_group_states), pick(gs.gateway_states))
 
+    @_collecting_after
     def push_v1(self, gs: goalstate_pb2.GoalState) -> Reply:
         def ids(states):
             return [(s.configuration.id, s) for s in states]
@@ -201,18 +226,19 @@ class Agent:
                 for rid, s in subnets:
                     self._lookup(self.subnets, rid, s, common.SUBNET, work)
                 for rid, s in routers:
-                    work.statuses.append(_status(rid, common.ROUTER, s.operation_type, common.SUCCESS))
+                    work.status(rid, common.ROUTER, s.operation_type)
                 for rid, s in ports:
                     self._port(rid, s, work)
                 self._neighbors(neighbors, work)
                 for kind, states in ((common.DHCP, dhcps), (common.SECURITYGROUP, security_groups),
                                      (common.GATEWAY, gateways)):  # acknowledged, each as its own kind
-                    work.statuses += [_status(rid, kind, s.operation_type, common.SUCCESS) for rid, s in states]
+                    for rid, s in states:
+                        work.status(rid, kind, s.operation_type)
                 work.seconds["read"] = time.perf_counter() - started
                 self._program(work, started)
             finally:
                 work.flows.abort()  # a no-op once committed
-        reply = Reply(format_version=1, operation_statuses=work.statuses)
+        reply = work.reply
         reply.message_total_operation_time = _us(time.perf_counter() - started)
         log.info("message: %d new ports, %d gone, %d flow lines; %s; total %.3f s", len(work.new_ports),
                  len(work.gone_ports), len(work.flows.lines), ", ".join(f"{k} {v:.3f} s" for k, v in work.seconds.items()),
@@ -226,7 +252,7 @@ class Agent:
             table.pop(rid, None)
         else:
             table[rid] = state.configuration
-        work.statuses.append(_status(rid, kind, state.operation_type, common.SUCCESS))
+        work.status(rid, kind, state.operation_type)
 
     def _vni_of_subnet(self, subnet_id: str) -> int | None:
         subnet = self.subnets.get(subnet_id)
@@ -252,8 +278,7 @@ class Agent:
         cfg = state.configuration
         rid = rid or cfg.id
         op = state.operation_type
-        status = _status(rid, common.PORT, op, common.SUCCESS)
-        work.statuses.append(status)
+        status = work.status(rid, common.PORT, op)
         if op in (common.INFO, common.GET):
             return
         if op == common.DELETE:
@@ -280,16 +305,15 @@ class Agent:
 
     def _neighbors(self, items: list, work: _Work) -> None:
         """All of a message's neighbours in one tight loop: at 100,000 per message every attribute access counts."""
-        statuses, flow_ops, known, host_ip = work.statuses, work.flow_ops, self.neighbors, self.host_ip
+        new_status, flow_ops, known, host_ip = work.reply.operation_statuses.add, work.flow_ops, self.neighbors, self.host_ip
         lines: list[str] = []
         encap, delete, mac_ok = flows.neighbor_flows, flows.neighbor_delete, MAC_RE.match
-        skip_ops, delete_op = (common.INFO, common.GET), common.DELETE
+        skip_ops, delete_op, neighbor = (common.INFO, common.GET), common.DELETE, common.NEIGHBOR
         for rid, state in items:
             cfg = state.configuration
             rid = rid or cfg.id
             op = state.operation_type
-            status = Status(resource_id=rid, resource_type=common.NEIGHBOR, operation_type=op)
-            statuses.append(status)
+            status = new_status(resource_id=rid, resource_type=neighbor, operation_type=op)
             if op in skip_ops:
                 continue
             old = known.pop(rid, None)
@@ -350,7 +374,7 @@ class Agent:
         if work.new_ports:
             self._configure_vms(work, started)
         done = _us(time.perf_counter() - started)
-        for s in work.statuses:
+        for s in work.reply.operation_statuses:
             s.state_elapse_time = done
 
     def _make_vm_links(self, created: list[LocalPort]) -> None:
@@ -418,10 +442,6 @@ class Agent:
     def _forget(self, port_ids: list[str]) -> None:
         for rid in port_ids:
             self.ports.pop(rid, None)
-
-
-def _status(rid: str, kind: int, op: int, status: int) -> Status:
-    return Status(resource_id=rid, resource_type=kind, operation_type=op, operation_status=status)
 
 
 def _first_ipv4(fixed_ips):

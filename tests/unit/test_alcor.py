@@ -99,7 +99,10 @@ def agent(monkeypatch):
 
 
 def test_agent_programs_a_message_in_one_batch_per_kind(agent):
+    import gc
+
     reply = agent.push_v2(goalstates.per_host(PORTS)["10.9.0.1"])
+    assert gc.isenabled()  # off only while the message is worked through
     assert [s.operation_status for s in reply.operation_statuses] == [common.SUCCESS] * len(reply.operation_statuses)
     tools = [c[0] for c in agent.dp.calls]
     # namespaces+veths, ports, one flow bundle; the taps come up last, once the VMs are configured
