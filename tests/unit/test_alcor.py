@@ -105,20 +105,21 @@ def test_agent_programs_a_message_in_one_batch_per_kind(agent):
     assert gc.isenabled()  # off only while the message is worked through
     assert [s.operation_status for s in reply.operation_statuses] == [common.SUCCESS] * len(reply.operation_statuses)
     tools = [c[0] for c in agent.dp.calls]
-    # namespaces+veths, ports, one flow bundle; the taps come up last, once the VMs are configured
-    assert tools == ["ip", "ovs-vsctl", "ovs-ofctl", "links up"]
+    # one flow bundle before the ports join (vswitchd polls every port between OpenFlow messages), namespaces+veths,
+    # ports; the taps come up last, once the VMs are configured
+    assert tools == ["ovs-ofctl", "ip", "ovs-vsctl", "links up"]
     assert set(agent.dp.calls[3][1:]) == {flows.tap_name(p.id) for p in PORTS if p.host_ip == "10.9.0.1"}
-    ip_lines = agent.dp.calls[0][-1]
+    ip_lines = agent.dp.calls[1][-1]
     assert "netns add ce.x.b1" in ip_lines and "address fa:16:3e:00:00:01 netns ce.x.b1" in ip_lines
     # the taps in one burst after every namespace, already promiscuous (each link event costs OVS a reconfiguration)
     lines = ip_lines.splitlines()
     assert [ln.split()[0] for ln in lines] == ["netns"] * (len(lines) // 2) + ["link"] * (len(lines) // 2)
     assert all(" promisc on " in ln for ln in lines if ln.startswith("link"))
     assert agent.vlans[1001] != agent.vlans[1002]
-    vsctl = " ".join(agent.dp.calls[1])
+    vsctl = " ".join(agent.dp.calls[2])
     assert f"tag={agent.vlans[1001]}" in vsctl and f"external_ids:iface-id={PORTS[0].id}" in vsctl
-    flow_text = agent.dp.calls[2][-1]
-    assert "--bundle" in agent.dp.calls[2]
+    flow_text = agent.dp.calls[0][-1]
+    assert "--bundle" in agent.dp.calls[0]
     assert flow_text.count("table=20") == 2 and flow_text.count("table=4,") == 2
     assert reply.message_total_operation_time > 0
 
