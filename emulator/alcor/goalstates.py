@@ -7,6 +7,7 @@ with FULL updates, and an L2 neighbour entry for every port of the same VPCs on 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import uuid
 from collections import defaultdict
@@ -29,15 +30,16 @@ class Vpc:
     vni: int
     cidr: str  # the subnet the VMs take addresses from
 
-    @property
+    # Each is asked for once per port and neighbour entry (a million times for 10,000 ports): made once.
+    @functools.cached_property
     def id(self) -> str:
         return resource_id("vpc", self.name)
 
-    @property
+    @functools.cached_property
     def subnet_id(self) -> str:
         return resource_id("subnet", self.name, self.cidr)
 
-    @property
+    @functools.cached_property
     def gateway(self) -> str:
         return str(next(ipaddress.ip_network(self.cidr).hosts()))
 
@@ -99,8 +101,11 @@ def message_for(messages: dict[str, goalstate_pb2.GoalStateV2], host: str) -> go
     return gs
 
 
-def add(gs: goalstate_pb2.GoalStateV2, host: str, port: Port, *, neighbor: bool = False, op: int = common.CREATE) -> None:
-    """`port` into the host's message: as its own port or as a neighbour, with its VPC and subnet as INFO."""
+def add(gs: goalstate_pb2.GoalStateV2, host: str, port: Port, *, neighbor: bool = False, op: int = common.CREATE,
+        made: dict[tuple[str, int], resources_pb2.NeighborState] | None = None) -> None:
+    """`port` into the host's message: as its own port or as a neighbour, with its VPC and subnet as INFO.
+
+    A port is a neighbour in every other host's message: `made` keeps its entry, built once, for the next."""
     listed = gs.host_resources[host].resources
     vpc = port.vpc
     if vpc.id not in gs.vpc_states:
@@ -109,7 +114,12 @@ def add(gs: goalstate_pb2.GoalStateV2, host: str, port: Port, *, neighbor: bool 
         listed.add(type=common.VPC, id=vpc.id)
         listed.add(type=common.SUBNET, id=vpc.subnet_id)
     if neighbor:
-        gs.neighbor_states[port.id].CopyFrom(neighbor_state(port, op))
+        state = made.get((port.id, op)) if made is not None else None
+        if state is None:
+            state = neighbor_state(port, op)
+            if made is not None:
+                made[(port.id, op)] = state
+        gs.neighbor_states[port.id].CopyFrom(state)
         listed.add(type=common.NEIGHBOR, id=port.id)
     else:
         gs.port_states[port.id].CopyFrom(port_state(port, op))
@@ -125,10 +135,11 @@ def per_host(ports: Iterable[Port], *, op: int = common.CREATE) -> dict[str, goa
     out: dict[str, goalstate_pb2.GoalStateV2] = {}
     for p in ports:
         add(message_for(out, p.host_ip), p.host_ip, p, op=op)
+    made: dict = {}
     for host, gs in out.items():
         vpcs = {s.configuration.name for s in gs.vpc_states.values()}
         for name in sorted(vpcs):
             for p in by_vpc[name]:
                 if p.host_ip != host:
-                    add(gs, host, p, neighbor=True, op=op)
+                    add(gs, host, p, neighbor=True, op=op, made=made)
     return out

@@ -109,6 +109,7 @@ def batches(ports: list[goalstates.Port], size: int) -> Iterator[dict[str, goals
     size = size or len(ports)
     seen_by_vpc: dict[str, list[goalstates.Port]] = defaultdict(list)
     host_vpcs: dict[str, set[str]] = defaultdict(set)
+    made: dict = {}  # each port's neighbour entry, built once for all the hosts that get it
     for start in range(0, len(ports), size):
         batch = ports[start:start + size]
         joined: dict[str, set[str]] = defaultdict(set)  # host -> VPCs it gets its first port in now
@@ -121,10 +122,10 @@ def batches(ports: list[goalstates.Port], size: int) -> Iterator[dict[str, goals
             goalstates.add(goalstates.message_for(messages, p.host_ip), p.host_ip, p)
             for host, vpcs in host_vpcs.items():
                 if host != p.host_ip and p.vpc.name in vpcs:
-                    goalstates.add(goalstates.message_for(messages, host), host, p, neighbor=True)
+                    goalstates.add(goalstates.message_for(messages, host), host, p, neighbor=True, made=made)
         for host, vpcs in joined.items():  # a host new to a VPC learns the VPC's earlier ports elsewhere
             for p in (q for name in sorted(vpcs) for q in seen_by_vpc[name] if q.host_ip != host):
-                goalstates.add(goalstates.message_for(messages, host), host, p, neighbor=True)
+                goalstates.add(goalstates.message_for(messages, host), host, p, neighbor=True, made=made)
         for p in batch:
             seen_by_vpc[p.vpc.name].append(p)
         yield messages
