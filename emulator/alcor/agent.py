@@ -204,8 +204,8 @@ class Agent:
 
         def pick(states):  # a map's items() iterates in Python (collections.abc); its keys do not
             if wanted is None or wanted.issuperset(states):  # the usual case, tested in C, not per item
-                return [(rid, states[rid]) for rid in states]
-            return [(rid, states[rid]) for rid in states if rid in wanted]
+                return ((rid, states[rid]) for rid in states)  # lazily: each entry's wrapper dies after use
+            return ((rid, states[rid]) for rid in states if rid in wanted)
         return self._apply(pick(gs.vpc_states), pick(gs.subnet_states), pick(gs.port_states),
                            pick(gs.neighbor_states), pick(gs.router_states), pick(gs.dhcp_states),
                            pick(gs.security_group_states), pick(gs.gateway_states))
