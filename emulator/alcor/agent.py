@@ -20,6 +20,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from emulator.alcor import flows, neighbours
@@ -306,7 +307,7 @@ class Agent:
         self._vlan(vni, work)
         work.new_ports.append((status, port, subnet.gateway.ip_address))
 
-    def _neighbors(self, items: list, work: _Work) -> None:
+    def _neighbors(self, items: Iterable, work: _Work) -> None:
         """All of a message's neighbours in one tight loop: at 100,000 per message every attribute access counts."""
         new_status, flow_ops, known, host_ip = work.reply.operation_statuses.add, work.flow_ops, self.neighbors, self.host_ip
         lines: list[str] = []
