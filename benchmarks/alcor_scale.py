@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -51,13 +50,13 @@ def rss_kb_of_compute_nodes(experiment: str) -> tuple[int, int]:
     """Summed RSS of every process whose command line names a compute node directory, and their count."""
     mark = f"/run/cloudemu/{experiment}/"
     total = count = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid in processes.owned_by_marker(mark):
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            if mark in cmdline and f"{mark}.ovs-" not in cmdline:  # not the switches' own OVS
-                status = Path(f"/proc/{pid}/status").read_text()
-                total += int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmRSS:")))
-                count += 1
+            if f"{mark}.ovs-".encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue  # the switches' own OVS
+            status = Path(f"/proc/{pid}/status").read_text()
+            total += int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmRSS:")))
+            count += 1
         except (OSError, StopIteration):
             pass
     return total, count
