@@ -59,10 +59,10 @@ def underlay_peers(plan: Plan) -> str:
 
 def write_peers(nodes: list[PlanNode], text: str) -> None:
     """One file, hard-linked into every node's directory (a container sees only its own): O(N) bytes, not N^2."""
+    prepare(nodes)
     first: Path | None = None
     for node in nodes:
         target = Path(node.options["compute"]["dir"]) / PEERS_FILE
-        target.parent.mkdir(parents=True, exist_ok=True)
         target.unlink(missing_ok=True)
         if first is None:
             target.write_text(text)

@@ -149,8 +149,7 @@ class NetnsProvisioner(Provisioner):
                 if ovs:  # IPv6 off before any port arrives: bridge ports need no addresses
                     self.ex.ip_batch([f"netns add {switchd.namespace_of(ovs)}"])
                     journal.mark([Resource("netns", switchd.namespace_of(ovs))], "created")
-                    nsconfig.configure([nsconfig.NamespaceConfig(switchd.namespace_of(ovs), ipv6=False,
-                                                                    ipv6_later=False)])
+                    nsconfig.configure([nsconfig.NamespaceConfig(switchd.namespace_of(ovs), ipv6_later=False)])
                 making_switches = background.submit(self._make_switches, plan, switches, ovs, db, userspace)
                 self.make_hosts(plan, hosts, journal, step.advance)
 

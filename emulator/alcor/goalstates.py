@@ -114,11 +114,10 @@ def add(gs: goalstate_pb2.GoalStateV2, host: str, port: Port, *, neighbor: bool 
         listed.add(type=common.VPC, id=vpc.id)
         listed.add(type=common.SUBNET, id=vpc.subnet_id)
     if neighbor:
-        state = made.get((port.id, op)) if made is not None else None
+        made = {} if made is None else made
+        state = made.get((port.id, op))
         if state is None:
-            state = neighbor_state(port, op)
-            if made is not None:
-                made[(port.id, op)] = state
+            state = made[(port.id, op)] = neighbor_state(port, op)
         gs.neighbor_states[port.id].CopyFrom(state)
         listed.add(type=common.NEIGHBOR, id=port.id)
     else:
