@@ -304,7 +304,10 @@ def test_streams_keep_every_agent_open_and_at_most_concurrency_messages_in_fligh
             time.sleep(0.05)
             with lock:
                 holding[0] -= 1
-            return goalstateprovisioner_pb2.GoalStateOperationReply(format_version=1, message_total_operation_time=7)
+            reply = goalstateprovisioner_pb2.GoalStateOperationReply(format_version=1, message_total_operation_time=7)
+            reply.operation_statuses.add(resource_id="fine", operation_status=common.SUCCESS)
+            reply.operation_statuses.add(resource_id=f"bad-{self.host}", operation_status=common.INVALID_ARG)
+            return reply
 
     def paced():
         yield goalstate_pb2.GoalStateV2()
@@ -320,5 +323,6 @@ def test_streams_keep_every_agent_open_and_at_most_concurrency_messages_in_fligh
         for s in servers:
             s.stop(0)
     assert len(pushed) == 12 and all(p.agent_us == 7 for p in pushed) and sorted(done) == hosts
+    assert all(p.failed == [f"bad-{p.host} (INVALID_ARG)"] for p in pushed)  # read from the reply kept whole
     assert most[0] == 2
     assert sorted(arrivals[:6]) == hosts  # no stream waited for another to end
