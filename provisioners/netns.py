@@ -10,14 +10,13 @@ import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
-from emulator.compiler.plan import MARKER_KEY, NETNS_PREFIX, Plan, PlanEnd, PlanLink, PlanNode, PlanTunnel, marker
+from emulator.compiler.plan import MARKER_KEY, NETNS_PREFIX, Plan, PlanNode, marker
 from emulator.runtime import ovsinstance, processes
 from emulator.runtime.events import Phases
 from emulator.runtime.journal import Journal, Resource
-from provisioners import computenodes, devices, firewall, nsconfig, portforward, switchd
+from provisioners import batches, computenodes, devices, firewall, nsconfig, portforward, switchd
 from provisioners.base import NodeState, PreflightError, Provisioner
 
 NETNS_DIR = Path("/run/netns")
@@ -34,8 +33,8 @@ class NetnsProvisioner(Provisioner):
         out += [Resource("netns", n.netns) for n in plan.nodes if n.kind == "host"]
         out += [Resource("linux-bridge", n.device) for n in plan.nodes if n.kind == "bridge"]
         out += [Resource("ovs-bridge", n.device) for n in plan.nodes if n.kind == "switch"]
-        out += [_veth_resource(link) for link in plan.links]
-        out += [_tunnel_resource(t) for t in plan.tunnels]
+        out += [batches.veth_resource(link) for link in plan.links]
+        out += [batches.tunnel_resource(t) for t in plan.tunnels]
         out += [Resource("port", f"{outer}", n.netns) for n in plan.nodes for outer, _ in n.options.get("ports", ())]
         out += [Resource("dir", n.options["compute"]["dir"]) for n in plan.nodes
                 if n.options.get("compute", {}).get("agent") == "builtin"]
@@ -52,8 +51,8 @@ class NetnsProvisioner(Provisioner):
                 problems.append(f"{tool} is missing: apt-get install {pkg}")
         if any(n.kind == "switch" for n in plan.nodes):
             problems += self._ovs_problems(plan)
-        if any(_needs_netem(link) for link in plan.links) and not self.netem_available():
-            bad = next(link for link in plan.links if _needs_netem(link))
+        if any(batches.needs_netem(link) for link in plan.links) and not self.netem_available():
+            bad = next(link for link in plan.links if batches.needs_netem(link))
             problems.append(
                 f"link {bad.a.node}-{bad.b.node} asks for delay/jitter/loss, but this kernel has no netem "
                 "(sch_netem); remove those parameters or run on a machine whose kernel has netem")
@@ -74,7 +73,7 @@ class NetnsProvisioner(Provisioner):
     def placed(self, plan: Plan) -> Plan:
         """The plan as this machine builds it: with a private OVS, switches' link ends live in its namespace."""
         ovs = self.switch_ovs(plan)
-        return _ends_of_switches_in(plan, switchd.namespace_of(ovs)) if ovs else plan
+        return batches.ends_of_switches_in(plan, switchd.namespace_of(ovs)) if ovs else plan
 
     def _ovs_problems(self, plan: Plan) -> list[str]:
         tools = ["ovs-vsctl", "ovsdb-server", "ovs-vswitchd", "ovsdb-tool"] if self.switch_ovs(plan) else ["ovs-vsctl"]
@@ -98,7 +97,7 @@ class NetnsProvisioner(Provisioner):
         clash += [ns for ns in [ovs and switchd.namespace_of(ovs)] if ns and ns in existing_ns]
         clash += [n.device for n in plan.nodes if n.device and n.device in existing_dev]
         clash += [e.dev for link in plan.links for e in (link.a, link.b) if e.netns is None and e.dev in existing_dev]
-        clash += [_tunnel_resource(t).name for t in plan.tunnels if t.end.netns is None and t.end.dev in existing_dev]
+        clash += [batches.tunnel_resource(t).name for t in plan.tunnels if t.end.netns is None and t.end.dev in existing_dev]
         clash += [t.create_as for t in plan.tunnels if t.create_as and t.create_as in existing_dev]
         problems = []
         if plan.tunnels:
@@ -161,7 +160,7 @@ class NetnsProvisioner(Provisioner):
                 step.advance(len(switches) + len(bridges))
 
             with phases.phase("links", total=len(plan.links)) as step:
-                self.ex.ip_batch(_veth_lines(plan.links, mark))
+                self.ex.ip_batch(batches.veth_lines(plan.links, mark))
                 kinds = {n.name: n for n in plan.nodes}
                 ports = []
                 bridge_ports = []
@@ -169,11 +168,11 @@ class NetnsProvisioner(Provisioner):
                     for end in (link.a, link.b):
                         owner = kinds[end.node]
                         if owner.kind == "switch":
-                            ports.append(_ovs_port(owner.device, end.dev, plan.experiment))
+                            ports.append(batches.ovs_port(owner.device, end.dev, plan.experiment))
                         elif owner.kind == "bridge":
                             bridge_ports.append(f"link set dev {end.dev} master {owner.device}")
                 self.ex.ip_batch(bridge_ports)
-                journal.mark([_veth_resource(link) for link in plan.links], "created")
+                journal.mark([batches.veth_resource(link) for link in plan.links], "created")
                 step.advance(len(plan.links))
 
             # Ports join while the switches' side of every link is still down, so ovs-vswitchd sees no
@@ -184,13 +183,13 @@ class NetnsProvisioner(Provisioner):
             if plan.tunnels:
                 with phases.phase("tunnels", total=len(plan.tunnels)) as step:
                     self.make_tunnels(plan, mark, db)
-                    journal.mark([_tunnel_resource(t) for t in plan.tunnels], "created")
+                    journal.mark([batches.tunnel_resource(t) for t in plan.tunnels], "created")
                     step.advance(len(plan.tunnels))
 
-            configs = _namespace_configs(plan, tx_csum_off=userspace and bool(switches))
+            configs = batches.namespace_configs(plan, tx_csum_off=userspace and bool(switches))
             switch_side = [c for c in configs if ovs and c.netns == switchd.namespace_of(ovs)]
             with phases.phase("configure", total=len(hosts)) as step:
-                self.ex.tc_batch(_root_shaping([*plan.links, *plan.tunnels]))
+                self.ex.tc_batch(batches.root_shaping([*plan.links, *plan.tunnels]))
                 nsconfig.configure([c for c in configs if c not in switch_side], step.advance)
                 self._apply_netem(plan)
 
@@ -218,7 +217,7 @@ class NetnsProvisioner(Provisioner):
                        userspace: bool) -> None:
         if ovs:
             ovsinstance.start(ovs, ["nsenter", f"--net={NETNS_DIR / switchd.namespace_of(ovs)}"])
-        self.ex.ovs_vsctl([cmd for s in switches for cmd in _ovs_bridge_commands(s, plan.experiment, userspace)], db=db)
+        self.ex.ovs_vsctl([cmd for s in switches for cmd in batches.ovs_bridge_commands(s, plan.experiment, userspace)], db=db)
 
     def _make_linux_bridges(self, plan: Plan, bridges: list[PlanNode], journal: Journal, mark: str) -> None:
         lines = []
@@ -255,7 +254,7 @@ class NetnsProvisioner(Provisioner):
             if t.realize == "bridge":
                 lines.append(f"link set dev {dev} master {owner.device}")
             elif t.realize == "ovs":
-                ports.append(_ovs_port(owner.device, t.end.dev, plan.experiment))
+                ports.append(batches.ovs_port(owner.device, t.end.dev, plan.experiment))
         self.ex.ip_batch(lines)
         self.ex.ovs_vsctl(ports, db=db)
 
@@ -268,7 +267,7 @@ class NetnsProvisioner(Provisioner):
     def _apply_netem(self, plan: Plan) -> None:
         """Delay, jitter and loss (netem), below the HTB class when the link is also shaped."""
         for link in plan.links:
-            if not _needs_netem(link):
+            if not batches.needs_netem(link):
                 continue
             p = link.params
             args = []
@@ -376,12 +375,6 @@ class NetnsProvisioner(Provisioner):
         return out
 
 
-# -- helpers: pure text for the batches --------------------------------------
-def _veth_resource(link: PlanLink) -> Resource:
-    end = link.root_end or link.a
-    return Resource("veth", end.dev, end.netns or "")
-
-
 def _port_problems(plan: Plan) -> list[str]:
     taken: dict[int, str] = {}
     problems = []
@@ -393,86 +386,6 @@ def _port_problems(plan: Plan) -> list[str]:
                 problems.append(f"machine port {outer} (published by {n.name}) is already in use on this machine")
             taken[outer] = n.name
     return problems
-
-
-def _tunnel_resource(t: PlanTunnel) -> Resource:
-    return Resource("vxlan", t.end.dev, t.end.netns or "")
-
-
-def _needs_netem(link: PlanLink) -> bool:
-    return any(link.params.get(k) for k in ("delay", "jitter", "loss"))
-
-
-def _veth_lines(links: list[PlanLink], mark: str) -> list[str]:
-    lines, marks = [], []
-    for link in links:
-        first, second = (link.a, link.b) if link.a.netns is None or link.b.netns is not None else (link.b, link.a)
-        mtu = f" mtu {link.params['mtu']}" if link.params.get("mtu") else ""
-        lines.append(f"link add {_veth_side(first, mtu)} type veth peer name {_veth_side(second, mtu)}")
-        marks += [f"link set dev {e.dev} alias {mark} addrgenmode none up" for e in (first, second) if e.netns is None]
-    return lines + marks
-
-
-def _veth_side(end: PlanEnd, mtu: str) -> str:
-    return (f"{end.dev}{mtu}" + (f" address {end.mac}" if end.mac else "")
-            + (f" netns {end.netns}" if end.netns else ""))
-
-
-def _ovs_bridge_commands(node: PlanNode, experiment: str, userspace: bool) -> list[list[str]]:
-    o = node.options
-    datapath = {"user": "netdev", "kernel": "system"}.get(o.get("datapath", "auto"), "netdev" if userspace else "system")
-    settings = [f"datapath_type={datapath}", f"external_ids:{MARKER_KEY}={experiment}",
-                f"external_ids:cloudemu-node={node.name}", f"fail_mode={o.get('fail_mode', 'standalone')}",
-                f"other_config:datapath-id={o['dpid']}"]
-    if o.get("stp"):
-        settings.append("rstp_enable=true")
-    cmds = [["add-br", node.device], ["set", "Bridge", node.device, *settings]]
-    if o.get("controller"):
-        cmds.append(["set-controller", node.device, o["controller"]])
-    return cmds
-
-
-def _ovs_port(bridge: str, dev: str, experiment: str) -> list[str]:
-    """The marker on the Port row, in the add-port itself: a separate `set Interface` looks the row
-    up by name among all interfaces, which costs ovs-vsctl 0.3 s per 1,000 ports."""
-    return ["add-port", bridge, dev, f"external_ids:{MARKER_KEY}={experiment}"]
-
-
-def _root_shaping(links: list[PlanLink | PlanTunnel]) -> list[str]:
-    lines = []
-    for link in links:
-        bw = link.params.get("bw")
-        if not bw:
-            continue
-        for end in (link.end,) if isinstance(link, PlanTunnel) else (link.a, link.b):
-            if end.netns is None:
-                lines += [f"qdisc add dev {end.dev} root handle 1: htb default 1",
-                          f"class add dev {end.dev} parent 1: classid 1:1 htb rate {bw:g}mbit "
-                          f"burst {nsconfig.htb_burst(bw)}"]
-    return lines
-
-
-def _namespace_configs(plan: Plan, tx_csum_off: bool) -> list[nsconfig.NamespaceConfig]:
-    """Per namespace: hosts' (addresses, checksums), and the switches' when they have one (ports up, shaping)."""
-    hosts = {n.netns for n in plan.nodes if n.kind == "host"}
-    configs = {ns: nsconfig.NamespaceConfig(ns) for ns in sorted(hosts)}
-    ends = [(end, link.params) for link in plan.links for end in (link.a, link.b)]
-    ends += [(t.end, t.params) for t in plan.tunnels]
-    for end, params in ends:
-        if end.netns:
-            configs.setdefault(end.netns, nsconfig.NamespaceConfig(end.netns)).ifaces.append(
-                nsconfig.IfaceConfig(end.dev, end.ip, params.get("bw"), tx_csum_off and end.netns in hosts))
-    return list(configs.values())
-
-
-def _ends_of_switches_in(plan: Plan, netns: str) -> Plan:
-    switches = {n.name for n in plan.nodes if n.kind == "switch"}
-
-    def move(end: PlanEnd) -> PlanEnd:
-        return replace(end, netns=netns) if end.node in switches else end
-
-    return replace(plan, links=[replace(link, a=move(link.a), b=move(link.b)) for link in plan.links],
-                   tunnels=[replace(t, end=move(t.end)) for t in plan.tunnels])
 
 
 # -- helpers: reading the machine --------------------------------------------

@@ -12,7 +12,7 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from emulator.compiler.compile import compile_topology
 from emulator.topology.loader import load_text
-from provisioners import netns, nsconfig, switchd
+from provisioners import batches, netns, nsconfig, switchd
 
 SMOKE = ("version: 1\nname: t\nnodes: {s1: {kind: switch}, h1: {}, h2: {}}\n"
          "links: [{endpoints: [h1, s1]}, {endpoints: [h2, s1]}]\n")
@@ -56,7 +56,7 @@ def test_switch_ends_move_to_the_switches_namespace(monkeypatch):
     for link in plan.links:
         for end in (link.a, link.b):
             assert (end.netns == ns) == (end.node == "s1")
-    configs = {c.netns: c for c in netns._namespace_configs(plan, tx_csum_off=True)}
+    configs = {c.netns: c for c in batches.namespace_configs(plan, tx_csum_off=True)}
     assert [i.tx_csum_off for i in configs[ns].ifaces] == [False, False]  # only hosts need it
     assert all(c.ifaces[0].tx_csum_off for name, c in configs.items() if name != ns)
     resources = engine.resources(plan)
