@@ -44,8 +44,9 @@ PEERS_FILE = "underlay-peers"
 
 def agent_argv(node: PlanNode, base: str) -> list[str]:
     spec = node.options["compute"]
+    host = "underlay" if spec.get("listen") == "underlay" else "0.0.0.0"  # noqa: S104 - where ACA listens
     return ["-m", AGENT_MODULE, "--dir", f"{base}/ovs", "--vm-prefix", spec["vm_prefix"],
-            "--listen", f"0.0.0.0:{spec['port']}", "--socket", f"{base}/agent.sock",
+            "--listen", f"{host}:{spec['port']}", "--socket", f"{base}/agent.sock",
             "--underlay-peers", f"{base}/{PEERS_FILE}"]
 
 

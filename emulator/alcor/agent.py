@@ -27,14 +27,16 @@ from emulator.alcor import flows, neighbours
 from emulator.alcor.schema import common_pb2 as common
 from emulator.alcor.schema import goalstate_pb2, goalstateprovisioner_pb2, resources_pb2
 from emulator.runtime import ovsinstance
-from provisioners import nsconfig
+from provisioners import nsconfig, tokens
 
 log = logging.getLogger("cloudemu.agent")
 Reply = goalstateprovisioner_pb2.GoalStateOperationReply
 Status = Reply.GoalStateOperationStatus
-MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
-NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+#: Checked with fullmatch: `$` would accept a trailing newline, and a newline in batch text is a second command.
+MAC_RE = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}")
+NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,40}")
 VLAN_MAX = 4094
+VNI_LIMIT = 1 << 24  # a VXLAN network identifier has 24 bits
 
 
 class DataplaneError(RuntimeError):
@@ -50,7 +52,7 @@ class Dataplane:
         self.tx_csum_off = datapath_type == "netdev"  # TCP through a userspace datapath needs it
 
     def run(self, argv: list[str], text: str | None = None) -> str:
-        proc = subprocess.run(argv, input=text, capture_output=True, text=True, env=self.env, timeout=600)
+        proc = subprocess.run(tokens.argv_words(argv), input=text, capture_output=True, text=True, env=self.env, timeout=600)
         if proc.returncode != 0:
             raise DataplaneError(f"{argv[0]} failed: {proc.stderr.strip()[-500:]}")
         return proc.stdout
@@ -62,9 +64,18 @@ class Dataplane:
                 argv += ["--", *cmd]
             self.run(argv)
 
-    def ip_batch(self, lines: list[str]) -> None:
-        if lines:
-            self.run(["ip", "-batch", "-"], "\n".join(lines) + "\n")
+    def ip_batch(self, lines: list[str], *, force: bool = False) -> None:
+        """`force` goes on past errors and reports none: for undoing what may be half made."""
+        if not lines:
+            return
+        text = tokens.batch_text(lines, "ip")
+        if not force:
+            self.run(["ip", "-batch", "-"], text)
+            return
+        try:
+            self.run(["ip", "-force", "-batch", "-"], text)
+        except DataplaneError:
+            pass  # what could be removed was; the rest was not there
 
     def links_up(self, devices: list[str]) -> None:
         nsconfig.links_up(devices)
@@ -76,7 +87,7 @@ class Dataplane:
     def add_flows(self, lines: list[str]) -> None:
         """All of a message's flow changes in one OpenFlow bundle: applied together or not at all."""
         if lines:
-            self.run(self.FLOWS_ARGV, "\n".join(lines) + "\n")
+            self.run(self.FLOWS_ARGV, tokens.batch_text(lines, "ovs-ofctl"))
 
     #: Revalidators wake every 10 s instead of 0.5 s (flow table changes still revalidate at once). Each wake-up
     #: runs the main loop over every port: 100 idle nodes of 100 ports spent 0.3 of a core on it. Interface
@@ -111,7 +122,7 @@ class FlowBatch:
         if self.proc is None:
             self.proc = subprocess.Popen(self.dp.FLOWS_ARGV, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.PIPE, text=True, env=self.dp.env)
-        self.proc.stdin.write("\n".join(self.lines[self.sent:]) + "\n")
+        self.proc.stdin.write(tokens.batch_text(self.lines[self.sent:], "ovs-ofctl"))
         self.sent = len(self.lines)
 
     def commit(self) -> None:
@@ -161,6 +172,9 @@ class _Work:
     gone_ports: list[tuple[Status, LocalPort]] = field(default_factory=list)
     flow_ops: list[Status] = field(default_factory=list)
     flows: FlowBatch | None = None
+    #: What the flows of this message change in the agent's tables, to undo if the bundle is not applied.
+    new_vnis: list[int] = field(default_factory=list)
+    neighbors_before: dict[str, Neighbor | None] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # per stage, for the log
 
     def status(self, rid: str, kind: int, op: int) -> Status:
@@ -194,6 +208,7 @@ class Agent:
         self.vlans: dict[int, int] = {}  # VNI -> local VLAN
         self.ports: dict[str, LocalPort] = {}
         self.neighbors: dict[str, Neighbor] = {}
+        self.names: set[str] = set()  # the taps and VM namespaces of self.ports: two ports never share one
         self.primed: set[str] = set()  # remote hosts whose underlay address has been resolved
         self.lock = threading.Lock()  # one message at a time, as ACA's per-host queue
 
@@ -275,6 +290,7 @@ class Agent:
             if vlan > VLAN_MAX:
                 raise DataplaneError(f"more than {VLAN_MAX} VNIs on one host")
             self.vlans[vni] = vlan
+            work.new_vnis.append(vni)
             work.flows.add([flows.vni_flow(vni, vlan)])
         return vlan
 
@@ -286,32 +302,73 @@ class Agent:
         if op in (common.INFO, common.GET):
             return
         if op == common.DELETE:
-            port = self.ports.pop(rid, None)
+            port = self.ports.get(rid)
             if port is not None:
+                self._forget([port])
                 work.gone_ports.append((status, port))
             return
         if rid in self.ports:
             return  # CREATE or UPDATE of a port already programmed: nothing changes on the data plane
-        fixed = _first_ipv4(cfg.fixed_ips)
-        mac = cfg.mac_address.lower()
-        vni = self._vni_of_subnet(fixed.subnet_id) if fixed else None
-        if (cfg.update_type != common.FULL or cfg.revision_number <= 0 or fixed is None or not MAC_RE.match(mac)
-                or int(mac[:2], 16) & 1 or vni is None):
+        made = self._local_port(rid, cfg)
+        if made is None:
             status.operation_status = common.INVALID_ARG
             return
-        subnet = self.subnets[fixed.subnet_id]
-        prefix = ipaddress.ip_network(subnet.cidr, strict=False).prefixlen if subnet.cidr else 32
-        name = cfg.name if NAME_RE.match(cfg.name or "") else rid[:12]
+        port, gateway = made
+        try:
+            self._vlan(port.vni, work)
+        except DataplaneError as exc:
+            log.warning("port %s: %s", rid, exc)
+            status.operation_status = common.FAILURE
+            return
+        self._remember(port)
+        work.new_ports.append((status, port, gateway))
+
+    def _local_port(self, rid: str, cfg: resources_pb2.PortConfiguration) -> tuple[LocalPort, str] | None:
+        """The port as this host would make it, or None when the message does not allow it (INVALID_ARG).
+
+        Every word that reaches a command comes from here, checked: the tap and the namespace are named from
+        the id (or a plain name), never from anything that could hold a separator."""
+        if not tokens.IDENTIFIER_RE.fullmatch(rid):
+            return None
+        fixed = _first_ipv4(cfg.fixed_ips)
+        mac = cfg.mac_address.lower()
+        if (cfg.update_type != common.FULL or cfg.revision_number <= 0 or fixed is None or not MAC_RE.fullmatch(mac)
+                or int(mac[:2], 16) & 1):
+            return None
+        subnet = self.subnets.get(fixed.subnet_id)
+        vni = self._vni_of_subnet(fixed.subnet_id)
+        if subnet is None or vni is None or not 0 < vni < VNI_LIMIT:
+            return None
+        try:
+            prefix = ipaddress.IPv4Network(subnet.cidr, strict=False).prefixlen if subnet.cidr else 32
+        except ValueError:
+            return None
+        gateway = subnet.gateway.ip_address
+        if gateway and not _ipv4(gateway):
+            return None
+        name = cfg.name if NAME_RE.fullmatch(cfg.name or "") else rid[:12]
         port = LocalPort(rid, flows.tap_name(rid), self.vm_prefix + name, vni, mac, f"{fixed.ip_address}/{prefix}")
-        self.ports[rid] = port
-        self._vlan(vni, work)
-        work.new_ports.append((status, port, subnet.gateway.ip_address))
+        if port.tap in self.names or port.netns in self.names:
+            log.warning("port %s: its tap %s or namespace %s belongs to another port", rid, port.tap, port.netns)
+            return None
+        return port, gateway
+
+    def _remember(self, port: LocalPort) -> None:
+        self.ports[port.id] = port
+        self.names |= {port.tap, port.netns}
+
+    def _forget(self, ports: Iterable[LocalPort]) -> None:
+        for port in ports:
+            if self.ports.get(port.id) is port:
+                del self.ports[port.id]
+                self.names -= {port.tap, port.netns}
 
     def _neighbors(self, items: Iterable, work: _Work) -> None:
         """All of a message's neighbours in one tight loop: at 100,000 per message every attribute access counts."""
         new_status, flow_ops, known, host_ip = work.reply.operation_statuses.add, work.flow_ops, self.neighbors, self.host_ip
+        before = work.neighbors_before
         lines: list[str] = []
-        encap, delete, mac_ok = flows.neighbor_flows, flows.neighbor_delete, MAC_RE.match
+        encap, delete, mac_ok = flows.neighbor_flows, flows.neighbor_delete, MAC_RE.fullmatch
         skip_ops, delete_op, neighbor = (common.INFO, common.GET), common.DELETE, common.NEIGHBOR
         for rid, state in items:
             cfg = state.configuration
@@ -321,6 +378,8 @@ class Agent:
             if op in skip_ops:
                 continue
             old = known.pop(rid, None)
+            if rid not in before:
+                before[rid] = old
             if old is not None:
                 lines += delete(self.vlans[old.vni], old.mac, old.ip)
                 flow_ops.append(status)
@@ -330,13 +389,20 @@ class Agent:
             mac = cfg.mac_address.lower()
             remote = cfg.host_ip_address
             vni = (fixed.tunnel_id or self._vni_of_subnet(fixed.subnet_id)) if fixed is not None else None
-            if fixed is None or not mac_ok(mac) or not _ipv4(remote) or not vni:
+            if fixed is None or not mac_ok(mac) or not _ipv4(remote) or not (vni and vni < VNI_LIMIT):
                 status.operation_status = common.INVALID_ARG
                 continue
             if remote == host_ip:
                 continue  # a port on this host: br-int switches it locally
             ip = fixed.ip_address
-            vlan = self.vlans.get(vni) or self._vlan(vni, work)
+            vlan = self.vlans.get(vni)
+            if vlan is None:
+                try:
+                    vlan = self._vlan(vni, work)
+                except DataplaneError as exc:
+                    log.warning("neighbour %s: %s", rid, exc)
+                    status.operation_status = common.FAILURE
+                    continue
             known[rid] = Neighbor(rid, vni, mac, ip, remote)
             lines += encap(vni, vlan, mac, ip, remote)
             flow_ops.append(status)
@@ -347,39 +413,63 @@ class Agent:
 
     # -- the data plane, batched -------------------------------------------------------
     def _program(self, work: _Work, started: float) -> None:
-        stages: list[tuple[str, list[Status], callable]] = []
+        """Gone ports, the flow bundle, new ports; a status says SUCCESS only for what is on the data plane."""
         if work.gone_ports:
-            ports = [p for _, p in work.gone_ports]
-            stages.append(("ports gone", [s for s, _ in work.gone_ports], lambda: (
-                self.dp.vsctl([["--if-exists", "del-port", "br-int", p.tap] for p in ports]),
-                self.dp.ip_batch([f"netns del {p.netns}" for p in ports]))))
-        if work.flows.lines:
-            stages.append(("flows", work.flow_ops, work.flows.commit))
+            gone = [p for _, p in work.gone_ports]
+            if not self._stage(work, "ports gone", [s for s, _ in work.gone_ports], lambda: self._remove_vm_links(gone)):
+                for port in gone:  # still there: a retried DELETE tries again
+                    self._remember(port)
+        flows_applied = not work.flows.lines or self._stage(work, "flows", work.flow_ops, work.flows.commit)
+        if not flows_applied:
+            self._undo_tables(work)
         if work.new_ports:  # after the flows (see the module's docstring)
             created = [p for _, p, _ in work.new_ports]
-            commands = [c for p in created for c in flows.port_commands(p.tap, self.vlans[p.vni], p.id, p.mac)]
-            stages.append(("ports", [s for s, _, _ in work.new_ports],
-                           lambda: (self._make_vm_links(created), self.dp.vsctl(commands))))
-        for stage, statuses, action in stages:
-            t0 = time.perf_counter()
-            try:
-                action()
-            except (DataplaneError, subprocess.TimeoutExpired) as exc:
-                log.warning("%d operation(s) failed: %s", len(statuses), exc)
+            statuses = [s for s, _, _ in work.new_ports]
+            commands = [c for p in created for c in flows.port_commands(p.tap, self.vlans.get(p.vni, 0), p.id, p.mac)]
+            if not flows_applied:  # their VLAN's decapsulation may be missing: nothing of them is made
                 for s in statuses:
                     s.operation_status = common.FAILURE
-                if statuses is not work.flow_ops:
-                    self._forget([s.resource_id for s in statuses])
-            work.seconds[stage] = time.perf_counter() - t0
-            spent = _us(work.seconds[stage])
-            for s in statuses:
-                s.dataplane_programming_time += spent
+                self._forget(created)
+            elif not self._stage(work, "ports", statuses, lambda: (self._make_vm_links(created), self.dp.vsctl(commands))):
+                self._forget(created)
+                self._remove_vm_links(created, force=True)  # half-made namespaces would block every retry
         self._prime_tunnels()
         if work.new_ports:
             self._configure_vms(work, started)
         done = _us(time.perf_counter() - started)
         for s in work.reply.operation_statuses:
             s.state_elapse_time = done
+
+    def _stage(self, work: _Work, stage: str, statuses: list[Status], action) -> bool:
+        """Run one batch; on failure its operations say FAILURE. Either way they carry its time."""
+        t0 = time.perf_counter()
+        ok = True
+        try:
+            action()
+        except (DataplaneError, subprocess.TimeoutExpired, tokens.UnsafeToken) as exc:
+            log.warning("%s: %d operation(s) failed: %s", stage, len(statuses), exc)
+            ok = False
+            for s in statuses:
+                s.operation_status = common.FAILURE
+        work.seconds[stage] = time.perf_counter() - t0
+        spent = _us(work.seconds[stage])
+        for s in statuses:
+            s.dataplane_programming_time += spent
+        return ok
+
+    def _undo_tables(self, work: _Work) -> None:
+        """The bundle was not applied: the agent's tables go back to what the data plane still has."""
+        for vni in work.new_vnis:
+            self.vlans.pop(vni, None)
+        for rid, old in work.neighbors_before.items():
+            if old is None:
+                self.neighbors.pop(rid, None)
+            else:
+                self.neighbors[rid] = old
+
+    def _remove_vm_links(self, ports: list[LocalPort], *, force: bool = False) -> None:
+        self.dp.vsctl([["--if-exists", "del-port", "br-int", p.tap] for p in ports])
+        self.dp.ip_batch([f"netns del {p.netns}" for p in ports], force=force)
 
     def _make_vm_links(self, created: list[LocalPort]) -> None:
         """Each VM's namespace, then all the veths at once.
@@ -438,14 +528,16 @@ class Agent:
             log.warning("configuring %d VM(s) failed: %s", len(ready), exc)
             for s, _, _ in ready:
                 s.operation_status = common.FAILURE
+            ports = [p for _, p, _ in ready]
+            self._forget(ports)
+            try:
+                self._remove_vm_links(ports, force=True)  # a retry makes them afresh
+            except DataplaneError as undo:
+                log.warning("removing the VMs that failed: %s", undo)
         work.seconds["vms"] = time.perf_counter() - t0
         spent = _us(work.seconds["vms"])
         for s, _, _ in ready:
             s.network_configuration_time = spent
-
-    def _forget(self, port_ids: list[str]) -> None:
-        for rid in port_ids:
-            self.ports.pop(rid, None)
 
 
 def _first_ipv4(fixed_ips):
@@ -459,7 +551,7 @@ def _ipv4(text: str) -> bool:
     try:
         socket.inet_pton(socket.AF_INET, text)  # strict dotted quad, 20x cheaper than ipaddress
         return True
-    except OSError:
+    except (OSError, ValueError):  # ValueError: an embedded NUL
         return False
 
 

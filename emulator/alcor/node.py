@@ -22,7 +22,7 @@ from emulator.alcor.agent import Agent, Dataplane
 from emulator.alcor.flows import VXLAN_OFPORT
 from emulator.alcor.server import ACA_PORT, serve
 from emulator.runtime import ovsinstance
-from provisioners import nsconfig
+from provisioners import nsconfig, tokens
 
 VXLAN_OVERHEAD = 50
 
@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", required=True, type=Path, help="where this node's OVS keeps its database, sockets, logs")
     p.add_argument("--vm-prefix", required=True, help="namespace name prefix of the VMs (ce.EXP.)")
     p.add_argument("--underlay", default="auto", help="the device holding the host's address (auto: the first with IPv4)")
-    p.add_argument("--listen", default=f"0.0.0.0:{ACA_PORT}")
+    p.add_argument("--listen", default=f"0.0.0.0:{ACA_PORT}",
+                   help="host:port; underlay:PORT listens on the node's underlay address only (ACA: 0.0.0.0)")
     p.add_argument("--socket", help="also serve on this unix socket (how cloudemu reaches the agent from the machine)")
     p.add_argument("--datapath", choices=["auto", "netdev", "system"], default="auto")
     p.add_argument("--underlay-peers", type=Path, help="a file of 'address MAC' lines: the other compute nodes")
@@ -116,9 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         move_underlay_to_br_phy(dp, underlay, found)
     if args.underlay_peers:
         static_peers(dp, "br-phy" if datapath == "netdev" else underlay, found, args.underlay_peers)
-    listen = [args.listen] + ([f"unix:{args.socket}"] if args.socket else [])
-    server = serve(Agent(dp, host_ip, args.vm_prefix), *listen)
-    print(json.dumps({"ready": True, "host_ip": host_ip, "listen": args.listen, "datapath": datapath,
+    address = args.listen.replace("underlay:", f"{host_ip}:", 1) if args.listen.startswith("underlay:") else args.listen
+    listen = [address] + ([f"unix:{args.socket}"] if args.socket else [])
+    server = serve(Agent(dp, host_ip, tokens.identifier(args.vm_prefix, "--vm-prefix")), *listen)
+    print(json.dumps({"ready": True, "host_ip": host_ip, "listen": address, "datapath": datapath,
                       "vxlan_ofport": VXLAN_OFPORT}), flush=True)
     signal.signal(signal.SIGTERM, lambda *_: server.stop(0))
     server.wait_for_termination()

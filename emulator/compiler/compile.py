@@ -191,7 +191,8 @@ class Compiled:
             raise TopologyError("agent: external runs your agent's image: give the node provisioner: docker and the "
                                 "image (and its start command as command:)", where=node.where, field=f"nodes.{node.name}")
         name = name or node.name
-        compute = {"agent": agent, "port": ACA_PORT, "vm_prefix": self.netns_prefix,
+        listen = node.options.get("agent_listen", "any") if node is not None else "any"
+        compute = {"agent": agent, "port": ACA_PORT, "listen": listen, "vm_prefix": self.netns_prefix,
                    "dir": f"{COMPUTE_DIR}/{self.experiment}/{name}"}
         if engine == "netns":
             opts: dict[str, Any] = {"compute": compute}

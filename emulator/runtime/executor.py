@@ -11,6 +11,8 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from provisioners.tokens import argv_words, batch_text
+
 
 class CommandError(RuntimeError):
     def __init__(self, argv: Sequence[str], returncode: int, stderr: str):
@@ -28,7 +30,7 @@ class LocalExecutor:
 
     def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True,
             timeout: float | None = 300) -> subprocess.CompletedProcess:
-        proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(argv_words(argv), input=input, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise CommandError(argv, proc.returncode, proc.stderr or proc.stdout)
         return proc
@@ -43,14 +45,14 @@ class LocalExecutor:
             with ThreadPoolExecutor(parallel) as pool:
                 list(pool.map(lambda part: self.ip_batch(part, force=force), [lines[i::parallel] for i in range(parallel)]))
             return
-        text = "\n".join(lines)
+        text = batch_text(lines, "ip")
         if text:
-            self.run(["ip", *(["-force"] if force else []), "-batch", "-"], input=text + "\n", check=not force)
+            self.run(["ip", *(["-force"] if force else []), "-batch", "-"], input=text, check=not force)
 
     def tc_batch(self, lines: Iterable[str]) -> None:
-        text = "\n".join(lines)
+        text = batch_text(lines, "tc")
         if text:
-            self.run(["tc", "-batch", "-"], input=text + "\n")
+            self.run(["tc", "-batch", "-"], input=text)
 
     def ovs_vsctl(self, commands: Sequence[Sequence[str]], *, timeout: int = 120, db: str | None = None) -> str:
         """Several ovs-vsctl commands as one OVSDB transaction (on the OVS at `db`, else the machine's)."""

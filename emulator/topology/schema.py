@@ -27,7 +27,7 @@ NODE_KEYS: dict[str, set[str]] = {
     "switch": {"kind", "datapath", "controller", "fail_mode", "stp"} | PLACEMENT_KEYS,
     "bridge": {"kind", "stp"} | PLACEMENT_KEYS,
     # a host with its own OVS (br-int, br-tun) and a goal-state agent: ours (builtin) or the user's ACA image
-    "compute": {"kind", "ip", "mac", "agent"} | PLACEMENT_KEYS | CONTAINER_KEYS,
+    "compute": {"kind", "ip", "mac", "agent", "agent_listen"} | PLACEMENT_KEYS | CONTAINER_KEYS,
     "vm": {"kind", "on", "vpc", "ip", "mac"},
     # a containerized control-plane service, started after its dependencies are healthy
     "service": {"kind", "ip", "mac", "depends_on", "healthcheck"} | PLACEMENT_KEYS | CONTAINER_KEYS,
@@ -226,6 +226,11 @@ def node_options(kind: str, raw: dict, where_of, field: str) -> dict[str, Any]:
         elif key == "agent":
             if value not in ("builtin", "external"):
                 raise fail(f"expected builtin (cloudemu's agent) or external (your ACA image), got {value!r}", where, f)
+            out[key] = value
+        elif key == "agent_listen":
+            if value not in ("any", "underlay"):
+                raise fail(f"expected any (0.0.0.0, as ACA listens) or underlay (the node's own address), got {value!r}",
+                           where, f)
             out[key] = value
         elif key == "depends_on":
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):

@@ -259,3 +259,43 @@ def test_the_agent_learns_a_neighbours_mac_from_the_kernels_own_arp_and_gives_up
         assert got[-1][1] >= 1.4  # the silent address held it until the timeout
     finally:
         subprocess.run(["ip", "-batch", "-"], text=True, input=f"netns del {a}\nnetns del {b}\n")
+
+
+def test_a_real_agent_refuses_hostile_goal_states_and_keeps_its_node(state_dir):
+    """A fuzz of hostile messages over gRPC to a live compute node: each refused, the node's links as they
+    were (a port id "a\\nl d eth0" once deleted its uplink), and a legitimate port still made and reached."""
+    import random
+
+    from tests.unit.test_hostile_goal_states import hostile_neighbour, hostile_port
+
+    name = "alcor_hostile"
+    emu = Emulation(load_text(TWO_VPCS.format(name=name, engine="netns"))).up()
+    try:
+        targets = controller.agent_targets(emu.plan)
+        ports = {p.name: p for p in controller.plan_ports(emu.plan)}
+        host2 = ports["b2"].host_ip
+        links_before = sorted(emu.node("cn2").cmd(["ip", "-o", "link", "show"]).split("\n"))
+        names_before = {ln.split(":")[1].strip() for ln in links_before if ln}
+        rng = random.Random(7)
+        messages = [(hostile_port if i % 3 else hostile_neighbour)(rng, i)[0] for i in range(150)]
+        pushed = controller.stream(targets[host2], messages)
+        assert len(pushed) == len(messages)
+        refused = [p for p in pushed if p.failed]
+        assert len(refused) == len(messages)  # every message had its hostile resource refused
+        names_after = {ln.split(":")[1].strip() for ln in emu.node("cn2").cmd(["ip", "-o", "link", "show"]).split("\n") if ln}
+        assert names_after == names_before
+        blue = ports["b1"].vpc
+        b3 = goalstates.Port("b3", blue, host2, "10.1.0.13", "fa:16:3e:00:01:03")
+        (ok,) = controller.stream(targets[host2], [goalstates.per_host([b3])[host2]])
+        assert ok.failed == []
+        n1 = goalstate_pb2.GoalStateV2()
+        n1.neighbor_states[b3.id].CopyFrom(goalstates.neighbor_state(b3))
+        (ok,) = controller.stream(targets[ports["b1"].host_ip], [n1])
+        assert ok.failed == []
+        deadline = time.monotonic() + 10
+        while not pings(emu, "b1", "10.1.0.13", tries=1) and time.monotonic() < deadline:
+            pass
+        assert pings(emu, "b1", "10.1.0.13")
+    finally:
+        result = emu.down()
+    assert result.clean and leftovers(name) == {}
