@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emulator.compiler.plan import Plan, PlanNode
-from emulator.model import Cluster, Topology
+from emulator.model import Cluster, Topology, check_experiment
 from emulator.runtime import orchestrator
 from emulator.runtime.distributed import CLUSTER, ClusterUp, cluster_from_dict, deploy_cluster, ping_pairs, shard_status
 from emulator.runtime.events import Phases, ProgressSink
@@ -109,7 +109,8 @@ class Emulation:
                  cluster: Cluster | None = None, placement: str = "metis", parallel: int = 16,
                  accept_new_host_keys: bool = False):
         self.topology = topology
-        self.name = name or (topology.name if topology else None)
+        name = name or (topology.name if topology else None)
+        self.name = check_experiment(name) if name is not None else None
         self.provisioner = provisioner
         self.cluster = cluster  # None: this machine; else the machines the experiment spans
         self.placement, self.parallel, self.accept_new = placement, parallel, accept_new_host_keys

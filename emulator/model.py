@@ -26,8 +26,9 @@ CONTAINER_KEYS = frozenset({"provisioner", "image", "env", "command", "volumes",
 #: Kinds that forward frames (their ports live in the machine's root namespace).
 SWITCHING_KINDS = frozenset({"switch", "bridge"})
 
-NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-IFACE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+#: Matched whole (fullmatch): `$` would let a trailing newline through into a device or namespace name.
+NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+IFACE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 NAME_MAX = 32
 IFNAMSIZ = 15  # Linux interface names: 15 characters plus the terminating NUL
 #: Length of the per-experiment tag that prefixes names in the root namespace
@@ -277,7 +278,7 @@ class Topology:
         for ep in (ea, eb):
             if ep.node not in self.nodes:
                 raise TopologyError(f"link to unknown node {ep.node!r}", where=where, field="links.endpoints")
-            if ep.iface is not None and not IFACE_RE.match(ep.iface):
+            if ep.iface is not None and not IFACE_RE.fullmatch(ep.iface):
                 raise TopologyError(
                     f"interface name {ep.iface!r} must start with a letter and hold only letters, digits and _",
                     where=where,
@@ -437,7 +438,7 @@ class Cluster:
 def check_name(name: Any, what: str, where: Where | None = None) -> str:
     """Names end up in namespace and device names: keep them short and plain."""
     field_name = f"{what}s.{name}" if what == "node" else what
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise TopologyError(
             f"{what} name {name!r} must start with a letter and hold only letters, digits and _",
             where=where,
@@ -446,3 +447,9 @@ def check_name(name: Any, what: str, where: Where | None = None) -> str:
     if len(name) > NAME_MAX:
         raise TopologyError(f"{what} name {name!r} is longer than {NAME_MAX} characters", where=where, field=field_name)
     return name
+
+
+def check_experiment(name: Any) -> str:
+    """An experiment's name becomes part of paths, namespace and device names, OVS and container labels: every
+    way in (--name, the Python API, a worker's request) passes here before anything is made."""
+    return check_name(name, "experiment", Where("--name / experiment name"))

@@ -80,11 +80,11 @@ def container_mounts(node: PlanNode) -> list[str]:
 
 
 def container_command(node: PlanNode) -> list[str]:
-    """The agent as the container's own process, its output in the mounted directory."""
+    """The agent as the container's own process, its output in the mounted directory: an argument list
+    (no shell reads the experiment's name or anything else from the plan)."""
     base = IN_CONTAINER["dir"]
-    argv = " ".join(["python3", *agent_argv(node, base)])
-    return ["/bin/sh", "-c", f"export PYTHONPATH={IN_CONTAINER['code']}:{IN_CONTAINER['site']}; "
-                             f"exec {argv} > {base}/agent.log 2>&1"]
+    return ["env", f"PYTHONPATH={IN_CONTAINER['code']}:{IN_CONTAINER['site']}", "python3", *agent_argv(node, base),
+            "--log", f"{base}/agent.log"]
 
 
 def problems(nodes: list[PlanNode]) -> list[str]:

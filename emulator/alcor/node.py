@@ -96,7 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--socket", help="also serve on this unix socket (how cloudemu reaches the agent from the machine)")
     p.add_argument("--datapath", choices=["auto", "netdev", "system"], default="auto")
     p.add_argument("--underlay-peers", type=Path, help="a file of 'address MAC' lines: the other compute nodes")
+    p.add_argument("--log", type=Path, help="write standard output and errors to this file (a container's agent)")
     args = p.parse_args(argv)
+    if args.log:
+        fd = os.open(args.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
 
     writable_sysctls()

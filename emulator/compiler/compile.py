@@ -24,7 +24,18 @@ from emulator.compiler.addressing import Reserved, assign_host_addresses, check_
 from emulator.compiler.graph import KIND_CODE, Graph, graph_of
 from emulator.compiler.placement import Capacity, Placement, metrics, place
 from emulator.compiler.plan import DEFAULT_IMAGE, Plan, container_name, netns_name
-from emulator.model import ACA_PORT, CONTAINER_KEYS, IFNAMSIZ, TAG_LEN, Cluster, Link, Topology, TopologyError, Where
+from emulator.model import (
+    ACA_PORT,
+    CONTAINER_KEYS,
+    IFNAMSIZ,
+    TAG_LEN,
+    Cluster,
+    Link,
+    Topology,
+    TopologyError,
+    Where,
+    check_experiment,
+)
 
 #: Tag used when no experiment exists yet (validate, plan): same length as a real one.
 PLACEHOLDER_TAG = "x" * TAG_LEN
@@ -34,7 +45,7 @@ VXLAN_OVERHEAD = 50
 VNI_MAX = (1 << 24) - 1
 #: Where a compute node keeps its OVS database, sockets and logs, and its agent's unix socket.
 COMPUTE_DIR = "/run/cloudemu"
-ETH_RE = re.compile(r"^eth(\d+)$")
+ETH_RE = re.compile(r"eth(\d+)")
 HOST, SWITCH, BRIDGE = KIND_CODE["host"], KIND_CODE["switch"], KIND_CODE["bridge"]
 
 
@@ -63,6 +74,7 @@ def compile_cluster(topo: Topology, cluster: Cluster | None, *, placement: str =
                     provisioner: str | None = None, vni_base: int = 1) -> Compiled:
     """Place `topo` on `cluster` (None: this machine alone, pins ignored) and name everything."""
     started = time.perf_counter()
+    check_experiment(experiment or topo.name)
     if len(tag) != TAG_LEN:
         raise ValueError(f"tag must be {TAG_LEN} characters")
     single = cluster is None
@@ -265,7 +277,7 @@ class Compiled:
             iface_len, is_eth = digits + 3, np.ones(len(ends), bool)
         else:
             iface_len = np.fromiter(map(len, self.explicit_ifnames), np.int64, len(ends))
-            is_eth = np.fromiter((bool(ETH_RE.match(n)) for n in self.explicit_ifnames), bool, len(ends))
+            is_eth = np.fromiter((bool(ETH_RE.fullmatch(n)) for n in self.explicit_ifnames), bool, len(ends))
             digits = np.where(is_eth, iface_len - 3, 0)
         too_long = root_side & (name_len + 1 + iface_len > limit)
         short = too_long & is_eth & (name_len + 1 + digits <= limit)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from emulator.model import TAG_LEN
+from emulator.model import TAG_LEN, check_experiment
 
 STATE_ENV = "CLOUDEMU_STATE_DIR"
 
@@ -33,7 +33,7 @@ def experiments_dir() -> Path:
 
 
 def experiment_dir(name: str) -> Path:
-    return experiments_dir() / name
+    return experiments_dir() / check_experiment(name)  # a name is never a path of its own
 
 
 def known_experiments() -> list[str]:

@@ -23,9 +23,9 @@ TOP_KEYS = {"version", "name", "defaults", "machines", "known_hosts"}
 MACHINE_KEYS = {"address", "user", "key", "port", "provisioner", "cpu", "memory", "max_nodes", "underlay", "tunnel_ip",
                 "mtu", "python"}
 PROVISIONERS = ("netns", "docker", "lxd")
-HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
-IFACE_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
-USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})")
+IFACE_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
+USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 
 def load_cluster(path: str | Path) -> Cluster:
@@ -90,7 +90,7 @@ def _machine_fields(raw: dict, where_of, field: str) -> dict[str, Any]:
         elif key == "tunnel_ip":
             out[key] = _address(value, where, f, hostname_ok=False)
         elif key == "user":
-            if not isinstance(value, str) or not USER_RE.match(value):
+            if not isinstance(value, str) or not USER_RE.fullmatch(value):
                 raise schema.fail(f"expected a user name, got {value!r}", where, f)
             out[key] = value
         elif key == "python":
@@ -114,7 +114,7 @@ def _machine_fields(raw: dict, where_of, field: str) -> dict[str, Any]:
         elif key == "mtu":
             out[key] = schema.number(value, where, f, minimum=576, maximum=65535, integer=True)
         elif key == "underlay":
-            if not isinstance(value, str) or not IFACE_NAME_RE.match(value):
+            if not isinstance(value, str) or not IFACE_NAME_RE.fullmatch(value):
                 raise schema.fail(f"expected an interface name such as eth1, got {value!r}", where, f)
             out[key] = value
     return out
@@ -134,7 +134,7 @@ def _address(value: Any, where, field: str, *, hostname_ok: bool) -> str:
         return str(ipaddress.ip_address(text))
     except ValueError:
         pass
-    if hostname_ok and HOSTNAME_RE.match(text) and not text.replace(".", "").isdigit():
+    if hostname_ok and HOSTNAME_RE.fullmatch(text) and not text.replace(".", "").isdigit():
         return text
     what = "an IP address or host name" if hostname_ok else "an IP address"
     raise TopologyError(f"expected {what}, got {value!r}", where=where, field=field)

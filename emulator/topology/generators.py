@@ -16,6 +16,14 @@ LinkSpec = tuple[str, str]
 Generated = tuple[list[NodeSpec], list[LinkSpec]]
 
 
+#: What one generated topology may hold: a 1M-host region (about 1.03M nodes) with room to spare. The size
+#: is worked out from the parameters before anything is built, so `linear, switches: 200000000` is refused
+#: in microseconds instead of ending in a MemoryError.
+MAX_NODES = 2_000_000
+MAX_LINKS = 4_000_000
+PARAM_MAX = 10_000_000
+
+
 @dataclass(frozen=True)
 class Param:
     name: str
@@ -23,6 +31,7 @@ class Param:
     minimum: int
     help: str
     required: bool = False
+    maximum: int = PARAM_MAX
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,31 @@ class Generator:
     params: tuple[Param, ...]
     build: Callable[..., Generated | Bulk]
     help: str
+    size: Callable[..., tuple[int, int]] = lambda **_: (0, 0)  # (nodes, links) it would make
+
+    def make(self, **kwargs: int | None) -> Generated | Bulk:
+        """`build`, once the parameters are in range and the result is known to fit (ValueError otherwise)."""
+        for p in self.params:
+            value = kwargs.get(p.name, p.default)
+            if value is not None and not p.minimum <= value <= p.maximum:
+                raise ValueError(f"{p.name} must be from {p.minimum:,} to {p.maximum:,}, got {value:,}")
+        nodes, links = self.size(**kwargs)
+        if nodes > MAX_NODES or links > MAX_LINKS:
+            raise ValueError(f"{self.name} with these parameters makes {nodes:,} nodes and {links:,} links; one "
+                             f"topology holds at most {MAX_NODES:,} nodes and {MAX_LINKS:,} links")
+        return self.build(**kwargs)
+
+
+def _tree_size(depth: int, fanout: int = 2) -> tuple[int, int]:
+    switches = sum(fanout ** i for i in range(depth))
+    hosts = fanout ** depth
+    return switches + hosts, switches + hosts - 1
+
+
+def _fattree_size(k: int, hosts_per_edge: int | None = None) -> tuple[int, int]:
+    half = k // 2
+    hosts = k * half * (half if hosts_per_edge is None else hosts_per_edge)
+    return half * half + k * k + hosts, 2 * k * half * half + hosts
 
 
 def linear(switches: int, hosts_per_switch: int) -> Generated:
@@ -181,26 +215,34 @@ GENERATORS: dict[str, Generator] = {
     for g in (
         Generator("linear", (Param("switches", None, 1, "switches in a chain", required=True),
                              Param("hosts_per_switch", 1, 0, "hosts on each switch")), linear,
-                  "a chain of switches, each with its hosts"),
-        Generator("tree", (Param("depth", None, 1, "levels of switches", required=True),
+                  "a chain of switches, each with its hosts",
+                  lambda switches, hosts_per_switch=1: (switches * (1 + hosts_per_switch),
+                                                        switches - 1 + switches * hosts_per_switch)),
+        Generator("tree", (Param("depth", None, 1, "levels of switches", required=True, maximum=64),
                            Param("fanout", 2, 1, "children of every switch")), tree,
-                  "a tree of switches with hosts at the leaves (Mininet's tree,D,F)"),
+                  "a tree of switches with hosts at the leaves (Mininet's tree,D,F)", _tree_size),
         Generator("fattree", (Param("k", None, 2, "port count; even", required=True),
                               Param("hosts_per_edge", None, 0, "hosts per edge switch (default k/2)")), fattree,
-                  "the k-ary fat-tree: (k/2)^2 core, k pods, k^3/4 hosts"),
+                  "the k-ary fat-tree: (k/2)^2 core, k pods, k^3/4 hosts", _fattree_size),
         Generator("leafspine", (Param("spines", None, 1, "spine switches", required=True),
                                 Param("leaves", None, 1, "leaf switches", required=True),
                                 Param("hosts_per_leaf", 1, 0, "hosts on each leaf")), leafspine,
-                  "every leaf connected to every spine"),
+                  "every leaf connected to every spine",
+                  lambda spines, leaves, hosts_per_leaf=1: (spines + leaves * (1 + hosts_per_leaf),
+                                                            leaves * (spines + hosts_per_leaf))),
         Generator("torus", (Param("rows", None, 3, "rows of switches", required=True),
                             Param("cols", None, 3, "columns of switches", required=True),
                             Param("hosts_per_switch", 1, 0, "hosts on each switch")), torus,
-                  "a 2-D torus of switches"),
+                  "a 2-D torus of switches",
+                  lambda rows, cols, hosts_per_switch=1: (rows * cols * (1 + hosts_per_switch),
+                                                          rows * cols * (2 + hosts_per_switch))),
         Generator("region", (Param("racks", None, 1, "racks (one top-of-rack switch each)", required=True),
                              Param("hosts_per_rack", 40, 0, "hosts under each top-of-rack switch"),
                              Param("spines", 16, 1, "spine switches"),
                              Param("uplinks", 4, 1, "spines each top-of-rack switch connects to"),
-                             Param("compute", 0, 0, "1: the hosts are compute nodes cn1.. (own OVS and agent)")), region,
-                  "an Alcor-style cloud region: racks of hosts, top-of-rack switches, a spine layer"),
+                             Param("compute", 0, 0, "1: the hosts are compute nodes cn1.. (own OVS and agent)", maximum=1)),
+                  region, "an Alcor-style cloud region: racks of hosts, top-of-rack switches, a spine layer",
+                  lambda racks, hosts_per_rack=40, spines=16, uplinks=4, compute=0: (
+                      racks * (1 + hosts_per_rack) + spines, racks * (uplinks + hosts_per_rack))),
     )
 }

@@ -16,7 +16,7 @@ from emulator.model import Topology, TopologyError, Where, check_name
 from emulator.topology import schema
 from emulator.topology.generators import GENERATORS
 
-MN_SPEC_RE = re.compile(r"^(linear|tree|single|minimal|torus|reversed)(,\d+)*$")
+MN_SPEC_RE = re.compile(r"(linear|tree|single|minimal|torus|reversed)(,\d+)*")
 
 
 def _clean_name(raw: Any) -> str:
@@ -48,9 +48,15 @@ def load_graph_file(path: str | Path) -> Topology:
     """Node-link JSON (.json), GraphML (.graphml) or GML (.gml)."""
     import networkx as nx
 
+    from emulator.topology.generators import MAX_LINKS, MAX_NODES
+    from emulator.topology.yamlsource import MAX_FILE_BYTES
+
     p = Path(path)
     where = Where(str(p))
     try:
+        size = p.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise TopologyError(f"file is {size:,} bytes; the limit is {MAX_FILE_BYTES:,}", where=where)
         if p.suffix.lower() == ".json":
             data = json.loads(p.read_text())
             edges_key = "links" if "links" in data else "edges"
@@ -63,8 +69,15 @@ def load_graph_file(path: str | Path) -> Topology:
         raise TopologyError("no such file", where=where) from None
     except json.JSONDecodeError as exc:
         raise TopologyError(f"not valid JSON: {exc.msg}", where=Where(str(p), exc.lineno)) from None
+    except RecursionError:
+        raise TopologyError("nested too deeply to be a graph", where=where) from None
+    except TopologyError:
+        raise
     except Exception as exc:  # networkx raises many kinds for a broken file
         raise TopologyError(f"cannot read graph: {exc}", where=where) from None
+    if graph.number_of_nodes() > MAX_NODES or graph.number_of_edges() > MAX_LINKS:
+        raise TopologyError(f"the graph has {graph.number_of_nodes():,} nodes and {graph.number_of_edges():,} edges; "
+                            f"one topology holds at most {MAX_NODES:,} and {MAX_LINKS:,}", where=where)
     return _with_hosts_kind(topology_from_networkx(graph, p.stem, str(p)))
 
 
@@ -105,21 +118,23 @@ def from_mn_spec(spec: str, custom: str | None = None) -> Topology:
         raise TopologyError(f"topology arguments must be integers: {spec!r}", field="topo") from None
     if custom:
         return _from_custom(custom, name, args)
-    if not MN_SPEC_RE.match(spec):
+    if not MN_SPEC_RE.fullmatch(spec):
         raise TopologyError(f"unknown Mininet topology {spec!r}; expected linear,N · tree,D,F · single,N · torus,R,C",
                             field="topo")
     label = spec.replace(",", "_")
-    if name in ("single", "minimal"):
-        k = args[0] if args else (2 if name == "minimal" else 1)
-        nodes = [("s1", "switch")] + [(f"h{i}", "host") for i in range(1, k + 1)]
-        links = [(f"h{i}", "s1") for i in range(1, k + 1)]
-    elif name in ("linear", "reversed"):
-        nodes, links = GENERATORS["linear"].build(switches=args[0] if args else 2,
-                                                  hosts_per_switch=args[1] if len(args) > 1 else 1)
-    elif name == "tree":
-        nodes, links = GENERATORS["tree"].build(depth=args[0] if args else 1, fanout=args[1] if len(args) > 1 else 2)
-    else:
-        nodes, links = GENERATORS["torus"].build(rows=args[0], cols=args[1], hosts_per_switch=1)
+    try:
+        if name in ("single", "minimal"):  # a linear chain of one switch
+            nodes, links = GENERATORS["linear"].make(switches=1, hosts_per_switch=args[0] if args else
+                                                     (2 if name == "minimal" else 1))
+        elif name in ("linear", "reversed"):
+            nodes, links = GENERATORS["linear"].make(switches=args[0] if args else 2,
+                                                     hosts_per_switch=args[1] if len(args) > 1 else 1)
+        elif name == "tree":
+            nodes, links = GENERATORS["tree"].make(depth=args[0] if args else 1, fanout=args[1] if len(args) > 1 else 2)
+        else:
+            nodes, links = GENERATORS["torus"].make(rows=args[0], cols=args[1], hosts_per_switch=1)
+    except (ValueError, IndexError) as exc:
+        raise TopologyError(f"Mininet topology {spec!r}: {exc or 'missing arguments'}", field="topo") from None
     topo = Topology(name=_clean_name(label))
     for n, kind in nodes:
         topo.add_node(n, kind)

@@ -101,9 +101,10 @@ def _generate(topo: Topology, doc: Located) -> None:
                 raise schema.fail(f"missing parameter {p.name!r} ({p.help})", w("topology"), f)
             kwargs[p.name] = p.default
             continue
-        kwargs[p.name] = schema.number(spec[p.name], w("topology", p.name), f, minimum=p.minimum, integer=True)
+        kwargs[p.name] = schema.number(spec[p.name], w("topology", p.name), f, minimum=p.minimum, maximum=p.maximum,
+                                       integer=True)
     try:
-        generated = gen.build(**kwargs)
+        generated = gen.make(**kwargs)
     except ValueError as exc:
         raise schema.fail(str(exc), w("topology"), "topology") from None
     bulk = as_bulk(generated)

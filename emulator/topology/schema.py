@@ -8,16 +8,16 @@ from typing import Any
 
 from emulator.model import CONTAINER_KEYS, TopologyError, Where
 
-TIME_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s)?\s*$")
-MAC_RE = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
-CONTROLLER_RE = re.compile(r"^(tcp|ssl|ptcp|pssl|unix):[^\s]+$")
+TIME_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(us|ms|s)?\s*")
+MAC_RE = re.compile(r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}")
+CONTROLLER_RE = re.compile(r"(tcp|ssl|ptcp|pssl|unix):[^\s]+")
 
 TOP_KEYS = {"version", "name", "defaults", "nodes", "links", "topology", "checks", "vpcs"}
 VPC_KEYS = {"vni", "cidr"}
 DEFAULTS_KEYS = {"link", "subnet", "provisioner", "image"}
 ENGINES = ("netns", "docker", "lxd")
-CAP_RE = re.compile(r"^[A-Z_]{2,32}$")
-IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?$")
+CAP_RE = re.compile(r"[A-Z_]{2,32}")
+IMAGE_RE = re.compile(r"[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?")
 LINK_PARAM_KEYS = {"bw", "delay", "jitter", "loss", "mtu"}
 LINK_KEYS = {"endpoints"} | LINK_PARAM_KEYS
 #: Placement keys every node kind accepts: pin to a machine, and what the node needs of it.
@@ -81,7 +81,7 @@ def duration(value: Any, where: Where, field: str) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         number(value, where, field)
         return f"{value:g}ms"
-    m = TIME_RE.match(str(value)) if isinstance(value, str) else None
+    m = TIME_RE.fullmatch(str(value)) if isinstance(value, str) else None
     if not m:
         raise fail(f"expected a duration such as 5ms, 100us or 0.5s, got {value!r}", where, field)
     return f"{m.group(1)}{m.group(2) or 'ms'}"
@@ -128,14 +128,14 @@ def ip_network(value: Any, where: Where, field: str) -> str:
 
 
 def mac(value: Any, where: Where, field: str) -> str:
-    if not isinstance(value, str) or not MAC_RE.match(value):
+    if not isinstance(value, str) or not MAC_RE.fullmatch(value):
         raise fail(f"expected a MAC address such as 02:00:00:00:00:01, got {value!r}", where, field)
     if int(value[:2], 16) & 1:
         raise fail(f"{value} is a multicast MAC address", where, field)
     return value.lower()
 
 
-PORT_RE = re.compile(r"^(?:(\d{1,5}):)?(\d{1,5})(?:/(tcp))?$")
+PORT_RE = re.compile(r"(?:(\d{1,5}):)?(\d{1,5})(?:/(tcp))?")
 
 
 def ports(value: Any, where: Where, f: str) -> list[list[int]]:
@@ -144,7 +144,7 @@ def ports(value: Any, where: Where, f: str) -> list[list[int]]:
         raise fail("expected a list of MACHINE_PORT:NODE_PORT such as [\"8080:80\"]", where, f)
     out, seen = [], set()
     for item in value:
-        m = PORT_RE.match(str(item)) if isinstance(item, (str, int)) else None
+        m = PORT_RE.fullmatch(str(item)) if isinstance(item, (str, int)) else None
         if not m:
             raise fail(f"expected MACHINE_PORT:NODE_PORT (TCP), got {item!r}", where, f)
         outer, inner = int(m.group(1) or m.group(2)), int(m.group(2))
@@ -164,7 +164,7 @@ def container_option(key: str, value: Any, where: Where, f: str) -> Any:
             raise fail(f"expected one of: {', '.join(ENGINES)}, got {value!r}", where, f)
         return value
     if key == "image":
-        if not isinstance(value, str) or not IMAGE_RE.match(value):
+        if not isinstance(value, str) or not IMAGE_RE.fullmatch(value):
             raise fail(f"expected an image name such as cloudemu/node:1, got {value!r}", where, f)
         return value
     if key == "env":
@@ -184,7 +184,7 @@ def container_option(key: str, value: Any, where: Where, f: str) -> Any:
     if key == "ports":
         return ports(value, where, f)
     if key == "caps":
-        if not isinstance(value, list) or not all(isinstance(c, str) and CAP_RE.match(c) for c in value):
+        if not isinstance(value, list) or not all(isinstance(c, str) and CAP_RE.fullmatch(c) for c in value):
             raise fail("expected a list of capabilities such as [NET_ADMIN, SYS_ADMIN]", where, f)
         return list(value)
     raise fail(f"unknown container option {key!r}", where, f)
@@ -206,7 +206,7 @@ def node_options(kind: str, raw: dict, where_of, field: str) -> dict[str, Any]:
                 raise fail(f"expected user, kernel or auto, got {value!r}", where, f)
             out[key] = value
         elif key == "controller":
-            if not isinstance(value, str) or not CONTROLLER_RE.match(value):
+            if not isinstance(value, str) or not CONTROLLER_RE.fullmatch(value):
                 raise fail(f"expected a controller target such as tcp:127.0.0.1:6653, got {value!r}", where, f)
             out[key] = value
         elif key == "fail_mode":

@@ -17,6 +17,9 @@ from emulator.model import TopologyError, Where
 #: hand-written topology, far below what would hurt the machine.
 MAX_VALUES = 2_000_000
 MAX_FILE_BYTES = 64 * 1024 * 1024
+#: How deep mappings and lists may nest: a topology needs five or six levels. PyYAML composes recursively,
+#: so a list nested 5,000 deep would otherwise end in a RecursionError.
+MAX_DEPTH = 64
 
 
 class Located:
@@ -36,9 +39,47 @@ class Located:
         return Where(self.file)
 
 
+def _too_deep(text: str, file: str | None) -> TopologyError:
+    """Where the nesting first passes MAX_DEPTH (PyYAML's parser is not recursive: it can walk any depth)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return TopologyError(f"mappings and lists nest deeper than {MAX_DEPTH} levels here",
+                                     where=Where(file, event.start_mark.line + 1))
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+    return TopologyError(f"mappings and lists nest deeper than {MAX_DEPTH} levels", where=Where(file))
+
+
+def _merged_size(node: yaml.Node, seen: dict[int, int]) -> int:
+    """How many values a mapping holds once its merge keys (<<) are expanded, without expanding them:
+    flatten_mapping copies merged entries, so nested merges of aliases grow exponentially before any
+    value is built and counted."""
+    known = seen.get(id(node))
+    if known is not None:
+        return known
+    seen[id(node)] = 0  # a cycle counts nothing more
+    total = 0
+    for key_node, value_node in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            for merged in value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]:
+                if isinstance(merged, yaml.MappingNode):
+                    total += _merged_size(merged, seen)
+        else:
+            total += 1
+        if total > MAX_VALUES:
+            break
+    seen[id(node)] = total
+    return total
+
+
 def load_yaml(text: str, file: str | None = None) -> Located:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise _too_deep(text, file) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark else None
@@ -50,17 +91,24 @@ def load_yaml(text: str, file: str | None = None) -> Located:
     lines: dict[tuple, int] = {}
     budget = [MAX_VALUES]
     constructor = yaml.SafeLoader("")  # only used to turn scalars into Python values
+    merged_sizes: dict[int, int] = {}
+
+    def over_budget(node: yaml.Node) -> TopologyError:
+        return TopologyError(f"YAML aliases expand past {MAX_VALUES:,} values; write the topology out or use a generator",
+                             where=Where(file, node.start_mark.line + 1))
 
     def build(node: yaml.Node, path: tuple) -> Any:
         budget[0] -= 1
         if budget[0] < 0:
-            raise TopologyError(
-                f"YAML aliases expand past {MAX_VALUES:,} values; write the topology out or use a generator",
-                where=Where(file, node.start_mark.line + 1),
-            )
+            raise over_budget(node)
+        if len(path) > MAX_DEPTH:
+            raise TopologyError(f"mappings and lists nest deeper than {MAX_DEPTH} levels here",
+                                where=Where(file, node.start_mark.line + 1))
         lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
+            if _merged_size(node, merged_sizes) > budget[0]:
+                raise over_budget(node)
             constructor.flatten_mapping(node)
             for key_node, value_node in node.value:
                 key = constructor.construct_object(key_node, deep=True)
