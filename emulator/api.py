@@ -22,6 +22,7 @@ from emulator.runtime import orchestrator
 from emulator.runtime.distributed import CLUSTER, ClusterUp, cluster_from_dict, deploy_cluster, ping_pairs, shard_status
 from emulator.runtime.events import Phases, ProgressSink
 from emulator.runtime.journal import Journal
+from emulator.runtime.state import experiment_lock
 from emulator.runtime.workers import Workers
 from provisioners import NodeState
 from provisioners import get as get_provisioner
@@ -153,6 +154,12 @@ class Emulation:
         if self.topology is None:
             raise ValueError("no topology to bring up")
         phases = Phases(sink)
+        with experiment_lock(self.name, wait=0, doing="up"):  # through the goal states: down waits for all of it
+            self._up(phases)
+        self.timings = dict(phases.timings)
+        return self
+
+    def _up(self, phases: Phases) -> None:
         if self.cluster is not None:
             self.deployment = deploy_cluster(self.topology, self.cluster, experiment=self.name, placement=self.placement,
                                              provisioner=self.provisioner, parallel=self.parallel,
@@ -165,12 +172,10 @@ class Emulation:
         if self.plan.vms:
             try:
                 self._program_vms(phases)
-            except Exception:
-                self.down()  # a half-made experiment is worse than none: the error says why
+            except BaseException:  # an interrupt too: a half-made experiment is worse than none
+                self.down()
                 self.plan = None
                 raise
-        self.timings = dict(phases.timings)
-        return self
 
     def _program_vms(self, phases: Phases) -> None:
         """The declared VMs, made by their compute nodes' agents from goal states (as Alcor's controller would)."""

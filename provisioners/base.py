@@ -49,6 +49,11 @@ class Provisioner(ABC):
 
         Returns what is still left afterwards (empty when clean)."""
 
+    def owned(self, experiment: str) -> tuple[list[Resource], list[str]]:
+        """What on this machine carries the experiment's markers, found without a journal; and the engines that
+        could not be asked (a daemon down), each with why. `down` of an experiment whose journal is gone."""
+        return [], []
+
     @abstractmethod
     def exec_argv(self, node: PlanNode, argv: list[str]) -> list[str]:
         """The argument list that runs `argv` inside `node`."""
@@ -60,6 +65,11 @@ class Provisioner(ABC):
     @abstractmethod
     def status(self, plan: Plan) -> list[NodeState]:
         """Per node: is it there."""
+
+
+def unchecked(what: str, why: str) -> Resource:
+    """Something `down` could not look at: it may still hold the experiment's resources, so the journal stays."""
+    return Resource("unchecked", f"{what}: {why}")
 
 
 class NodeStartError(RuntimeError):

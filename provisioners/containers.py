@@ -16,7 +16,7 @@ from emulator.compiler.plan import Plan, PlanNode
 from emulator.runtime.events import Phases
 from emulator.runtime.journal import Journal, Resource
 from provisioners import computenodes, health
-from provisioners.base import NodeState, PreflightError
+from provisioners.base import NodeState, PreflightError, unchecked
 from provisioners.netns import NetnsProvisioner
 
 THREADS = 8  # the engines' own limits are near 4-7 containers/s: more threads only queue
@@ -121,13 +121,26 @@ class ContainerProvisioner(NetnsProvisioner):
             left = super().destroy(experiment, journaled, phases)
             with phases.phase("containers"):
                 removing.result()
-        return left + [Resource("container", name) for name in self._containers_or_none(experiment)]
+        found, unasked = self._ask(experiment)
+        left += [Resource("container", name) for name in found]
+        if any(r.kind == "container" for r in journaled):  # "could not ask" is not "none left"
+            left += [unchecked(*why.split(": ", 1)) for why in unasked]
+        return left
+
+    def owned(self, experiment: str) -> tuple[list[Resource], list[str]]:
+        left, unasked = super().owned(experiment)
+        found, engines_unasked = self._ask(experiment)
+        return left + [Resource("container", name) for name in found], unasked + engines_unasked
+
+    def _ask(self, experiment: str) -> tuple[dict[str, str], list[str]]:
+        """The experiment's containers, and the engines that could not be asked ("engine: why")."""
+        try:
+            return self.containers_of(experiment), []
+        except Exception as exc:  # noqa: BLE001 - a daemon gone away raises its client's own kinds (requests, pylxd)
+            return {}, [f"{self.name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"]
 
     def _containers_or_none(self, experiment: str) -> dict[str, str]:
-        try:
-            return self.containers_of(experiment)
-        except PreflightError:
-            return {}  # no engine, so no container of ours either
+        return self._ask(experiment)[0]
 
     def _remove_all(self, experiment: str) -> None:
         with ThreadPoolExecutor(THREADS) as pool:

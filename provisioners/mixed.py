@@ -39,10 +39,16 @@ class MixedProvisioner(ContainerProvisioner):
         return self.engines[node.options["engine"]].start(plan, node)
 
     def containers_of(self, experiment: str) -> dict[str, str]:
+        return self._ask(experiment)[0]
+
+    def _ask(self, experiment: str) -> tuple[dict[str, str], list[str]]:
         found: dict[str, str] = {}
+        unasked: list[str] = []
         for engine in self.engines.values():
-            found.update(engine._containers_or_none(experiment))
-        return found
+            mine, why = engine._ask(experiment)
+            found.update(mine)
+            unasked += why
+        return found, unasked
 
     def remove(self, name: str) -> None:
         self._owner(name).remove(name)

@@ -17,7 +17,7 @@ from emulator.runtime import ovsinstance, processes
 from emulator.runtime.events import Phases
 from emulator.runtime.journal import Journal, Resource
 from provisioners import batches, computenodes, devices, firewall, nsconfig, portforward, switchd
-from provisioners.base import NodeState, PreflightError, Provisioner
+from provisioners.base import NodeState, PreflightError, Provisioner, unchecked
 
 NETNS_DIR = Path("/run/netns")
 
@@ -284,6 +284,7 @@ class NetnsProvisioner(Provisioner):
     def destroy(self, experiment: str, journaled: list[Resource], phases: Phases) -> list[Resource]:
         mark = marker(experiment)
         ns_prefix = f"{NETNS_PREFIX}{experiment}."
+        journaled = journaled + [r for r in _traces(experiment) if r not in journaled]  # a journal cut short by kill -9
         with phases.phase("processes"):
             portforward.stop(experiment)
             for r in journaled:
@@ -298,8 +299,8 @@ class NetnsProvisioner(Provisioner):
             _wait_gone({r.name for r in journaled if r.kind == "veth" and not r.netns})
             step.advance(len(namespaces))
         with phases.phase("switches"):
-            ovs = self._ovs_bridges_of(experiment)
-            self.ex.ovs_vsctl([["--if-exists", "del-br", b] for b in ovs])
+            if not _ovs_unasked(journaled):
+                self.ex.ovs_vsctl([["--if-exists", "del-br", b] for b in self._ovs_bridges_of(experiment)])
         dirs = [r.name for r in journaled if r.kind == "dir"]
         if dirs:
             with phases.phase("compute nodes"):
@@ -330,9 +331,15 @@ class NetnsProvisioner(Provisioner):
                 out.append(name)
         return out
 
+    def owned(self, experiment: str) -> tuple[list[Resource], list[str]]:
+        traces = _traces(experiment)
+        unasked = [] if switchd.system_running() else ["Open vSwitch: the machine's ovs-vswitchd does not answer"]
+        return self._leftovers(experiment, traces), unasked
+
     def _leftovers(self, experiment: str, journaled: list[Resource]) -> list[Resource]:
         left = [Resource("netns", ns) for ns in _netns_with_prefix(f"{NETNS_PREFIX}{experiment}.")]
-        left += [Resource("ovs-bridge", b) for b in self._ovs_bridges_of(experiment)]
+        why = _ovs_unasked(journaled)
+        left += [unchecked("Open vSwitch", why)] if why else [Resource("ovs-bridge", b) for b in self._ovs_bridges_of(experiment)]
         for r in journaled:
             if r.kind == "ovs-instance":
                 left += [Resource("process", str(pid)) for pid in ovsinstance.pids(Path(r.name))]
@@ -393,6 +400,23 @@ def _netns_with_prefix(prefix: str) -> set[str]:
     if not NETNS_DIR.exists():
         return set()
     return {name for name in os.listdir(NETNS_DIR) if name.startswith(prefix)}
+
+
+def _traces(experiment: str) -> list[Resource]:
+    """What /run/cloudemu/<exp> holds: the experiment's private OVS and its compute nodes' directories."""
+    base = computenodes.ROOT / experiment
+    if not base.is_dir():
+        return []
+    return [Resource("ovs-instance" if p.name.startswith(".ovs-") else "dir", str(p))
+            for p in sorted(base.iterdir()) if p.is_dir()]
+
+
+def _ovs_unasked(journaled: list[Resource]) -> str | None:
+    """Why the machine's OVS cannot be asked for the experiment's bridges, when they live there (not in a
+    private instance) and it does not answer: then they may still exist, and `down` must not say otherwise."""
+    if not any(r.kind == "ovs-bridge" for r in journaled) or any(r.kind == "ovs-instance" for r in journaled):
+        return None
+    return None if switchd.system_running() else "the machine's ovs-vswitchd does not answer; start it and run down again"
 
 
 def _root_devices_of(mark: str, journaled: set[str]) -> list[str]:

@@ -21,7 +21,7 @@ from emulator.runtime.hostinfo import reserved_networks
 from emulator.runtime.journal import Journal, Resource
 from emulator.runtime.orchestrator import DownResult, ExperimentError, _tags_in_use, topology_meta
 from emulator.runtime.ssh import MachineError
-from emulator.runtime.state import locked, tag_candidates
+from emulator.runtime.state import experiment_lock, locked, tag_candidates
 from emulator.runtime.workers import WorkerError, Workers, errors_of
 
 VXLAN_PORT = 4789
@@ -105,9 +105,16 @@ def _facts_request(cluster: Cluster) -> dict[str, Any]:
 def deploy_cluster(topo: Topology, cluster: Cluster, *, experiment: str | None = None, placement: str = "metis",
                    provisioner: str | None = None, parallel: int = 16, accept_new: bool = False,
                    phases: Phases | None = None, after_preflight=None) -> ClusterUp:
-    """Nothing is created anywhere unless every machine passed its preflight; a failure later undoes it all."""
-    phases = phases or Phases()
+    """Nothing is created anywhere unless every machine passed its preflight; a failure later undoes it all.
+    The experiment's lock is held throughout: a `down` of it waits until this has finished."""
     name = experiment or topo.name
+    with experiment_lock(name, wait=0, doing="up"):
+        return _deploy_cluster(topo, cluster, name, placement, provisioner, parallel, accept_new, phases or Phases(),
+                               after_preflight)
+
+
+def _deploy_cluster(topo: Topology, cluster: Cluster, name: str, placement: str, provisioner: str | None, parallel: int,
+                    accept_new: bool, phases: Phases, after_preflight) -> ClusterUp:
     journal = Journal(name)
     workers = Workers(cluster, accept_new=accept_new, parallel=parallel)
     try:

@@ -11,7 +11,7 @@ from emulator.model import Topology
 from emulator.runtime.events import Phases
 from emulator.runtime.hostinfo import reserved_networks
 from emulator.runtime.journal import Journal, Resource
-from emulator.runtime.state import known_experiments, locked, tag_candidates
+from emulator.runtime.state import experiment_lock, known_experiments, locked, tag_candidates
 from provisioners import Provisioner
 from provisioners import devices as net_devices
 from provisioners import get as get_provisioner
@@ -29,6 +29,7 @@ class DownResult:
     removed: int
     left: list[Resource] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    note: str = ""
 
     @property
     def clean(self) -> bool:
@@ -58,24 +59,26 @@ def deploy(topo: Topology, *, experiment: str | None = None, provisioner: str | 
     """Compile, preflight, journal, create. On any failure, remove what was made and re-raise."""
     phases = phases or Phases()
     name = experiment or topo.name
-    with locked():
-        _refuse_existing(name)
-        with phases.phase("compile"):
-            plan = compile_topology(topo, experiment=name, tag=_free_tag(name), reserved=reserved_networks(),
-                                    provisioner=provisioner)
-        _preflight_and_journal(plan, topology_meta(topo), phases)
-    return _create(plan, phases)
+    with experiment_lock(name, wait=0, doing="up"):
+        with locked():
+            _refuse_existing(name)
+            with phases.phase("compile"):
+                plan = compile_topology(topo, experiment=name, tag=_free_tag(name), reserved=reserved_networks(),
+                                        provisioner=provisioner)
+            _preflight_and_journal(plan, topology_meta(topo), phases)
+        return _create(plan, phases)
 
 
 def deploy_plan(plan: Plan, meta: dict[str, Any], phases: Phases | None = None) -> Plan:
     """A plan compiled elsewhere (one machine's shard of a cluster experiment): the same steps from preflight on."""
     phases = phases or Phases()
-    with locked():
-        _refuse_existing(plan.experiment)
-        if plan.tag in _tags_in_use():
-            raise ExperimentError(f"experiment tag {plan.tag!r} is in use on this machine by another experiment")
-        _preflight_and_journal(plan, meta, phases)
-    return _create(plan, phases)
+    with experiment_lock(plan.experiment, wait=0, doing="up"):
+        with locked():
+            _refuse_existing(plan.experiment)
+            if plan.tag in _tags_in_use():
+                raise ExperimentError(f"experiment tag {plan.tag!r} is in use on this machine by another experiment")
+            _preflight_and_journal(plan, meta, phases)
+        return _create(plan, phases)
 
 
 def topology_meta(topo: Topology) -> dict[str, Any]:
@@ -107,13 +110,16 @@ def _create(plan: Plan, phases: Phases) -> Plan:
     return plan
 
 
-def destroy(experiment: str, phases: Phases | None = None) -> DownResult:
-    """Remove what the experiment's journal and markers name; forget it once nothing is left."""
+def destroy(experiment: str, phases: Phases | None = None, *, wait: float | None = None) -> DownResult:
+    """Remove what the experiment's journal and markers name; forget it once nothing is left.
+
+    Waits (up to `wait` seconds; None: as long as it takes) for an `up` or `down` of the same experiment
+    to finish first. An experiment that is not (or no longer) up is an empty result, not an error."""
     phases = phases or Phases()
     journal = Journal(experiment)
-    if not journal.exists():
-        raise ExperimentError(f"no experiment named {experiment!r}; 'cloudemu status' lists them")
-    with locked(f".lock-{experiment}"):
+    with experiment_lock(experiment, wait=wait, doing="down"):
+        if not journal.exists():
+            return sweep(experiment, phases)
         meta = journal.meta()
         if meta.get("provisioner") == "cluster":
             from emulator.runtime.distributed import destroy_cluster  # it builds on this module
@@ -122,12 +128,25 @@ def destroy(experiment: str, phases: Phases | None = None) -> DownResult:
         engine: Provisioner = get_provisioner(meta.get("provisioner", "netns"))
         journaled = journal.resources()
         left = engine.destroy(experiment, journaled, phases)
-        journal.mark([r for r in journaled if r not in left], "removed")
+        if not any(r.kind == "unchecked" for r in left):  # what could not be looked at may still hold any of them
+            journal.mark([r for r in journaled if r not in left], "removed")
         if left:
             journal.set_meta(status="partial")
         else:
             journal.remove()
     return DownResult(experiment, len(journaled) - len(left), left, phases.timings)
+
+
+def sweep(experiment: str, phases: Phases) -> DownResult:
+    """No journal (never up, already down, or the state directory lost): remove whatever still carries the
+    experiment's markers on this machine: namespaces, devices, OVS bridges, containers, its directories."""
+    every_engine: Provisioner = get_provisioner("mixed")  # namespaces, OVS, and both container engines
+    found, unasked = every_engine.owned(experiment)
+    note = "not up" if not found else "no journal: removed what carries its markers"
+    if unasked:
+        note += "; could not ask " + "; ".join(unasked)
+    left = every_engine.destroy(experiment, [], phases) if found else []
+    return DownResult(experiment, len(found) - len(left), left, phases.timings, note)
 
 
 def load_plan(experiment: str) -> Plan:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +51,80 @@ def locked(name: str = ".lock") -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class ExperimentBusy(RuntimeError):
+    """Another process is bringing the experiment up or down."""
+
+    exit_code = 2
+
+
+class _ExperimentLock:
+    """A flock on the experiment's lock file, re-entrant within this process (up's clean-up runs down while
+    up still holds it; a second flock from the same process on a new descriptor would wait for itself)."""
+
+    def __init__(self, path: Path):
+        self.path, self.local, self.depth, self.fh = path, threading.RLock(), 0, None
+
+    def acquire(self, wait: float | None, doing: str) -> None:
+        if not self.local.acquire(timeout=-1 if wait is None else wait):
+            raise ExperimentBusy(f"experiment {self.path.name[6:]!r} is busy in this process")
+        if self.depth == 0:
+            try:
+                self._flock(wait, doing)
+            except BaseException:
+                self.local.release()
+                raise
+        self.depth += 1
+
+    def _flock(self, wait: float | None, doing: str) -> None:
+        fh = open(self.path, "a+")  # noqa: SIM115 - held until release
+        deadline = None if wait is None else time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    fh.seek(0)
+                    holder = fh.read().strip() or "another process"
+                    fh.close()
+                    raise ExperimentBusy(f"experiment {self.path.name[6:]!r} is busy: {holder}; try again when it "
+                                         "has finished ('cloudemu status' shows it)") from None
+                time.sleep(0.05)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{doing} by pid {os.getpid()}")
+        fh.flush()
+        self.fh = fh
+
+    def release(self) -> None:
+        self.depth -= 1
+        if self.depth == 0:
+            fh, self.fh = self.fh, None
+            fh.truncate(0)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
+        self.local.release()
+
+
+_locks: dict[str, _ExperimentLock] = {}
+_locks_guard = threading.Lock()
+
+
+@contextmanager
+def experiment_lock(name: str, *, wait: float | None = None, doing: str = "in use") -> Iterator[None]:
+    """One holder per experiment, from the journal's creation to the end of `up`, and through `down`:
+    `down` never deletes a journal while `up` is still creating what it names. `wait`: seconds to wait
+    for the holder (None: as long as it takes; 0: refuse at once), then ExperimentBusy."""
+    path = state_dir() / f".lock-{check_experiment(name)}"
+    with _locks_guard:
+        lock = _locks.setdefault(str(path), _ExperimentLock(path))
+    lock.acquire(wait, doing)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def tag_candidates(experiment: str) -> Iterator[str]:

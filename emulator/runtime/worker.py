@@ -138,11 +138,10 @@ def up(req: dict[str, Any]) -> dict[str, Any]:
 
 def down(req: dict[str, Any]) -> dict[str, Any]:
     name = req["experiment"]
-    if not Journal(name).exists():
-        return {"removed": 0, "left": [], "known": False}
-    result = orchestrator.destroy(name, Phases(StreamSink()))
+    known = Journal(name).exists()
+    result = orchestrator.destroy(name, Phases(StreamSink()))  # without a journal: what carries its markers
     return {"removed": result.removed, "left": [list(r.__dict__.values()) for r in result.left],
-            "timings": result.timings, "known": True}
+            "timings": result.timings, "known": known, "note": result.note}
 
 
 def status(req: dict[str, Any]) -> dict[str, Any]:
