@@ -35,7 +35,9 @@ class NetnsProvisioner(Provisioner):
         out += [Resource("ovs-bridge", n.device) for n in plan.nodes if n.kind == "switch"]
         out += [batches.veth_resource(link) for link in plan.links]
         out += [batches.tunnel_resource(t) for t in plan.tunnels]
-        out += [Resource("port", f"{outer}", n.netns) for n in plan.nodes for outer, _ in n.options.get("ports", ())]
+        out += [Resource("port", f"{outer}", n.netns) for n in plan.nodes for outer, *_ in n.options.get("ports", ())]
+        if any(n.options.get("ports") for n in plan.nodes):
+            out.append(Resource("dir", str(portforward.log_dir(plan.experiment))))
         out += [Resource("dir", n.options["compute"]["dir"]) for n in plan.nodes
                 if n.options.get("compute", {}).get("agent") == "builtin"]
         return out
@@ -198,11 +200,11 @@ class NetnsProvisioner(Provisioner):
                 nsconfig.configure(switch_side)
                 step.advance(len(ports))
 
-        published = [(n, outer, inner) for n in hosts for outer, inner in n.options.get("ports", ())]
+        published = [(n, port) for n in hosts for port in n.options.get("ports", ())]
         if published:
             with phases.phase("ports", total=len(published)) as step:
-                for node, outer, inner in published:
-                    portforward.start(plan.experiment, node.netns, outer, inner)
+                for node, (outer, inner, *host) in published:
+                    portforward.start(plan.experiment, node.netns, outer, inner, *host)
                     journal.mark([Resource("port", f"{outer}", node.netns)], "created")
                     step.advance(1)
 
@@ -386,10 +388,10 @@ def _port_problems(plan: Plan) -> list[str]:
     taken: dict[int, str] = {}
     problems = []
     for n in plan.nodes:
-        for outer, _ in n.options.get("ports", ()):
+        for outer, _, *host in n.options.get("ports", ()):
             if outer in taken:
                 problems.append(f"machine port {outer} is published by both {taken[outer]} and {n.name}")
-            elif not portforward.port_free(outer):
+            elif not portforward.port_free(outer, *host):
                 problems.append(f"machine port {outer} (published by {n.name}) is already in use on this machine")
             taken[outer] = n.name
     return problems

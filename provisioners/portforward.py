@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import logging
 import os
 import signal
 import socket
@@ -22,6 +23,10 @@ import time
 from pathlib import Path
 
 MODULE = "provisioners.portforward"
+DEFAULT_HOST = "127.0.0.1"  # this machine only, unless the topology names another address
+#: Connections served at once per published port; one more is closed at once (a flood cannot exhaust our files).
+MAX_CONNECTIONS = 256
+log = logging.getLogger("cloudemu.portforward")
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -52,34 +57,58 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
-async def serve(listen_port: int, netns: str, node_port: int) -> None:
+async def serve(listen_port: int, netns: str, node_port: int, host: str = DEFAULT_HOST,
+                max_connections: int = MAX_CONNECTIONS) -> None:
     netns_fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
     home_fd = os.open("/proc/self/ns/net", os.O_RDONLY)
     loop = asyncio.get_running_loop()
+    open_now = [0]
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sock = socket_in(netns_fd, home_fd)
-        sock.setblocking(False)
-        try:
-            await loop.sock_connect(sock, ("127.0.0.1", node_port))
-        except OSError:
-            sock.close()
+        peer = writer.get_extra_info("peername")
+        if open_now[0] >= max_connections:
+            log.warning("refused %s: %d connections open already", peer, open_now[0])
             writer.close()
             return
-        node_reader, node_writer = await asyncio.open_connection(sock=sock)
-        await asyncio.gather(_pipe(reader, node_writer), _pipe(node_reader, writer))
+        open_now[0] += 1
+        try:
+            sock = socket_in(netns_fd, home_fd)
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, ("127.0.0.1", node_port))
+            except OSError as exc:
+                log.warning("%s: the node's port %d does not answer: %s", peer, node_port, exc)
+                sock.close()
+                writer.close()
+                return
+            node_reader, node_writer = await asyncio.open_connection(sock=sock)
+            await asyncio.gather(_pipe(reader, node_writer), _pipe(node_reader, writer))
+        except Exception:  # noqa: BLE001 - one connection's failure is logged, the forwarder goes on
+            log.exception("%s: connection failed", peer)
+            writer.close()
+        finally:
+            open_now[0] -= 1
 
-    server = await asyncio.start_server(handle, "0.0.0.0", listen_port, reuse_address=True)
+    server = await asyncio.start_server(handle, host, listen_port, reuse_address=True)
     async with server:
         await server.serve_forever()
 
 
 # -- the provisioner's side ------------------------------------------------------------
-def start(experiment: str, netns: str, listen_port: int, node_port: int) -> int:
+def log_dir(experiment: str) -> Path:
+    from provisioners.computenodes import ROOT
+
+    return ROOT / experiment / ".ports"
+
+
+def start(experiment: str, netns: str, listen_port: int, node_port: int, host: str = DEFAULT_HOST) -> int:
     """Start a forwarder in its own session; wait until it listens. Returns its pid."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    logs = log_dir(experiment)
+    logs.mkdir(parents=True, exist_ok=True, mode=0o700)
     proc = subprocess.Popen([sys.executable, "-m", MODULE, f"--experiment={experiment}", f"--netns={netns}",
-                             f"--listen={listen_port}", f"--connect={node_port}"],
+                             f"--listen={listen_port}", f"--connect={node_port}", f"--host={host}",
+                             f"--log={logs / f'{listen_port}.log'}"],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True, env=env)
     deadline = time.monotonic() + 10
@@ -87,7 +116,7 @@ def start(experiment: str, netns: str, listen_port: int, node_port: int) -> int:
         if proc.poll() is not None:
             raise RuntimeError(f"publishing port {listen_port} failed: {proc.stderr.read().decode()[-300:]}")
         with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", listen_port)) == 0:
+            if probe.connect_ex((host if host != "0.0.0.0" else "127.0.0.1", listen_port)) == 0:  # noqa: S104
                 return proc.pid
         time.sleep(0.02)
     proc.kill()
@@ -118,11 +147,11 @@ def stop(experiment: str) -> None:
             pass
 
 
-def port_free(port: int) -> bool:
+def port_free(port: int, host: str = DEFAULT_HOST) -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("0.0.0.0", port))
+            s.bind((host, port))
             return True
         except OSError:
             return False
@@ -134,8 +163,12 @@ def main() -> None:
     p.add_argument("--netns", required=True)
     p.add_argument("--listen", type=int, required=True)
     p.add_argument("--connect", type=int, required=True)
+    p.add_argument("--host", default=DEFAULT_HOST, help="the machine's address to listen on (127.0.0.1: this machine only)")
+    p.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS)
+    p.add_argument("--log", help="where the forwarder writes its errors")
     a = p.parse_args()
-    asyncio.run(serve(a.listen, a.netns, a.connect))
+    logging.basicConfig(filename=a.log, level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    asyncio.run(serve(a.listen, a.netns, a.connect, a.host, a.max_connections))
 
 
 if __name__ == "__main__":

@@ -135,25 +135,32 @@ def mac(value: Any, where: Where, field: str) -> str:
     return value.lower()
 
 
-PORT_RE = re.compile(r"(?:(\d{1,5}):)?(\d{1,5})(?:/(tcp))?")
+PORT_RE = re.compile(r"(?:([0-9.]{7,15}):)?(?:(\d{1,5}):)?(\d{1,5})(?:/(tcp))?")
+#: Where a published port listens unless the file says otherwise: this machine only (Docker's default, 0.0.0.0,
+#: would make a service bound to a node's localhost reachable from the machine's network).
+PUBLISH_HOST = "127.0.0.1"
 
 
-def ports(value: Any, where: Where, f: str) -> list[list[int]]:
-    """["8080:80", 9000, "5000:5000/tcp"] -> [[machine port, node port], ...] (TCP)."""
+def ports(value: Any, where: Where, f: str) -> list[list[Any]]:
+    """["8080:80", 9000, "0.0.0.0:5000:5000/tcp"] -> [[machine port, node port, machine address], ...] (TCP)."""
     if not isinstance(value, list) or not value:
-        raise fail("expected a list of MACHINE_PORT:NODE_PORT such as [\"8080:80\"]", where, f)
+        raise fail("expected a list of [ADDRESS:]MACHINE_PORT:NODE_PORT such as [\"8080:80\"]", where, f)
     out, seen = [], set()
     for item in value:
         m = PORT_RE.fullmatch(str(item)) if isinstance(item, (str, int)) else None
         if not m:
-            raise fail(f"expected MACHINE_PORT:NODE_PORT (TCP), got {item!r}", where, f)
-        outer, inner = int(m.group(1) or m.group(2)), int(m.group(2))
+            raise fail(f"expected [ADDRESS:]MACHINE_PORT:NODE_PORT (TCP), got {item!r}", where, f)
+        host, outer, inner = m.group(1) or PUBLISH_HOST, int(m.group(2) or m.group(3)), int(m.group(3))
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise fail(f"expected an IPv4 address to listen on, got {host!r} in {item!r}", where, f) from None
         if not (1 <= outer <= 65535 and 1 <= inner <= 65535):
             raise fail(f"port numbers run from 1 to 65535, got {item!r}", where, f)
         if outer in seen:
             raise fail(f"machine port {outer} is published twice", where, f)
         seen.add(outer)
-        out.append([outer, inner])
+        out.append([outer, inner, host])
     return out
 
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from emulator import Emulation, load_text
-from tests.conftest import NEEDS_ROOT_OVS, http_text_when_up, leftovers, shaped_rate
+from tests.conftest import NEEDS_ROOT_OVS, ROOT, http_text_when_up, leftovers, shaped_rate
 
 pytestmark = NEEDS_ROOT_OVS
 ENGINES = ["netns", "docker", "lxd"]
@@ -121,6 +121,63 @@ def test_published_port_on_engine(state_dir, engine):
         result = emu.down()
     assert result.clean and leftovers(name) == {}
     assert portforward.pids_of(name) == []
+
+
+def test_published_port_listens_on_this_machine_only_caps_connections_and_logs(state_dir):
+    """By default a published port is on 127.0.0.1, not on the machine's network; a flood of connections is
+    capped, and what the forwarder refuses is in its log."""
+    import json as jsonlib
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from provisioners import portforward
+
+    name = "cf_port_safe"
+    emu = bring_up(name, "nodes:\n  h1: {ports: ['18081:8000']}\n", "netns", subnet="10.81.0.0/24")
+    server = emu.node("h1").popen(["python3", "-m", "http.server", "8000", "--bind", "127.0.0.1"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    capped = None
+    try:
+        assert "Directory listing" in http_text_when_up("http://127.0.0.1:18081/")
+        listening = subprocess.run(["ss", "-Hltn", "sport = :18081"], capture_output=True, text=True).stdout
+        assert "127.0.0.1:18081" in listening and "0.0.0.0:18081" not in listening, listening
+        own = [a["local"] for link in jsonlib.loads(subprocess.run(["ip", "-j", "-4", "addr"], capture_output=True,
+                                                                     text=True).stdout)
+               for a in link.get("addr_info", []) if not a["local"].startswith("127.")]
+        for address in own:  # the machine's own addresses: the traffic stays on this machine
+            with socket.socket() as probe:
+                probe.settimeout(2)
+                assert probe.connect_ex((address, 18081)) != 0, address
+        log = portforward.log_dir(name) / "18082.log"
+        netns = emu.plan.node("h1").netns
+        capped = subprocess.Popen([sys.executable, "-m", portforward.MODULE, f"--experiment={name}", f"--netns={netns}",
+                                   "--listen=18082", "--connect=8000", "--max-connections=2", f"--log={log}"],
+                                  cwd=ROOT)
+        held = []
+        for _ in range(100):  # listening (seen without connecting: a probe would hold one of the two)
+            if ":18082" in subprocess.run(["ss", "-Hltn", "sport = :18082"], capture_output=True, text=True).stdout:
+                break
+            time.sleep(0.1)
+        for _ in range(2):
+            held.append(socket.create_connection(("127.0.0.1", 18082), timeout=5))
+        time.sleep(0.3)
+        extra = socket.create_connection(("127.0.0.1", 18082), timeout=5)
+        extra.settimeout(5)
+        assert extra.recv(1) == b""  # closed at once: two are open already
+        extra.close()
+        for sock in held:
+            sock.close()
+        assert "refused" in log.read_text()
+    finally:
+        if capped is not None:
+            capped.kill()
+            capped.wait()
+        server.kill()
+        server.wait()
+        result = emu.down()
+    assert result.clean and leftovers(name) == {}
 
 
 def test_docker_and_lxd_in_one_topology(state_dir):
