@@ -159,15 +159,17 @@ class ContainerProvisioner(NetnsProvisioner):
         return NetnsProvisioner.exec_argv(self, node, argv)  # the attached namespace: same network, no engine
 
     def status(self, plan: Plan) -> list[NodeState]:
-        running = self._containers_or_none(plan.experiment)
+        running, unasked = self._ask(plan.experiment)
         nodes = {n.name: n for n in plan.nodes}
         out = []
         for state in super().status(plan):
             node = nodes.get(state.node)  # None: a VM (see below)
             if node is not None and self.is_container(node):
-                status = running.get(self.container_name(node), "missing")
+                status = running.get(self.container_name(node), "unknown" if unasked else "missing")
                 up = status.lower() == "running"
                 detail = f"{node.ip or ''} {node.options['image']} ({status.lower()})".strip()
+                if unasked:
+                    detail += f"; could not ask {'; '.join(unasked)}"
                 kind = "service" if "service" in node.options else "compute" if "compute" in node.options else node.kind
                 check = node.options.get("service", {}).get("healthcheck")
                 if check and up:
@@ -175,7 +177,7 @@ class ContainerProvisioner(NetnsProvisioner):
                     detail += f" {'healthy' if ok else 'unhealthy'}: {seen}"
                     up = ok
                 state = NodeState(node.name, kind, "running" if up else "unhealthy" if status.lower() == "running"
-                                  else "missing", detail)
+                                  else "unknown" if unasked else "missing", detail)
             out.append(state)
         inside = self._vm_namespaces_in_containers(plan, running)
         return [NodeState(s.node, s.kind, "running", s.detail) if s.kind == "vm" and s.node in inside else s for s in out]

@@ -34,7 +34,7 @@ def probe(netns: str, check: dict, exec_argv: Callable[[list[str]], list[str]]) 
 
     def attempt() -> None:
         try:
-            setns(netns)  # this thread only
+            setns(netns, flags=0)  # this thread only; flags=0: never create a namespace that is not there
             with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
                 if request is None:
                     result[:] = [True, f"port {port} accepts connections"]

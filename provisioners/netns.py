@@ -443,7 +443,8 @@ def _wait_gone(wanted: set[str], timeout: float = 10.0, settle: float = 0.15) ->
 
 
 def _kill_processes_in(namespaces: list[str]) -> None:
-    """End every process inside our namespaces (only there: they keep a namespace alive)."""
+    """End every process inside our namespaces (only there: they keep a namespace alive). Never in the
+    machine's own namespace or cloudemu's, even if one of ours was made to point at it."""
     targets = set()
     for ns in namespaces:
         try:
@@ -451,6 +452,12 @@ def _kill_processes_in(namespaces: list[str]) -> None:
             targets.add((st.st_dev, st.st_ino))
         except OSError:
             continue
+    for protected in ("/proc/1/ns/net", "/proc/self/ns/net"):
+        try:
+            st = os.stat(protected)
+        except OSError:  # pid 1 may be out of reach (a sandbox's init): ours is, and that is the machine's too
+            continue
+        targets.discard((st.st_dev, st.st_ino))
     if not targets:
         return
     inside = []

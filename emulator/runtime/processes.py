@@ -27,17 +27,36 @@ SYS_PIDFD_GETFD = 438
 CLOSERS = 64
 
 
+#: The programs cloudemu starts with a directory of its own on their command line (OVS daemons), and the
+#: Python modules it runs so (a compute node's agent, a port forwarder).
+OUR_PROGRAMS = frozenset({"ovsdb-server", "ovs-vswitchd"})
+OUR_MODULES = frozenset({b"emulator.alcor.node", b"provisioners.portforward"})
+
+
 def owned_by_marker(marker: str) -> list[int]:
-    """Processes whose command line names `marker` (a directory we made): our ownership mark."""
+    """Processes we started that name `marker` (a directory we made) in an argument: our ownership mark.
+
+    Both must hold: an admin's `tail -f` of one of our logs names the directory too, and is not ours."""
     needle = marker.encode()
     out = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if needle in Path(f"/proc/{pid}/cmdline").read_bytes():
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if not any(needle in a for a in args[1:]):
+                continue
+            if _is_ours(os.path.basename(os.readlink(f"/proc/{pid}/exe")), args):
                 out.append(int(pid))
         except OSError:
             continue
     return [p for p in out if p != os.getpid()]
+
+
+def _is_ours(program: str, args: list[bytes]) -> bool:
+    if program in OUR_PROGRAMS:
+        return True
+    if program.startswith("python"):
+        return any(a == b"-m" and b in OUR_MODULES for a, b in zip(args, args[1:], strict=False))
+    return False
 
 
 def end(pids: Iterable[int], timeout: float = 30.0) -> list[int]:

@@ -7,6 +7,7 @@ reported, because running it twice could do the work twice.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shlex
 import threading
@@ -42,6 +43,30 @@ class Completed:
 
 def default_known_hosts() -> Path:
     return Path.home() / ".ssh" / "known_hosts"
+
+
+_known_hosts_guard = threading.Lock()
+
+
+class AppendNewHostKey(paramiko.MissingHostKeyPolicy):
+    """Trust on first use, as `ssh -o StrictHostKeyChecking=accept-new`: the new key is appended to the
+    file, under a lock (threads of this process, and other processes through flock); the lines already there
+    (comments, @revoked, @cert-authority, hashed names) are never rewritten."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with _known_hosts_guard, open(self.path, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                fh.write(line)
+                fh.flush()
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        client.get_host_keys().add(hostname, key.get_name(), key)
 
 
 class Session:
@@ -80,15 +105,12 @@ class Session:
         client = paramiko.SSHClient()
         if self.known_hosts.exists():
             client.load_host_keys(str(self.known_hosts))
-        client.set_missing_host_key_policy(paramiko.AutoAddPolicy() if self.accept_new else paramiko.RejectPolicy())
+        client.set_missing_host_key_policy(AppendNewHostKey(self.known_hosts) if self.accept_new else paramiko.RejectPolicy())
         m = self.machine
         client.connect(m.address, port=m.port, username=m.user, key_filename=os.path.expanduser(m.key) if m.key else None,
                        look_for_keys=m.key is None, allow_agent=m.key is None, timeout=CONNECT_TIMEOUT,
                        banner_timeout=CONNECT_TIMEOUT, auth_timeout=CONNECT_TIMEOUT)
         self.round_trips += 1
-        if self.accept_new:
-            self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
-            client.save_host_keys(str(self.known_hosts))
         transport = client.get_transport()
         if transport is not None:
             transport.set_keepalive(15)

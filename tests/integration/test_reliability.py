@@ -4,6 +4,7 @@ no traceback."""
 import random
 import subprocess
 import time
+from pathlib import Path
 
 from tests.conftest import CLI, NEEDS_ROOT_OVS, ROOT, cli, leftovers
 
@@ -81,3 +82,51 @@ def test_down_without_a_journal_removes_what_carries_the_markers(state_dir):
     result = cli("down", name, "-o", "json")
     assert "markers" in result.stdout
     assert leftovers(name) == {}
+
+
+def test_only_our_programs_count_as_ours(tmp_path):
+    """An admin's `tail -f` of one of our logs names our directory too: it is not ours, and down spares it."""
+    from emulator.runtime import processes
+    from provisioners.computenodes import ROOT
+
+    base = ROOT / "zz_marker_probe" / "cn1"
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "agent.log").write_text("hello\n")
+    tail = subprocess.Popen(["tail", "-f", str(base / "agent.log")], stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(0.2)
+        assert tail.pid not in processes.owned_by_marker(f"{base}/")
+        assert tail.poll() is None
+    finally:
+        tail.kill()
+        tail.wait()
+        subprocess.run(["rm", "-rf", str(ROOT / "zz_marker_probe")], check=True)
+    assert processes._is_ours("ovs-vswitchd", [b"ovs-vswitchd", b"unix:/run/cloudemu/x/db.sock"])
+    assert processes._is_ours("python3.11", [b"python3", b"-m", b"emulator.alcor.node", b"--dir", b"/run/cloudemu/x"])
+    assert not processes._is_ours("python3.11", [b"python3", b"-m", b"http.server", b"--directory", b"/run/cloudemu/x"])
+
+
+def test_ending_processes_never_reaches_the_machines_own_namespace(monkeypatch):
+    """A name of ours that points at the namespace cloudemu runs in (the machine's: ip netns attach NAME PID)
+    ends nothing. (Processes are not really ended here: `end` only records.)"""
+    import os
+
+    from provisioners import netns
+
+    ended = []
+    monkeypatch.setattr(netns.processes, "end", lambda pids: ended.extend(pids) or [])
+    name = "ce.zzprotect.h1"
+    subprocess.run(["ip", "netns", "attach", name, str(os.getpid())], check=True)
+    try:
+        netns._kill_processes_in([name])
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
+    assert ended == []
+
+
+def test_a_health_probe_never_makes_a_namespace():
+    from provisioners import health
+
+    name = "ce.zznohealth.h1"
+    ok, seen = health.probe(name, {"tcp": 80, "interval": 0.1}, lambda argv: argv)
+    assert not ok and not (Path("/run/netns") / name).exists(), seen

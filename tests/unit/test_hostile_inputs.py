@@ -96,3 +96,32 @@ def test_graph_files_are_bounded(tmp_path):
 def test_a_large_region_within_bounds_still_loads():
     topo = load_text("version: 1\nname: r\ntopology: {generator: region, racks: 25000, hosts_per_rack: 40}\n")
     assert topo.summary()["nodes"] == 25000 * 41 + 16
+
+
+def test_accepting_new_host_keys_appends_and_never_rewrites_known_hosts(tmp_path):
+    """16 threads meeting 16 new machines at once: every line that was there stays, every new key is added."""
+    import threading
+
+    import paramiko
+
+    from emulator.runtime.ssh import AppendNewHostKey
+
+    path = tmp_path / "known_hosts"
+    kept = ["# the admin's comment", "@revoked * ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC7",
+            "@cert-authority *.example ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC8",
+            "|1|hashedsalt=|hashedhost= ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC9"]
+    path.write_text("\n".join(kept) + "\n")
+    key = paramiko.RSAKey.generate(1024)
+    policy = AppendNewHostKey(path)
+
+    def meet(i: int) -> None:
+        policy.missing_host_key(paramiko.SSHClient(), f"[10.0.0.{i}]:2222", key)
+    threads = [threading.Thread(target=meet, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = path.read_text().splitlines()
+    assert lines[:4] == kept
+    assert sorted(ln.split()[0] for ln in lines[4:]) == sorted(f"[10.0.0.{i}]:2222" for i in range(16))
+    assert all(ln.split()[1:] == ["ssh-rsa", key.get_base64()] for ln in lines[4:])
