@@ -34,20 +34,27 @@ def socket_path(node: PlanNode) -> str:
     return str(Path(node.options["compute"]["dir"]) / "agent.sock")
 
 
-#: Where a containerized compute node sees its directory, the code and the Python packages (read-only).
-IN_CONTAINER = {"dir": "/run/cloudemu-node", "code": "/opt/cloudemu/code", "site": "/opt/cloudemu/site"}
+#: Where a containerized compute node sees its directory, the code and the Python packages and the peers (read-only).
+IN_CONTAINER = {"dir": "/run/cloudemu-node", "code": "/opt/cloudemu/code", "site": "/opt/cloudemu/site",
+                "peers": "/opt/cloudemu/peers"}
 
 
-#: In each node's directory: every compute node's underlay address and MAC, for static ARP (see node.static_peers).
+#: Every compute node's underlay address and MAC, for static ARP (see node.static_peers): one file per experiment,
+#: in a directory of its own that containers get read-only (a node must not rewrite what the others read).
 PEERS_FILE = "underlay-peers"
+PEERS_DIR = ".peers"
 
 
-def agent_argv(node: PlanNode, base: str) -> list[str]:
+def peers_dir(node: PlanNode) -> Path:
+    return Path(node.options["compute"]["dir"]).parent / PEERS_DIR
+
+
+def agent_argv(node: PlanNode, base: str, peers: str | None = None) -> list[str]:
     spec = node.options["compute"]
     host = "underlay" if spec.get("listen") == "underlay" else "0.0.0.0"  # noqa: S104 - where ACA listens
     return ["-m", AGENT_MODULE, "--dir", f"{base}/ovs", "--vm-prefix", spec["vm_prefix"],
             "--listen", f"{host}:{spec['port']}", "--socket", f"{base}/agent.sock",
-            "--underlay-peers", f"{base}/{PEERS_FILE}"]
+            "--underlay-peers", f"{peers or peers_dir(node)}/{PEERS_FILE}"]
 
 
 def underlay_peers(plan: Plan) -> str:
@@ -59,31 +66,29 @@ def underlay_peers(plan: Plan) -> str:
 
 
 def write_peers(nodes: list[PlanNode], text: str) -> None:
-    """One file, hard-linked into every node's directory (a container sees only its own): O(N) bytes, not N^2."""
+    """One file for all of the experiment's compute nodes on this machine: O(N) bytes, not N^2."""
     prepare(nodes)
-    first: Path | None = None
-    for node in nodes:
-        target = Path(node.options["compute"]["dir"]) / PEERS_FILE
-        target.unlink(missing_ok=True)
-        if first is None:
-            target.write_text(text)
-            first = target
-        else:
-            os.link(first, target)
+    for folder in {peers_dir(n) for n in nodes}:
+        staged = folder / f".{PEERS_FILE}.new"
+        staged.write_text(text)
+        staged.chmod(0o444)
+        staged.rename(folder / PEERS_FILE)
 
 
 def container_mounts(node: PlanNode) -> list[str]:
-    """The node's directory (read-write: the agent's socket and OVS files) and this code with its packages."""
+    """The node's directory (read-write: the agent's socket and OVS files), the peers (read-only) and this
+    code with its packages (read-only)."""
     site = next(p for p in sys.path if p.endswith("site-packages") and Path(p, "grpc").is_dir())
-    return [f"{node.options['compute']['dir']}:{IN_CONTAINER['dir']}", f"{_code_root()}:{IN_CONTAINER['code']}:ro",
-            f"{site}:{IN_CONTAINER['site']}:ro"]
+    return [f"{node.options['compute']['dir']}:{IN_CONTAINER['dir']}", f"{peers_dir(node)}:{IN_CONTAINER['peers']}:ro",
+            f"{_code_root()}:{IN_CONTAINER['code']}:ro", f"{site}:{IN_CONTAINER['site']}:ro"]
 
 
 def container_command(node: PlanNode) -> list[str]:
     """The agent as the container's own process, its output in the mounted directory: an argument list
     (no shell reads the experiment's name or anything else from the plan)."""
     base = IN_CONTAINER["dir"]
-    return ["env", f"PYTHONPATH={IN_CONTAINER['code']}:{IN_CONTAINER['site']}", "python3", *agent_argv(node, base),
+    return ["env", f"PYTHONPATH={IN_CONTAINER['code']}:{IN_CONTAINER['site']}", "python3",
+            *agent_argv(node, base, IN_CONTAINER["peers"]),
             "--log", f"{base}/agent.log"]
 
 
@@ -104,6 +109,7 @@ def problems(nodes: list[PlanNode]) -> list[str]:
 def prepare(nodes: list[PlanNode]) -> None:
     for node in nodes:
         Path(node.options["compute"]["dir"]).mkdir(parents=True, exist_ok=True)
+        peers_dir(node).mkdir(exist_ok=True)
 
 
 def start(nodes: list[PlanNode], timeout: float = 120.0, on_ready=None) -> None:

@@ -60,7 +60,12 @@ def build_rootfs(log: Callable[[str], None] = print) -> Path:
     staging.parent.mkdir(parents=True, exist_ok=True)
     log(f"root file system: debootstrap {SUITE} from {mirror} into {target} (about a minute)")
     cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(staging), mirror]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=DEBOOTSTRAP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise PreflightError(f"debootstrap did not finish within {DEBOOTSTRAP_TIMEOUT} s: is the mirror {mirror} "
+                             "reachable?") from None
     if proc.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
@@ -70,11 +75,15 @@ def build_rootfs(log: Callable[[str], None] = print) -> Path:
     return target
 
 
+DEBOOTSTRAP_TIMEOUT = 1800  # about a minute here; a slow mirror gets half an hour, a dead one an error
+LXD_TIMEOUT = 120  # seconds per LXD API call: an LXD that stops answering ends in an error, not a hang
+
+
 def rootfs_tarball(rootfs: Path) -> Path:
     tarball = rootfs.with_suffix(".tar")
     if not tarball.exists():
         partial = tarball.with_suffix(".tar.partial")
-        subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(partial), "."], check=True)
+        subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(partial), "."], check=True, timeout=600)
         partial.rename(tarball)
     return tarball
 
@@ -132,7 +141,7 @@ def lxd_client():
     import pylxd
 
     try:
-        client = pylxd.Client()
+        client = pylxd.Client(timeout=LXD_TIMEOUT)
         client.host_info  # noqa: B018 - a round trip: is the daemon there
         return client
     except Exception as exc:  # pylxd raises several kinds for "no daemon"

@@ -38,8 +38,9 @@ class NetnsProvisioner(Provisioner):
         out += [Resource("port", f"{outer}", n.netns) for n in plan.nodes for outer, *_ in n.options.get("ports", ())]
         if any(n.options.get("ports") for n in plan.nodes):
             out.append(Resource("dir", str(portforward.log_dir(plan.experiment))))
-        out += [Resource("dir", n.options["compute"]["dir"]) for n in plan.nodes
-                if n.options.get("compute", {}).get("agent") == "builtin"]
+        builtin = [n for n in plan.nodes if n.options.get("compute", {}).get("agent") == "builtin"]
+        out += [Resource("dir", n.options["compute"]["dir"]) for n in builtin]
+        out += [Resource("dir", str(d)) for d in sorted({computenodes.peers_dir(n) for n in builtin})]
         return out
 
     # -- preflight -------------------------------------------------------
@@ -121,13 +122,9 @@ class NetnsProvisioner(Provisioner):
         """Ask the kernel: add a netem qdisc in a throwaway namespace."""
         if Path("/sys/module/sch_netem").exists():
             return True
-        probe = f"ce-probe-{os.getpid()}"
-        self.ex.run(["ip", "netns", "add", probe])
-        try:
-            return self.ex.run(["tc", "-n", probe, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
-                               check=False).returncode == 0
-        finally:
-            self.ex.run(["ip", "netns", "del", probe], check=False)
+        # an unnamed namespace that ends with the probe: nothing to remove, nothing left if we are killed
+        return self.ex.run(["unshare", "--net", "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
+                           check=False).returncode == 0
 
     # -- create ----------------------------------------------------------
     def create(self, plan: Plan, journal: Journal, phases: Phases) -> None:

@@ -52,7 +52,8 @@ def write_plan(compiled: Compiled, out: str | Path, on_shard: Callable[[int], No
     """
     global _JOB
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not (out / INDEX).exists():
+    ours = {INDEX, SHARDS, f".{SHARDS}.new", f".{SHARDS}.old", f"{INDEX}.new"}  # a run cut short leaves only these
+    if out.exists() and any(p.name not in ours for p in out.iterdir()):
         raise FileExistsError(f"{out} exists and holds something other than a plan; pick an empty or new directory")
     staging = out / f".{SHARDS}.new"
     shutil.rmtree(staging, ignore_errors=True)
@@ -82,15 +83,26 @@ def write_plan(compiled: Compiled, out: str | Path, on_shard: Callable[[int], No
     finally:
         _JOB = None
     machines = [by_machine[m.name] for m in compiled.cluster.machines]
-    final = out / SHARDS
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
     index = {"format": 1, "experiment": compiled.experiment, "tag": compiled.tag, "subnet": compiled.topo.subnet,
              "cluster": compiled.cluster.name, "placement": compiled.metrics, "machines": machines,
              "summary": compiled.topo.summary()}
-    (out / INDEX).write_bytes(orjson.dumps(index, option=OPTIONS | orjson.OPT_INDENT_2))
+    _swap_in(out, staging, orjson.dumps(index, option=OPTIONS | orjson.OPT_INDENT_2))
     return index
+
+
+def _swap_in(out: Path, staging: Path, index: bytes) -> None:
+    """plan.json present means its shards are the ones beside it: the old index goes first, the new one comes
+    last, and in between the shard directories are swapped by renames (a crash leaves no index, never a
+    mismatched one; the next write_plan clears up)."""
+    new_index, old = out / f"{INDEX}.new", out / f".{SHARDS}.old"
+    new_index.write_bytes(index)
+    (out / INDEX).unlink(missing_ok=True)
+    shutil.rmtree(old, ignore_errors=True)
+    if (out / SHARDS).exists():
+        (out / SHARDS).rename(old)
+    staging.rename(out / SHARDS)
+    new_index.rename(out / INDEX)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_shard(path: str | Path) -> Plan:

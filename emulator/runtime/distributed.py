@@ -183,6 +183,11 @@ def _deploy_shards(workers: Workers, journal: Journal, shards: dict[str, dict[st
                        exit_code=1, report={"machines": report, "left_on": left})
 
 
+def _down_reply_ok(res: Any) -> bool:
+    return (isinstance(res, dict) and isinstance(res.get("left"), list) and isinstance(res.get("removed", 0), int)
+            and all(isinstance(x, list) for x in res["left"]))
+
+
 def _refuse_on(facts: dict[str, Any], cluster: Cluster, message: str) -> None:
     problems: dict[str, Exception] = errors_of(facts)
     for m in cluster.machines:
@@ -236,6 +241,8 @@ def destroy_cluster(experiment: str, phases: Phases | None = None, *, workers: W
     left, removed = [], 0
     for r in pending:
         res = results[r.name]
+        if not isinstance(res, Exception) and not _down_reply_ok(res):  # only a well-formed "nothing left" forgets it
+            res = WorkerError(f"machine {r.name}: an unexpected reply to down: {str(res)[:200]}")
         if isinstance(res, Exception) or res.get("left"):
             left.append(dataclasses.replace(r, netns=_plain(res) if isinstance(res, Exception) else
                                             f"{len(res['left'])} resources left"))

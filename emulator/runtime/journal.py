@@ -52,7 +52,8 @@ class Journal:
         return self.path.exists()
 
     def create(self, meta: dict[str, Any]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path.touch(mode=0o600)
         with self._db() as db:
             db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                            [(k, json.dumps(v)) for k, v in {**meta, "created": time.time()}.items()])
@@ -63,7 +64,9 @@ class Journal:
     def _db(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
+        # FULL: a commit is on disk before `up` goes on to make what it names. Containers, LXD instances and OVS
+        # bridges outlive a reboot; a journal that lost its last transactions would forget them.
+        db.execute("PRAGMA synchronous=FULL")
         db.executescript(SCHEMA)
         return _Tx(db)
 

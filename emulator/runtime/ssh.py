@@ -7,6 +7,7 @@ reported, because running it twice could do the work twice.
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import os
 import shlex
@@ -39,6 +40,10 @@ class Completed:
     returncode: int
     stdout: str
     stderr: str
+
+
+#: What one command may write to us: a worker's reply for a large shard is tens of MB; a runaway is cut off.
+MAX_OUTPUT = 1 << 30
 
 
 def default_known_hosts() -> Path:
@@ -198,31 +203,35 @@ def _sftp_makedirs(sftp: paramiko.SFTPClient, path: str) -> None:
 
 def _collect(chan: paramiko.Channel, timeout: float | None, on_line: Callable[[str], None] | None,
              machine: str) -> Completed:
-    out, err, pending = [], [], b""
+    out, err, pending = [], collections.deque(maxlen=64), b""  # stderr: its last 4 MB are what explain a failure
+    size = 0
     deadline = time.monotonic() + timeout if timeout else None
     while True:
         busy = False
         if chan.recv_ready():
             data = chan.recv(65536)
             busy = True
-            if on_line is None:
-                out.append(data)
-            else:
+            size += len(data)
+            if size > MAX_OUTPUT:
+                chan.close()
+                raise MachineError(machine, f"a command wrote more than {MAX_OUTPUT >> 20} MB; stopped reading it")
+            if on_line is not None:
                 pending += data
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
                     on_line(line.decode(errors="replace"))
-                out.append(data)
+            out.append(data)
         if chan.recv_stderr_ready():
             err.append(chan.recv_stderr(65536))
             busy = True
+        if deadline and time.monotonic() > deadline:  # a command that never stops writing is stopped too
+            chan.close()
+            raise MachineError(machine, f"a command did not finish within {timeout:.0f} s")
         if not busy:
             if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                 break
             if chan.closed or (chan.eof_received and chan.exit_status_ready()):
                 break
-            if deadline and time.monotonic() > deadline:
-                raise MachineError(machine, f"a command did not finish within {timeout:.0f} s")
             time.sleep(0.003)
     if on_line is not None and pending:
         on_line(pending.decode(errors="replace"))

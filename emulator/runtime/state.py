@@ -24,13 +24,20 @@ def state_dir() -> Path:
         path = Path("/var/lib/cloudemu")
     else:
         path = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state")) / "cloudemu"
-    path.mkdir(parents=True, exist_ok=True)
+    _private_dir(path)
     return path
+
+
+def _private_dir(path: Path) -> None:
+    """0700: journals hold the plan, and with it the nodes' `env` values (passwords, tokens)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
 
 
 def experiments_dir() -> Path:
     d = state_dir() / "experiments"
-    d.mkdir(exist_ok=True)
+    _private_dir(d)
     return d
 
 

@@ -130,3 +130,22 @@ def test_a_health_probe_never_makes_a_namespace():
     name = "ce.zznohealth.h1"
     ok, seen = health.probe(name, {"tcp": 80, "interval": 0.1}, lambda argv: argv)
     assert not ok and not (Path("/run/netns") / name).exists(), seen
+
+
+def test_a_compute_container_cannot_rewrite_the_peers_others_read(state_dir):
+    """The underlay peers file is shared by every compute node of the experiment: containers see it read-only."""
+    from emulator.api import Emulation
+    from emulator.topology.loader import load_text
+
+    name = "peers_ro"
+    text = (f"version: 1\nname: {name}\ndefaults: {{subnet: 10.202.0.0/24}}\nnodes:\n  tor: {{kind: switch}}\n"
+            "  cn1: {kind: compute, provisioner: docker}\n  cn2: {kind: compute, provisioner: docker}\n"
+            "links:\n  - endpoints: [cn1, tor]\n  - endpoints: [cn2, tor]\n")
+    emu = Emulation(load_text(text)).up()
+    try:
+        wrote = emu.node("cn1").run(["sh", "-c", "echo 10.202.0.99 02:00:00:00:00:99 >> /opt/cloudemu/peers/underlay-peers"])
+        assert wrote.returncode != 0 and "Read-only" in wrote.stderr, wrote
+        assert emu.node("cn1").run(["test", "-e", "/run/cloudemu-node/underlay-peers"]).returncode != 0
+    finally:
+        result = emu.down()
+    assert result.clean and leftovers(name) == {}
