@@ -2,8 +2,10 @@
 
 Each machine is a network namespace on an underlay bridge, with its own sshd (key
 authentication, host key written to a known_hosts file), its own Open vSwitch
-(separate run and database directories) and its own cloudemu state directory;
-the SSH session environment points cloudemu at those. `up` writes the cluster
+(separate run and database directories), its own cloudemu state directory and its own
+/run/netns (a mount namespace held by a keeper process, as a real machine has its own):
+what one machine names there, another cannot see or delete. The SSH session environment
+points cloudemu at those. `up` writes the cluster
 inventory for them; `down` removes everything it made, ending only the processes
 whose pids it recorded (and whose command line is still ours).
 
@@ -88,8 +90,40 @@ def machine_env(name: str) -> dict[str, str]:
 
 
 def in_netns(name: str, argv: list[str]) -> list[str]:
-    # nsenter keeps the host's mounts (/run/netns stays shared); `ip netns exec` would remount /sys
+    # nsenter keeps the host's mounts; `ip netns exec` would remount /sys
     return ["nsenter", f"--net=/run/netns/{NETNS_PREFIX}{name}", *argv]
+
+
+#: The keeper: a mount namespace of the machine's own with an empty /run/netns, held open by a sleep. A fixed
+#: script (no input of anyone's in it).
+KEEPER = "mount -t tmpfs -o mode=0755 cetb-netns /run/netns && exec sleep infinity"
+
+
+def start_keeper(name: str) -> int:
+    proc = subprocess.Popen(in_netns(name, ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", KEEPER]),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    for _ in range(200):
+        if proc.poll() is not None:
+            raise SystemExit(f"testbed: the mount namespace of {name} did not start: {proc.stderr.read().decode()[-300:]}")
+        try:
+            if Path(f"/proc/{proc.pid}/cmdline").read_bytes().startswith(b"sleep\0"):
+                return proc.pid
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise SystemExit(f"testbed: the mount namespace of {name} did not start")
+
+
+def in_machine(name: str, argv: list[str]) -> list[str]:
+    """In the machine's network and mount namespaces: what its sshd, and so every session, sees."""
+    keeper = load_state()["machines"][name]["keeper"]
+    return ["nsenter", f"--mount=/proc/{keeper}/ns/mnt", f"--net=/run/netns/{NETNS_PREFIX}{name}", *argv]
+
+
+def machine_namespaces(name: str) -> list[str]:
+    """The network namespaces named on the machine (in its own /run/netns)."""
+    return run(in_machine(name, ["ls", "/run/netns"]), check=False).split()
 
 
 def start_ovs(name: str) -> list[int]:
@@ -126,7 +160,7 @@ def start_sshd(name: str) -> int:
     Path("/run/sshd").mkdir(exist_ok=True)
     pidfile = RUN / name / "sshd.pid"
     pidfile.unlink(missing_ok=True)
-    run(in_netns(name, ["/usr/sbin/sshd", "-f", str(ROOT / name / "sshd_config")]))
+    run(in_machine(name, ["/usr/sbin/sshd", "-f", str(ROOT / name / "sshd_config")]))
     for _ in range(100):
         if pidfile.exists() and pidfile.read_text().strip():
             return int(pidfile.read_text())
@@ -180,6 +214,7 @@ def up(count: int, out: Path, underlay: str | None, engine: str) -> None:
         run(["ip", "-n", ns, "link", "set", "lo", "up"])
         ovsdb, vswitchd = start_ovs(name)
         state["machines"][name]["pids"].update({"ovsdb-server": ovsdb, "ovs-vswitchd": vswitchd})
+        state["machines"][name]["keeper"] = start_keeper(name)  # in its network namespace: down ends it there
         save_state(state)
         sshd_config(name, address, ROOT)
         state["machines"][name]["pids"]["sshd"] = start_sshd(name)

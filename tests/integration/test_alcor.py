@@ -48,6 +48,18 @@ def pings(emu: Emulation, src: str, ip: str, tries: int = 3) -> bool:
     return False
 
 
+def meets_as_neighbour(emu: Emulation, target: str, vm: str, port: goalstates.Port) -> None:
+    """`vm`'s agent learns `port` as a neighbour, then `vm` reaches it."""
+    message = goalstate_pb2.GoalStateV2()
+    message.neighbor_states[port.id].CopyFrom(goalstates.neighbor_state(port))
+    (pushed,) = controller.stream(target, [message])
+    assert pushed.failed == []
+    deadline = time.monotonic() + 10
+    while not pings(emu, vm, port.ip, tries=1) and time.monotonic() < deadline:
+        pass
+    assert pings(emu, vm, port.ip)
+
+
 @pytest.mark.parametrize("engine", ["netns", "docker", "lxd"])
 def test_vms_of_one_vpc_meet_across_compute_nodes_and_vpcs_stay_apart(state_dir, engine):
     """On Docker and LXD the agent, its OVS and the VMs live inside each compute node's container."""
@@ -98,15 +110,7 @@ def test_goal_states_delete_ports_and_v1_creates_them(state_dir):
         with grpc.insecure_channel(targets[host2]) as channel:
             reply = rpc.GoalStateProvisionerStub(channel).PushNetworkResourceStates(v1, timeout=60)
         assert [s.operation_status for s in reply.operation_statuses] == [common.SUCCESS] * 3
-        # b1's host learns of b3 as a neighbour, then they meet
-        n1 = goalstate_pb2.GoalStateV2()
-        n1.neighbor_states[b3.id].CopyFrom(goalstates.neighbor_state(b3))
-        (pushed,) = controller.stream(targets[ports["b1"].host_ip], [n1])
-        assert pushed.failed == []
-        deadline = time.monotonic() + 10
-        while not pings(emu, "b1", "10.1.0.13", tries=1) and time.monotonic() < deadline:
-            pass
-        assert pings(emu, "b1", "10.1.0.13")
+        meets_as_neighbour(emu, targets[ports["b1"].host_ip], "b1", b3)
     finally:
         result = emu.down()
     assert result.clean and leftovers(name) == {}  # b3 too: the agent named it under the experiment's prefix
@@ -288,14 +292,7 @@ def test_a_real_agent_refuses_hostile_goal_states_and_keeps_its_node(state_dir):
         b3 = goalstates.Port("b3", blue, host2, "10.1.0.13", "fa:16:3e:00:01:03")
         (ok,) = controller.stream(targets[host2], [goalstates.per_host([b3])[host2]])
         assert ok.failed == []
-        n1 = goalstate_pb2.GoalStateV2()
-        n1.neighbor_states[b3.id].CopyFrom(goalstates.neighbor_state(b3))
-        (ok,) = controller.stream(targets[ports["b1"].host_ip], [n1])
-        assert ok.failed == []
-        deadline = time.monotonic() + 10
-        while not pings(emu, "b1", "10.1.0.13", tries=1) and time.monotonic() < deadline:
-            pass
-        assert pings(emu, "b1", "10.1.0.13")
+        meets_as_neighbour(emu, targets[ports["b1"].host_ip], "b1", b3)
     finally:
         result = emu.down()
     assert result.clean and leftovers(name) == {}

@@ -125,3 +125,17 @@ def test_accepting_new_host_keys_appends_and_never_rewrites_known_hosts(tmp_path
     assert lines[:4] == kept
     assert sorted(ln.split()[0] for ln in lines[4:]) == sorted(f"[10.0.0.{i}]:2222" for i in range(16))
     assert all(ln.split()[1:] == ["ssh-rsa", key.get_base64()] for ln in lines[4:])
+
+
+def test_an_interrupt_says_only_what_happened(tmp_path, monkeypatch):
+    """"whatever up had made was removed" only when it was: not for down or goal states, not while a journal stays."""
+    from emulator import cli
+
+    monkeypatch.setenv("CLOUDEMU_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setattr(cli, "_bringing_up", [])
+    assert cli._interrupted() == "interrupted"  # down, status, alcor load: nothing was being brought up
+    cli._bringing_up.append("halfway")
+    assert "removed" in cli._interrupted()  # up cleaned up after itself: no journal left
+    Journal("halfway").create({"experiment": "halfway"})
+    said = cli._interrupted()
+    assert "removed" not in said and "cloudemu down halfway" in said
