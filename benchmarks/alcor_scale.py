@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from emulator import Emulation, load_text  # noqa: E402
 from emulator.alcor import controller, goalstates  # noqa: E402
 from emulator.alcor import load as loadtest  # noqa: E402
-from emulator.alcor.agent import Dataplane  # noqa: E402
+from emulator.alcor.dataplane import OvsDataplane  # noqa: E402
 from emulator.runtime import ovsinstance, processes  # noqa: E402
 from provisioners import nsconfig  # noqa: E402
 
@@ -117,7 +117,7 @@ def bare_ovs(nodes: int, per_node: int) -> dict:
         for h in hosts:
             daemons += ovsinstance.start(work / h, ["nsenter", f"--net=/run/netns/{h}"])
             subprocess.run(["ovs-vsctl", f"--db={ovsinstance.db(work / h)}", "add-br", "br-int", "--", "set", "bridge",
-                            "br-int", "datapath_type=netdev", "--", *Dataplane.QUIET], check=True)
+                            "br-int", "datapath_type=netdev", "--", *OvsDataplane.QUIET], check=True)
         t0 = time.perf_counter()
         for n, h in enumerate(hosts):
             vms = [(f"bare-vm{n}-{i}", f"btap{n}-{i}", f"10.{100 + n // 250}.{n % 250}.{i + 2}/16") for i in range(per_node)]

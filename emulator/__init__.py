@@ -3,9 +3,10 @@
 from typing import Any
 
 from emulator.model import Topology, TopologyError
+from emulator.topology.imports import topology_from_networkx as from_networkx
 from emulator.topology.loader import load_file, load_text
 
-__all__ = ["Emulation", "Topology", "TopologyError", "load_file", "load_text"]
+__all__ = ["Emulation", "Topology", "TopologyError", "from_networkx", "load_file", "load_text"]
 __version__ = "0.1.0"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,39 @@ class CheckResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "passed": self.passed, "seconds": round(self.seconds, 3), "message": self.message}
+
+
+def run_all(emu: Emulation, checks: list[Check], *, wait: float, bring_up: Callable[[], Any]) -> list[CheckResult]:
+    """`cloudemu run`: up, pingall (retried for `wait` seconds while switches converge), the checks, down;
+    a failure on the way is a failed step, and down always runs once something was made."""
+    from emulator.alcor.errors import AgentError
+    from emulator.runtime.distributed import ClusterError
+    from emulator.runtime.executor import CommandError
+    from emulator.runtime.ssh import MachineError
+    from emulator.runtime.workers import WorkerError
+    from provisioners.base import NodeStartError
+
+    results: list[CheckResult] = []
+    t0 = time.perf_counter()
+    try:
+        bring_up()
+        results.append(CheckResult("up", True, time.perf_counter() - t0,
+                                   f"{len(emu.plan.nodes)} nodes, {len(emu.plan.links)} links"))
+        ping = emu.pingall(wait=wait)
+        results.append(CheckResult("pingall", not ping.failed, ping.seconds,
+                                   f"{ping.pairs} pairs, {ping.loss_percent:.1f}% loss"
+                                   + (f"; failed: {ping.failed[:10]}" if ping.failed else "")))
+        for check in checks:
+            results.append(run_check(emu, check))
+    except (CommandError, ClusterError, MachineError, WorkerError, AgentError, NodeStartError) as exc:
+        results.append(CheckResult("up", False, time.perf_counter() - t0, str(exc)))
+    finally:
+        if emu.plan is not None:
+            t1 = time.perf_counter()
+            res = emu.down()
+            results.append(CheckResult("down", res.clean, time.perf_counter() - t1,
+                                       f"removed {res.removed}" + (f"; left {res.left}" if res.left else "")))
+    return results
 
 
 def run_check(emu: Emulation, check: Check) -> CheckResult:

@@ -50,7 +50,29 @@ class Where:
         return self.file or (f"line {self.line}" if self.line else "<input>")
 
 
-class TopologyError(ValueError):
+class CloudemuError(Exception):
+    """Every error cloudemu means to report (the CLI catches this one class): a message that says what to do
+    next, the exit code (2: bad input or wrong state, nothing was done; 1: something failed), and details
+    for `-o json`."""
+
+    exit_code = 1
+    #: Said after the message on the command line.
+    hint = ""
+
+    def details(self) -> dict[str, Any]:
+        return {}
+
+
+class UnknownName(CloudemuError, LookupError):
+    """A node, engine or experiment that is not there."""
+
+    exit_code = 2
+
+    def __str__(self) -> str:  # LookupError's would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class TopologyError(CloudemuError, ValueError):
     """Bad input: names the file, line and field, and what to do about it."""
 
     exit_code = 2
@@ -66,6 +88,9 @@ class TopologyError(ValueError):
         if self.field:
             head += f": {self.field}"
         return f"{head}: {self.message}"
+
+    def details(self) -> dict[str, Any]:
+        return self.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -370,14 +395,7 @@ class Topology:
         links = len(self._links) + sum(len(b.src) for b in self.bulk)
         return {"name": self.name, "nodes": len(self), "links": links, "kinds": dict(kinds)}
 
-    # -- interchange -----------------------------------------------------
-    @classmethod
-    def from_networkx(cls, graph: Any, name: str | None = None) -> Topology:
-        """A networkx graph in: node attribute `kind` (default host), edge attributes as link params."""
-        from emulator.topology.imports import topology_from_networkx
-
-        return topology_from_networkx(graph, name)
-
+    # -- interchange (a graph in: emulator.from_networkx, in topology/imports.py) -----------
     def to_networkx(self) -> Any:
         import networkx as nx
 

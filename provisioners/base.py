@@ -6,15 +6,17 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from emulator.compiler.plan import Plan, PlanNode
+from emulator.model import CloudemuError
 from emulator.runtime.events import Phases
 from emulator.runtime.executor import LocalExecutor
 from emulator.runtime.journal import Journal, Resource
 
 
-class PreflightError(RuntimeError):
+class PreflightError(CloudemuError, RuntimeError):
     """The machine cannot run this plan; nothing was created. Says what to do."""
 
     exit_code = 2
+    hint = " (nothing was created)"
 
 
 @dataclass
@@ -72,7 +74,7 @@ def unchecked(what: str, why: str) -> Resource:
     return Resource("unchecked", f"{what}: {why}")
 
 
-class NodeStartError(RuntimeError):
+class NodeStartError(CloudemuError, RuntimeError):
     """A node's own program did not come up (a compute node's agent, a service that never got healthy).
 
     `up` has removed what it made by the time this reaches the user; the message says which node and why."""

@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
+from emulator.model import CloudemuError
+
 #: An id as Alcor makes them (UUIDs), or as a test makes them: letters, digits and `_.-`, no leading punctuation.
 IDENTIFIER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 #: A Linux interface name: at most 15 characters, none of `/`, `:` or white space (dev_valid_name), and no
@@ -30,7 +32,7 @@ _CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 _BATCH_SPECIAL = re.compile(r"[\"'\\#]")
 
 
-class UnsafeToken(ValueError):
+class UnsafeToken(CloudemuError, ValueError):
     """A word that would change the meaning of the command it was meant to be part of."""
 
     exit_code = 2

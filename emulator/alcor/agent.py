@@ -1,11 +1,11 @@
 """The goal-state agent's core: what ACA does with a goal state, minus the gRPC plumbing.
 
-A message is applied in ACA's order (VPC and subnet lookups, routers, ports, neighbours, DHCP),
-and the data plane is programmed in one batch per kind of work: one `ovs-ofctl --bundle add-flows`
-for every flow of the message (first: ovs-vswitchd polls every port between each 50 OpenFlow
-messages, so it is cheaper before the new ports join), one `ip -batch` for the VM namespaces and
-their veths, one ovs-vsctl transaction for the ports, one netlink pass inside the namespaces.
-Each operation gets its own status and the time its batch took.
+A message is applied in ACA's order (VPC and subnet lookups, routers, ports, neighbours, DHCP).
+The agent decides (validation, statuses, VLANs, which flows); its `Dataplane` (dataplane.py) carries
+the decisions out in one batch per kind of work: the message's flows as one bundle (first:
+ovs-vswitchd polls every port between each 50 OpenFlow messages, so it is cheaper before the new
+ports join), then the new VMs, then their configuration. Each operation gets its own status and the
+time its batch took; none says SUCCESS for what the data plane did not do.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import functools
 import gc
 import ipaddress
 import logging
-import os
 import re
 import socket
 import subprocess
@@ -23,11 +22,11 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from emulator.alcor import flows, neighbours
+from emulator.alcor import flows
+from emulator.alcor.dataplane import Dataplane, DataplaneError, FlowSink, LocalPort, NewVm
 from emulator.alcor.schema import common_pb2 as common
 from emulator.alcor.schema import goalstate_pb2, goalstateprovisioner_pb2, resources_pb2
-from emulator.runtime import ovsinstance
-from provisioners import nsconfig, tokens
+from provisioners import tokens
 
 log = logging.getLogger("cloudemu.agent")
 Reply = goalstateprovisioner_pb2.GoalStateOperationReply
@@ -37,124 +36,6 @@ MAC_RE = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}")
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,40}")
 VLAN_MAX = 4094
 VNI_LIMIT = 1 << 24  # a VXLAN network identifier has 24 bits
-
-
-class DataplaneError(RuntimeError):
-    pass
-
-
-class Dataplane:
-    """The OVS instance and namespaces of one compute host, driven by batched commands."""
-
-    def __init__(self, *, datapath_type: str = "netdev", mtu: int = 1450, env: dict[str, str] | None = None):
-        self.datapath_type, self.mtu = datapath_type, mtu
-        self.env = {**os.environ, **(env or {})}
-        self.tx_csum_off = datapath_type == "netdev"  # TCP through a userspace datapath needs it
-
-    def run(self, argv: list[str], text: str | None = None) -> str:
-        proc = subprocess.run(tokens.argv_words(argv), input=text, capture_output=True, text=True, env=self.env, timeout=600)
-        if proc.returncode != 0:
-            raise DataplaneError(f"{argv[0]} failed: {proc.stderr.strip()[-500:]}")
-        return proc.stdout
-
-    def vsctl(self, commands: list[list[str]]) -> None:
-        if commands:
-            argv = ["ovs-vsctl", "--timeout=60"]
-            for cmd in commands:
-                argv += ["--", *cmd]
-            self.run(argv)
-
-    def ip_batch(self, lines: list[str], *, force: bool = False) -> None:
-        """`force` goes on past errors and reports none: for undoing what may be half made."""
-        if not lines:
-            return
-        text = tokens.batch_text(lines, "ip")
-        if not force:
-            self.run(["ip", "-batch", "-"], text)
-            return
-        try:
-            self.run(["ip", "-force", "-batch", "-"], text)
-        except DataplaneError:
-            pass  # what could be removed was; the rest was not there
-
-    def links_up(self, devices: list[str]) -> None:
-        nsconfig.links_up(devices)
-
-    #: Flow lines go to ovs-ofctl while the message is still being read (see FlowBatch).
-    streams_flows = True
-    FLOWS_ARGV = ["ovs-ofctl", "-O", "OpenFlow14", "--bundle", "add-flows", "br-tun", "-"]
-
-    def add_flows(self, lines: list[str]) -> None:
-        """All of a message's flow changes in one OpenFlow bundle: applied together or not at all."""
-        if lines:
-            self.run(self.FLOWS_ARGV, tokens.batch_text(lines, "ovs-ofctl"))
-
-    #: Revalidators wake every 10 s instead of 0.5 s (flow table changes still revalidate at once). Each wake-up
-    #: runs the main loop over every port: 100 idle nodes of 100 ports spent 0.3 of a core on it. Interface
-    #: statistics go to the database hourly, not every 5 s (a netlink query per port each time; 100 nodes of
-    #: 100 ports made 2,000 a second); OpenFlow's port counters (ovs-ofctl dump-ports) stay live.
-    QUIET = ["set", "Open_vSwitch", ".", "other_config:max-revalidator=10000", "other_config:stats-update-interval=3600000"]
-
-    def setup(self) -> None:
-        self.vsctl([self.QUIET, *flows.bridge_commands(self.datapath_type)])
-        self.run(["ovs-ofctl", "del-flows", "br-tun"])
-        self.add_flows(flows.base_flows())
-
-
-class FlowBatch:
-    """A message's flow changes, piped to one ovs-ofctl bundle as they are made.
-
-    ovs-ofctl parses while the agent still works through the message, on the other core: for
-    10,000 neighbours that hides most of the agent's own time. Nothing is applied before `commit`
-    (the bundle commits at end of input); `abort` kills ovs-ofctl, so nothing is applied at all."""
-
-    CHUNK = 4096
-    COMMIT_TIMEOUT = 300  # 100,000 neighbours commit in about 4 s on this machine
-
-    def __init__(self, dp: Dataplane):
-        self.dp, self.lines, self.proc, self.sent = dp, [], None, 0
-
-    def add(self, lines: list[str]) -> None:
-        self.lines += lines
-        if self.dp.streams_flows and len(self.lines) - self.sent >= self.CHUNK:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self.proc is None:
-            self.proc = subprocess.Popen(self.dp.FLOWS_ARGV, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.PIPE, text=True, env=self.dp.env)
-        self.proc.stdin.write(tokens.batch_text(self.lines[self.sent:], "ovs-ofctl"))
-        self.sent = len(self.lines)
-
-    def commit(self) -> None:
-        if not self.dp.streams_flows:
-            self.dp.add_flows(self.lines)
-            return
-        if not self.lines:
-            return
-        self._flush()
-        try:
-            _, error = self.proc.communicate(timeout=self.COMMIT_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.abort()  # killed before the end of input: the bundle is not committed
-            raise DataplaneError(f"ovs-ofctl did not finish the bundle within {self.COMMIT_TIMEOUT} s") from None
-        if self.proc.returncode != 0:
-            raise DataplaneError(f"ovs-ofctl failed: {error.strip()[-500:]}")
-
-    def abort(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-@dataclass
-class LocalPort:
-    id: str
-    tap: str
-    netns: str
-    vni: int
-    mac: str
-    ip: str
 
 
 @dataclass
@@ -175,7 +56,7 @@ class _Work:
     new_ports: list[tuple[Status, LocalPort, str]] = field(default_factory=list)  # status, port, gateway
     gone_ports: list[tuple[Status, LocalPort]] = field(default_factory=list)
     flow_ops: list[Status] = field(default_factory=list)
-    flows: FlowBatch | None = None
+    flows: FlowSink | None = None
     #: What the flows of this message change in the agent's tables, to undo if the bundle is not applied.
     new_vnis: list[int] = field(default_factory=list)
     neighbors_before: dict[str, Neighbor | None] = field(default_factory=dict)
@@ -213,7 +94,6 @@ class Agent:
         self.ports: dict[str, LocalPort] = {}
         self.neighbors: dict[str, Neighbor] = {}
         self.names: set[str] = set()  # the taps and VM namespaces of self.ports: two ports never share one
-        self.primed: set[str] = set()  # remote hosts whose underlay address has been resolved
         self.lock = threading.Lock()  # one message at a time, as ACA's per-host queue
 
     # -- entry points --------------------------------------------------------
@@ -242,7 +122,7 @@ class Agent:
     def _apply(self, vpcs, subnets, ports, neighbors, routers, dhcps, security_groups, gateways) -> Reply:
         started = time.perf_counter()
         with self.lock:
-            work = _Work(flows=FlowBatch(self.dp))
+            work = _Work(flows=self.dp.flow_sink())
             try:
                 for rid, s in vpcs:
                     self._lookup(self.vpcs, rid, s, common.VPC, work)
@@ -370,7 +250,7 @@ class Agent:
     def _neighbors(self, items: Iterable, work: _Work) -> None:
         """All of a message's neighbours in one tight loop: at 100,000 per message every attribute access counts."""
         new_status, flow_ops, known, host_ip = work.reply.operation_statuses.add, work.flow_ops, self.neighbors, self.host_ip
-        before = work.neighbors_before
+        before, chunk = work.neighbors_before, self.dp.CHUNK
         lines: list[str] = []
         encap, delete, mac_ok = flows.neighbor_flows, flows.neighbor_delete, MAC_RE.fullmatch
         skip_ops, delete_op, neighbor = (common.INFO, common.GET), common.DELETE, common.NEIGHBOR
@@ -410,7 +290,7 @@ class Agent:
             known[rid] = Neighbor(rid, vni, mac, ip, remote)
             lines += encap(vni, vlan, mac, ip, remote)
             flow_ops.append(status)
-            if len(lines) >= FlowBatch.CHUNK:
+            if len(lines) >= chunk:
                 work.flows.add(lines)
                 lines = []
         work.flows.add(lines)
@@ -420,7 +300,7 @@ class Agent:
         """Gone ports, the flow bundle, new ports; a status says SUCCESS only for what is on the data plane."""
         if work.gone_ports:
             gone = [p for _, p in work.gone_ports]
-            if not self._stage(work, "ports gone", [s for s, _ in work.gone_ports], lambda: self._remove_vm_links(gone)):
+            if not self._stage(work, "ports gone", [s for s, _ in work.gone_ports], lambda: self.dp.remove_vms(gone)):
                 for port in gone:  # still there: a retried DELETE tries again
                     self._remember(port)
         flows_applied = not work.flows.lines or self._stage(work, "flows", work.flow_ops, work.flows.commit)
@@ -429,15 +309,16 @@ class Agent:
         if work.new_ports:  # after the flows (see the module's docstring)
             created = [p for _, p, _ in work.new_ports]
             statuses = [s for s, _, _ in work.new_ports]
-            commands = [c for p in created for c in flows.port_commands(p.tap, self.vlans.get(p.vni, 0), p.id, p.mac)]
             if not flows_applied:  # their VLAN's decapsulation may be missing: nothing of them is made
                 for s in statuses:
                     s.operation_status = common.FAILURE
                 self._forget(created)
-            elif not self._stage(work, "ports", statuses, lambda: (self._make_vm_links(created), self.dp.vsctl(commands))):
+            elif not self._stage(work, "ports", statuses, lambda: self.dp.make_vms(
+                    [NewVm(p, self.vlans[p.vni], gw) for _, p, gw in work.new_ports])):
                 self._forget(created)
-                self._remove_vm_links(created, force=True)  # half-made namespaces would block every retry
-        self._prime_tunnels()
+                self._undo_vms(created)  # half-made namespaces would block every retry
+        # remote hosts' tunnel endpoints resolved now, not on a VM's first packet (the data plane says how)
+        self.dp.prime_tunnels({n.host_ip for n in self.neighbors.values()})
         if work.new_ports:
             self._configure_vms(work, started)
         done = _us(time.perf_counter() - started)
@@ -471,73 +352,26 @@ class Agent:
             else:
                 self.neighbors[rid] = old
 
-    def _remove_vm_links(self, ports: list[LocalPort], *, force: bool = False) -> None:
-        self.dp.vsctl([["--if-exists", "del-port", "br-int", p.tap] for p in ports])
-        self.dp.ip_batch([f"netns del {p.netns}" for p in ports], force=force)
-
-    def _make_vm_links(self, created: list[LocalPort]) -> None:
-        """Each VM's namespace, then all the veths at once.
-
-        Every link event in this namespace makes ovs-vswitchd reconfigure all its ports, so the taps
-        are made in one burst (after the slow namespaces, not between them), already promiscuous (OVS
-        would set that, one more event each), and stay down until the VMs are configured."""
-        mtu = self.dp.mtu
-        lines = [f"netns add {p.netns}" for p in created]
-        lines += [f"link add {p.tap} mtu {mtu} promisc on type veth peer name eth0 mtu {mtu} address {p.mac} netns {p.netns}"
-                  for p in created]
-        self.dp.ip_batch(lines)
-
-    def _prime_tunnels(self) -> None:
-        """Tell OVS the MAC of each new remote host now, not on a VM's first packet.
-
-        A userspace datapath drops a packet to a tunnel endpoint whose MAC it does not know (it sends
-        an ARP request instead), so a VM's first ping would be lost. A background thread writes what
-        br-phy's neighbour table knows (cloudemu gives it its peers statically) into OVS's tunnel
-        neighbour table; for an address it lacks, an empty UDP datagram makes the kernel ask. The
-        message's reply does not wait: an endpoint may never answer."""
-        fresh = {n.host_ip for n in self.neighbors.values()} - self.primed
-        self.primed |= fresh
-        if fresh and self.dp.datapath_type == "netdev":
-            threading.Thread(target=self._resolve, args=(fresh,), name="prime-tunnels", daemon=True).start()
-
-    def _resolve(self, hosts: set[str], wait: float = 3.0) -> None:
-        def knock(missing: set[str]) -> None:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                for ip in missing:
-                    try:
-                        s.sendto(b"", (ip, 9))  # the discard port: nothing listens
-                    except OSError:
-                        pass
-        pending = set(hosts)
+    def _undo_vms(self, ports: list[LocalPort]) -> None:
         try:
-            for found in neighbours.resolved("br-phy", pending, wait, knock):
-                ovsinstance.appctl(self.dp.env["OVS_RUNDIR"], [["tnl/neigh/set", "br-phy", ip, mac] for ip, mac in found])
-                pending -= {ip for ip, _ in found}
-        except (OSError, RuntimeError) as exc:
-            log.warning("priming tunnel endpoints failed: %s", exc)
-        self.primed -= pending  # the unresolved are tried again with a later message
+            self.dp.remove_vms(ports, force=True)
+        except DataplaneError as exc:
+            log.warning("removing %d VM(s) that failed: %s", len(ports), exc)
 
     def _configure_vms(self, work: _Work, started: float) -> None:
-        """Addresses, link state and default route inside each new VM, over netlink from one thread pool."""
+        """Addresses, link state and default route inside each new VM; a failure fails them and removes them
+        (a retry makes them afresh)."""
         ready = [(s, p, gw) for s, p, gw in work.new_ports if s.operation_status == common.SUCCESS]
-        configs = [nsconfig.NamespaceConfig(p.netns, [nsconfig.IfaceConfig("eth0", p.ip, tx_csum_off=self.dp.tx_csum_off)],
-                                            gateway=gw or None, ipv6=False) for _, p, gw in ready]
         t0 = time.perf_counter()
         try:
-            nsconfig.configure(configs)
-            # Taps come up last, together: while they are down, OVS sees no link event (each makes it
-            # reconfigure every port) as the ports join and the VMs are configured.
-            self.dp.links_up([p.tap for _, p, _ in ready])
-        except Exception as exc:  # noqa: BLE001 - any netlink failure fails the ports it touched
+            self.dp.configure_vms([NewVm(p, self.vlans[p.vni], gw) for _, p, gw in ready])
+        except DataplaneError as exc:
             log.warning("configuring %d VM(s) failed: %s", len(ready), exc)
             for s, _, _ in ready:
                 s.operation_status = common.FAILURE
             ports = [p for _, p, _ in ready]
             self._forget(ports)
-            try:
-                self._remove_vm_links(ports, force=True)  # a retry makes them afresh
-            except DataplaneError as undo:
-                log.warning("removing the VMs that failed: %s", undo)
+            self._undo_vms(ports)
         work.seconds["vms"] = time.perf_counter() - t0
         spent = _us(work.seconds["vms"])
         for s, _, _ in ready:

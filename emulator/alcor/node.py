@@ -18,7 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from emulator.alcor.agent import Agent, Dataplane
+from emulator.alcor.agent import Agent
+from emulator.alcor.dataplane import OvsDataplane
 from emulator.alcor.flows import VXLAN_OFPORT
 from emulator.alcor.server import ACA_PORT, serve
 from emulator.runtime import ovsinstance
@@ -46,7 +47,7 @@ def first_ipv4_device() -> str:
     raise SystemExit("no device with an IPv4 address: a compute node needs its underlay address")
 
 
-def move_underlay_to_br_phy(dp: Dataplane, dev: str, underlay: tuple[str, int, int, str]) -> None:
+def move_underlay_to_br_phy(dp: OvsDataplane, dev: str, underlay: tuple[str, int, int, str]) -> None:
     """The userspace datapath tunnels only through an OVS bridge that holds the local address (br-phy)."""
     ip, prefix, mtu, mac = underlay
     routes = json.loads(subprocess.run(["ip", "-j", "route", "show", "dev", dev], capture_output=True, text=True,
@@ -59,7 +60,7 @@ def move_underlay_to_br_phy(dp: Dataplane, dev: str, underlay: tuple[str, int, i
     dp.ip_batch(lines)
 
 
-def static_peers(dp: Dataplane, dev: str, underlay: tuple[str, int, int, str], path: Path) -> int:
+def static_peers(dp: OvsDataplane, dev: str, underlay: tuple[str, int, int, str], path: Path) -> int:
     """Permanent neighbour entries for the other compute nodes on this node's underlay subnet.
 
     cloudemu knows every node's underlay address and MAC, as Mininet's --arp does: without them, every
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     underlay = first_ipv4_device() if args.underlay == "auto" else args.underlay
     found = underlay_of(underlay)
     host_ip, _, mtu, _ = found
-    dp = Dataplane(datapath_type=datapath, mtu=mtu - VXLAN_OVERHEAD, env=ovsinstance.env(args.dir))
+    dp = OvsDataplane(datapath_type=datapath, mtu=mtu - VXLAN_OVERHEAD, env=ovsinstance.env(args.dir))
     dp.setup()
     if datapath == "netdev":
         move_underlay_to_br_phy(dp, underlay, found)

@@ -19,6 +19,7 @@ import orjson
 
 from emulator.compiler.compile import Compiled, gc_paused
 from emulator.compiler.plan import Plan
+from emulator.model import CloudemuError
 
 INDEX = "plan.json"
 SHARDS = "shards"
@@ -44,6 +45,10 @@ def _write_shards(machines: list[int]) -> list[dict[str, Any]]:
     return out
 
 
+class PlanDirError(CloudemuError, FileExistsError):
+    exit_code = 2
+
+
 def write_plan(compiled: Compiled, out: str | Path, on_shard: Callable[[int], None] | None = None,
                workers: int | None = None) -> dict[str, Any]:
     """Write every shard (over forked workers for big plans), then the index; returns the index.
@@ -54,7 +59,7 @@ def write_plan(compiled: Compiled, out: str | Path, on_shard: Callable[[int], No
     out = Path(out)
     ours = {INDEX, SHARDS, f".{SHARDS}.new", f".{SHARDS}.old", f"{INDEX}.new"}  # a run cut short leaves only these
     if out.exists() and any(p.name not in ours for p in out.iterdir()):
-        raise FileExistsError(f"{out} exists and holds something other than a plan; pick an empty or new directory")
+        raise PlanDirError(f"{out} exists and holds something other than a plan; pick an empty or new directory")
     staging = out / f".{SHARDS}.new"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

@@ -15,20 +15,19 @@ from typing import Any
 
 from emulator.compiler.compile import compile_cluster
 from emulator.compiler.plan import Plan
-from emulator.model import Cluster, Machine, Topology, Where
+from emulator.model import CloudemuError, Cluster, Machine, Topology, Where
 from emulator.runtime.events import Phases
+from emulator.runtime.experiments import CLUSTER, DownResult, ExperimentError, refuse_existing, tags_in_use, topology_meta
 from emulator.runtime.hostinfo import reserved_networks
 from emulator.runtime.journal import Journal, Resource
-from emulator.runtime.orchestrator import DownResult, ExperimentError, _tags_in_use, topology_meta
 from emulator.runtime.ssh import MachineError
 from emulator.runtime.state import experiment_lock, locked, tag_candidates
 from emulator.runtime.workers import WorkerError, Workers, errors_of
 
 VXLAN_PORT = 4789
-CLUSTER = "cluster"  # the provisioner name a cluster experiment's controller journal carries
 
 
-class ClusterError(RuntimeError):
+class ClusterError(CloudemuError, RuntimeError):
     """Something failed on some machines; says which, why, and what is left where."""
 
     def __init__(self, message: str, failures: dict[str, Exception], exit_code: int = 2,
@@ -36,6 +35,9 @@ class ClusterError(RuntimeError):
         self.failures, self.exit_code, self.report = failures, exit_code, report or {}
         lines = [message] + [f"  {name}: {_plain(exc)}" for name, exc in sorted(failures.items())]
         super().__init__("\n".join(lines))
+
+    def details(self) -> dict[str, Any]:
+        return self.report
 
 
 def _plain(exc: Exception) -> str:
@@ -119,9 +121,7 @@ def _deploy_cluster(topo: Topology, cluster: Cluster, name: str, placement: str,
     workers = Workers(cluster, accept_new=accept_new, parallel=parallel)
     try:
         with locked():
-            if journal.exists():
-                raise ExperimentError(f"experiment {name!r} is already up; 'cloudemu down {name}' first, "
-                                      "or pick another --name")
+            refuse_existing(name)
             with phases.phase("connect", total=len(cluster.machines)) as step:
                 facts = workers.each([m.name for m in cluster.machines], lambda _: _facts_request(cluster))
                 step.advance(len(cluster.machines))
@@ -201,7 +201,7 @@ def _refuse_on(facts: dict[str, Any], cluster: Cluster, message: str) -> None:
 
 
 def _free_tag(experiment: str, facts: dict[str, Any]) -> str:
-    used = _tags_in_use() | {t for f in facts.values() for t in f["tags"]}
+    used = tags_in_use() | {t for f in facts.values() for t in f["tags"]}
     for tag in tag_candidates(experiment):
         if tag not in used:
             return tag
@@ -242,7 +242,7 @@ def destroy_cluster(experiment: str, phases: Phases | None = None, *, workers: W
     for r in pending:
         res = results[r.name]
         if not isinstance(res, Exception) and not _down_reply_ok(res):  # only a well-formed "nothing left" forgets it
-            res = WorkerError(f"machine {r.name}: an unexpected reply to down: {str(res)[:200]}")
+            res = WorkerError(r.name, "failure", f"an unexpected reply to down: {str(res)[:200]}")
         if isinstance(res, Exception) or res.get("left"):
             left.append(dataclasses.replace(r, netns=_plain(res) if isinstance(res, Exception) else
                                             f"{len(res['left'])} resources left"))

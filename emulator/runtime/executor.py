@@ -11,10 +11,11 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from emulator.model import CloudemuError
 from provisioners.tokens import argv_words, batch_text
 
 
-class CommandError(RuntimeError):
+class CommandError(CloudemuError, RuntimeError):
     def __init__(self, argv: Sequence[str], returncode: int, stderr: str):
         self.argv = list(argv)
         self.returncode = returncode

@@ -1,52 +1,26 @@
-"""Bring a Plan up and down: tag allocation, journal, preflight, the provisioner, clean-up on failure."""
+"""Bring a Plan up and down on this machine: tag allocation, journal, preflight, the provisioner, clean-up on failure.
+
+A cluster's controller (distributed.py) and each of its machines' workers build on the same steps."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from emulator.compiler.compile import compile_topology
 from emulator.compiler.plan import Plan
 from emulator.model import Topology
 from emulator.runtime.events import Phases
+from emulator.runtime.experiments import CLUSTER, DownResult, ExperimentError, refuse_existing, tags_in_use, topology_meta
 from emulator.runtime.hostinfo import reserved_networks
-from emulator.runtime.journal import Journal, Resource
-from emulator.runtime.state import experiment_lock, known_experiments, locked, tag_candidates
+from emulator.runtime.journal import Journal
+from emulator.runtime.state import experiment_lock, locked, tag_candidates
 from provisioners import Provisioner
 from provisioners import devices as net_devices
 from provisioners import get as get_provisioner
 
 
-class ExperimentError(RuntimeError):
-    """The experiment is in the wrong state for what was asked (exists already, unknown)."""
-
-    exit_code = 2
-
-
-@dataclass
-class DownResult:
-    experiment: str
-    removed: int
-    left: list[Resource] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    note: str = ""
-
-    @property
-    def clean(self) -> bool:
-        return not self.left
-
-
-def _tags_in_use() -> set[str]:
-    tags = set()
-    for name in known_experiments():
-        tag = Journal(name).meta().get("tag")
-        if tag:
-            tags.add(tag)
-    return tags
-
-
 def _free_tag(experiment: str) -> str:
-    used = _tags_in_use()
+    used = tags_in_use()
     devices = net_devices.names()
     for tag in tag_candidates(experiment):
         if tag not in used and not any(d.startswith(tag + "-") for d in devices):
@@ -61,7 +35,7 @@ def deploy(topo: Topology, *, experiment: str | None = None, provisioner: str | 
     name = experiment or topo.name
     with experiment_lock(name, wait=0, doing="up"):
         with locked():
-            _refuse_existing(name)
+            refuse_existing(name)
             with phases.phase("compile"):
                 plan = compile_topology(topo, experiment=name, tag=_free_tag(name), reserved=reserved_networks(),
                                         provisioner=provisioner)
@@ -74,20 +48,11 @@ def deploy_plan(plan: Plan, meta: dict[str, Any], phases: Phases | None = None) 
     phases = phases or Phases()
     with experiment_lock(plan.experiment, wait=0, doing="up"):
         with locked():
-            _refuse_existing(plan.experiment)
-            if plan.tag in _tags_in_use():
+            refuse_existing(plan.experiment)
+            if plan.tag in tags_in_use():
                 raise ExperimentError(f"experiment tag {plan.tag!r} is in use on this machine by another experiment")
             _preflight_and_journal(plan, meta, phases)
         return _create(plan, phases)
-
-
-def topology_meta(topo: Topology) -> dict[str, Any]:
-    return {"source": topo.source, "checks": [{"kind": c.kind, "args": c.args} for c in topo.checks]}
-
-
-def _refuse_existing(name: str) -> None:
-    if Journal(name).exists():
-        raise ExperimentError(f"experiment {name!r} is already up; 'cloudemu down {name}' first, or pick another --name")
 
 
 def _preflight_and_journal(plan: Plan, meta: dict[str, Any], phases: Phases) -> None:
@@ -121,10 +86,8 @@ def destroy(experiment: str, phases: Phases | None = None, *, wait: float | None
         if not journal.exists():
             return sweep(experiment, phases)
         meta = journal.meta()
-        if meta.get("provisioner") == "cluster":
-            from emulator.runtime.distributed import destroy_cluster  # it builds on this module
-
-            return destroy_cluster(experiment, phases)
+        if meta.get("provisioner") == CLUSTER:
+            raise ExperimentError(f"{experiment!r} runs across machines: its controller removes it (targets.destroy)")
         engine: Provisioner = get_provisioner(meta.get("provisioner", "netns"))
         journaled = journal.resources()
         left = engine.destroy(experiment, journaled, phases)
@@ -153,9 +116,4 @@ def load_plan(experiment: str) -> Plan:
     journal = Journal(experiment)
     if not journal.exists():
         raise ExperimentError(f"no experiment named {experiment!r}; 'cloudemu status' lists them")
-    meta = journal.meta()
-    if meta.get("provisioner") == "cluster":
-        from emulator.runtime.distributed import merge_shards
-
-        return merge_shards(experiment, meta["shards"])
-    return Plan.from_dict(meta["plan"])
+    return Plan.from_dict(journal.meta()["plan"])

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import paramiko
 
-from emulator.model import Machine
+from emulator.model import CloudemuError, Machine
 
 CONNECT_TIMEOUT = 10.0
 RETRIES = 3  # connection set-up only, with backoff 0.5 s, 1 s, 2 s
 
 
-class MachineError(RuntimeError):
+class MachineError(CloudemuError, RuntimeError):
     """A machine cannot be reached or refused us: names the machine and what to do."""
 
     exit_code = 2

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from emulator.model import TAG_LEN, check_experiment
+from emulator.model import TAG_LEN, CloudemuError, check_experiment
 
 STATE_ENV = "CLOUDEMU_STATE_DIR"
 
@@ -60,7 +60,7 @@ def locked(name: str = ".lock") -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-class ExperimentBusy(RuntimeError):
+class ExperimentBusy(CloudemuError, RuntimeError):
     """Another process is bringing the experiment up or down."""
 
     exit_code = 2

@@ -16,7 +16,6 @@ import socket
 import sys
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -153,29 +152,13 @@ def status(req: dict[str, Any]) -> dict[str, Any]:
 
 def ping(req: dict[str, Any]) -> dict[str, Any]:
     """Pairs [source node, destination ip]: which fail, retried until `wait` seconds pass."""
-    import subprocess
-
+    from emulator.runtime.pings import failing_pairs
     from provisioners import get
 
     plan = orchestrator.load_plan(req["experiment"])
     engine = get(plan.provisioner)
-    nodes = {n.name: n for n in plan.nodes}
-    timeout = float(req.get("timeout", 1.0))
-    pending = [tuple(p) for p in req["pairs"]]
-    deadline = time.monotonic() + float(req.get("wait", 0.0))
-
-    def once(pair: tuple[str, str]) -> bool:
-        argv = engine.net_argv(nodes[pair[0]], ["ping", "-c1", "-q", "-W", f"{max(1, round(timeout))}", pair[1]])
-        return subprocess.run(argv, capture_output=True, timeout=timeout + 10).returncode == 0
-
-    with ThreadPoolExecutor(max_workers=max(1, min(32, len(pending)))) as pool:
-        while pending:
-            ok = list(pool.map(once, pending))
-            pending = [p for p, good in zip(pending, ok, strict=True) if not good]
-            if not pending or time.monotonic() >= deadline:
-                break
-            time.sleep(0.5)
-    return {"failed": [list(p) for p in pending]}
+    return {"failed": failing_pairs(plan, lambda node: engine, req["pairs"], timeout=float(req.get("timeout", 1.0)),
+                                    wait=float(req.get("wait", 0.0)))}
 
 
 COMMANDS = {"facts": facts, "preflight": preflight, "up": up, "down": down, "status": status, "ping": ping}

@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from emulator.model import Cluster, Machine
+from emulator.model import CloudemuError, Cluster, Machine
 from emulator.runtime.bundle import remote_path, runner_zip
 from emulator.runtime.ssh import MachineError, Session
 
 
-class WorkerError(RuntimeError):
+class WorkerError(CloudemuError, RuntimeError):
     """The worker on a machine ran and refused or failed: names the machine and the cause."""
 
     def __init__(self, machine: str, kind: str, message: str, trace: str = ""):

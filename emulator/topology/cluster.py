@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from emulator.engines import ENGINES
 from emulator.model import Cluster, Machine, TopologyError, check_name
 from emulator.topology import schema
 from emulator.topology.yamlsource import Located, load_yaml, read_yaml_file
@@ -22,7 +23,6 @@ from emulator.topology.yamlsource import Located, load_yaml, read_yaml_file
 TOP_KEYS = {"version", "name", "defaults", "machines", "known_hosts"}
 MACHINE_KEYS = {"address", "user", "key", "port", "provisioner", "cpu", "memory", "max_nodes", "underlay", "tunnel_ip",
                 "mtu", "python"}
-PROVISIONERS = ("netns", "docker", "lxd")
 HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})")
 IFACE_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
 USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
@@ -104,8 +104,8 @@ def _machine_fields(raw: dict, where_of, field: str) -> dict[str, Any]:
         elif key == "port":
             out[key] = schema.number(value, where, f, minimum=1, maximum=65535, integer=True)
         elif key == "provisioner":
-            if value not in PROVISIONERS:
-                raise schema.fail(f"expected one of: {', '.join(PROVISIONERS)}, got {value!r}", where, f)
+            if value not in ENGINES:
+                raise schema.fail(f"expected one of: {', '.join(ENGINES)}, got {value!r}", where, f)
             out[key] = value
         elif key == "cpu":
             out[key] = schema.number(value, where, f, minimum=0, strict_min=True)

@@ -6,6 +6,7 @@ import ipaddress
 import re
 from typing import Any
 
+from emulator.engines import ENGINES
 from emulator.model import CONTAINER_KEYS, TopologyError, Where
 
 TIME_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(us|ms|s)?\s*")
@@ -15,7 +16,6 @@ CONTROLLER_RE = re.compile(r"(tcp|ssl|ptcp|pssl|unix):[^\s]+")
 TOP_KEYS = {"version", "name", "defaults", "nodes", "links", "topology", "checks", "vpcs"}
 VPC_KEYS = {"vni", "cidr"}
 DEFAULTS_KEYS = {"link", "subnet", "provisioner", "image"}
-ENGINES = ("netns", "docker", "lxd")
 CAP_RE = re.compile(r"[A-Z_]{2,32}")
 IMAGE_RE = re.compile(r"[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?")
 LINK_PARAM_KEYS = {"bw", "delay", "jitter", "loss", "mtu"}

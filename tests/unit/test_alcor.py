@@ -3,7 +3,8 @@
 import pytest
 
 from emulator.alcor import flows, goalstates
-from emulator.alcor.agent import Agent, Dataplane
+from emulator.alcor.agent import Agent
+from emulator.alcor.dataplane import OvsDataplane
 from emulator.alcor.schema import common_pb2 as common
 from emulator.alcor.schema import goalstate_pb2, goalstateprovisioner_pb2, resources_pb2
 from emulator.compiler.compile import compile_topology
@@ -77,7 +78,7 @@ def test_flows_encapsulate_to_the_neighbours_host_and_answer_arp():
     assert flows.tap_name("0123456789abcdef") == "tap0123456789a"
 
 
-class RecordingDataplane(Dataplane):
+class RecordingDataplane(OvsDataplane):
     streams_flows = False  # one add_flows call per message, recorded
 
     def __init__(self):
@@ -94,7 +95,7 @@ class RecordingDataplane(Dataplane):
 
 @pytest.fixture
 def agent(monkeypatch):
-    monkeypatch.setattr("emulator.alcor.agent.nsconfig.configure", lambda configs: None)
+    monkeypatch.setattr("emulator.alcor.dataplane.nsconfig.configure", lambda configs: None)
     return Agent(RecordingDataplane(), "10.9.0.1", "ce.x.")
 
 
@@ -182,10 +183,10 @@ def test_compiler_gives_vms_addresses_macs_and_vnis():
 
 def test_flow_batch_streams_every_line_once_and_reports_failure(tmp_path):
     """Lines reach the flow program in order, across chunks; a failing program fails the batch; abort ends it."""
-    from emulator.alcor.agent import DataplaneError, FlowBatch
+    from emulator.alcor.dataplane import DataplaneError, FlowBatch
 
     out = tmp_path / "flows.txt"
-    dp = Dataplane()
+    dp = OvsDataplane()
     dp.FLOWS_ARGV = ["sh", "-c", f"cat > {out}"]
     batch = FlowBatch(dp)
     batch.CHUNK = 3
@@ -326,3 +327,24 @@ def test_streams_keep_every_agent_open_and_at_most_concurrency_messages_in_fligh
     assert all(p.failed == [f"bad-{p.host} (INVALID_ARG)"] for p in pushed)  # read from the reply kept whole
     assert most[0] == 2
     assert sorted(arrivals[:6]) == hosts  # no stream waited for another to end
+
+
+def test_the_agent_runs_over_a_recording_data_plane_without_patching_anything():
+    """The agent only decides; a data plane that records is enough to test it (and is what a hollow compute
+    node will be): VMs on their VPC's VLAN, one flow bundle per message, deletes remove, flows per neighbour."""
+    from emulator.alcor.dataplane import RecordingDataplane
+
+    dp = RecordingDataplane()
+    dp.setup()
+    agent = Agent(dp, "10.9.0.1", "ce.x.")
+    reply = agent.push_v2(goalstates.per_host(PORTS)["10.9.0.1"])
+    assert {s.operation_status for s in reply.operation_statuses} == {common.SUCCESS}
+    mine = {p.id: p for p in PORTS if p.host_ip == "10.9.0.1"}
+    assert set(dp.vms) == set(mine)
+    assert {dp.vms[pid].vlan for pid in mine} == {agent.vlans[1001], agent.vlans[1002]}
+    assert dp.vms[PORTS[0].id].port.netns == "ce.x.b1" and dp.vms[PORTS[0].id].gateway == BLUE.gateway
+    assert [c[0] for c in dp.calls] == ["make", "configure"]
+    assert sum("table=20,priority=1" in f for f in dp.flows) == 2  # b2 and r3 live elsewhere: one encapsulation each
+    gone = goalstates.per_host([PORTS[0]], op=common.DELETE)["10.9.0.1"]
+    agent.push_v2(gone)
+    assert PORTS[0].id not in dp.vms and dp.calls[-1] == ("remove", PORTS[0].id)

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from emulator import from_networkx
 from emulator.compiler.compile import compile_topology
 from emulator.compiler.plan import Plan
-from emulator.model import IFNAMSIZ, Topology, TopologyError
+from emulator.model import IFNAMSIZ, TopologyError
 from emulator.topology.loader import load_file, load_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,7 +96,7 @@ def test_link_defaults_merge():
 
 def test_networkx_roundtrip():
     topo = load_file(ROOT / "topologies" / "smoke.yaml")
-    again = Topology.from_networkx(topo.to_networkx(), "smoke")
+    again = from_networkx(topo.to_networkx(), "smoke")
     assert sorted(again.nodes) == sorted(topo.nodes)
     assert json.dumps(sorted(map(sorted, (lk.nodes for lk in again.links)))) == \
         json.dumps(sorted(map(sorted, (lk.nodes for lk in topo.links))))

@@ -6,7 +6,8 @@ import random
 import pytest
 
 from emulator.alcor import goalstates
-from emulator.alcor.agent import Agent, Dataplane, DataplaneError
+from emulator.alcor.agent import Agent
+from emulator.alcor.dataplane import DataplaneError, OvsDataplane
 from emulator.alcor.schema import common_pb2 as common
 from emulator.alcor.schema import goalstate_pb2
 from provisioners import tokens
@@ -19,7 +20,7 @@ PAYLOADS = ["a\nl d eth0", "x\n", "\nnetns del ce", "a b", "a;touch /tmp/pwned",
             "a,b=c", "--", "-rf"]
 
 
-class RecordingDataplane(Dataplane):
+class RecordingDataplane(OvsDataplane):
     """Records what would run, after the same token checks the real one makes."""
 
     streams_flows = False
@@ -38,7 +39,7 @@ class RecordingDataplane(Dataplane):
 
 @pytest.fixture
 def agent(monkeypatch):
-    monkeypatch.setattr("emulator.alcor.agent.nsconfig.configure", lambda configs: None)
+    monkeypatch.setattr("emulator.alcor.dataplane.nsconfig.configure", lambda configs: None)
     made = Agent(RecordingDataplane(), HOST, "ce.x.")
     made.push_v2(goalstates.per_host([goalstates.Port("seed", BLUE, HOST, "10.1.0.2", "fa:16:3e:00:00:02")])[HOST])
     made.dp.calls.clear()

@@ -129,7 +129,7 @@ def test_accepting_new_host_keys_appends_and_never_rewrites_known_hosts(tmp_path
 
 def test_an_interrupt_says_only_what_happened(tmp_path, monkeypatch):
     """"whatever up had made was removed" only when it was: not for down or goal states, not while a journal stays."""
-    from emulator import cli
+    from emulator.cli import common as cli
 
     monkeypatch.setenv("CLOUDEMU_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setattr(cli, "_bringing_up", [])

@@ -4,8 +4,9 @@ import networkx as nx
 import pytest
 from click.testing import CliRunner
 
+from emulator import from_networkx
 from emulator.cli import cli
-from emulator.model import Topology, TopologyError
+from emulator.model import TopologyError
 from emulator.topology.imports import from_mininet, from_mn_spec, load_graph_file
 from tests.conftest import ROOT
 
@@ -60,7 +61,7 @@ def test_graph_files(tmp_path):
     bad = nx.Graph()
     bad.add_edge("a", "b", bw=-1)
     with pytest.raises(TopologyError, match="greater than 0"):
-        Topology.from_networkx(bad)
+        from_networkx(bad)
 
 
 def test_cli_validate_plan_graph_exit_codes():

@@ -1,4 +1,4 @@
-"""`cloudemu alcor ...`: the goal-state test controller (its own file: the main CLI stays about topologies)."""
+"""`cloudemu alcor ...`: the goal-state test controller."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from emulator.api import Emulation
-from emulator.cli import OUTPUT, emit, err, fail, guarded, table_of
+from emulator.cli.common import OUTPUT, emit, err, fail, guarded, table_of
 
 
 @click.group()
