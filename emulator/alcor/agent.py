@@ -26,7 +26,7 @@ from emulator.alcor import flows
 from emulator.alcor.dataplane import Dataplane, DataplaneError, FlowSink, LocalPort, NewVm
 from emulator.alcor.schema import common_pb2 as common
 from emulator.alcor.schema import goalstate_pb2, goalstateprovisioner_pb2, resources_pb2
-from provisioners import tokens
+from emulator.runtime import tokens
 
 log = logging.getLogger("cloudemu.agent")
 Reply = goalstateprovisioner_pb2.GoalStateOperationReply

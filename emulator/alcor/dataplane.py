@@ -19,8 +19,9 @@ from typing import Protocol
 
 from emulator.alcor import flows, neighbours
 from emulator.model import CloudemuError
-from emulator.runtime import ovsinstance
-from provisioners import nsconfig, tokens
+from emulator.runtime import ovsinstance, tokens
+from emulator.runtime.executor import within_open_files
+from provisioners import nsconfig
 
 log = logging.getLogger("cloudemu.agent")
 
@@ -95,16 +96,15 @@ class OvsDataplane:
 
     def ip_batch(self, lines: list[str], *, force: bool = False) -> None:
         """`force` goes on past errors and reports none: for undoing what may be half made."""
-        if not lines:
-            return
-        text = tokens.batch_text(lines, "ip")
-        if not force:
-            self.run(["ip", "-batch", "-"], text)
-            return
-        try:
-            self.run(["ip", "-force", "-batch", "-"], text)
-        except DataplaneError:
-            pass  # what could be removed was; the rest was not there
+        for part in within_open_files(lines):
+            text = tokens.batch_text(part, "ip")
+            if not force:
+                self.run(["ip", "-batch", "-"], text)
+                continue
+            try:
+                self.run(["ip", "-force", "-batch", "-"], text)
+            except DataplaneError:
+                pass  # what could be removed was; the rest was not there
 
     def links_up(self, devices: list[str]) -> None:
         nsconfig.links_up(devices)

@@ -22,8 +22,8 @@ from emulator.alcor.agent import Agent
 from emulator.alcor.dataplane import OvsDataplane
 from emulator.alcor.flows import VXLAN_OFPORT
 from emulator.alcor.server import ACA_PORT, serve
-from emulator.runtime import ovsinstance
-from provisioners import nsconfig, tokens
+from emulator.runtime import ovsinstance, tokens
+from provisioners import nsconfig
 
 VXLAN_OVERHEAD = 50
 

@@ -6,13 +6,14 @@ same methods, so provisioners never care where they run.
 
 from __future__ import annotations
 
+import resource
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from emulator.model import CloudemuError
-from provisioners.tokens import argv_words, batch_text
+from emulator.runtime.tokens import argv_words, batch_text
 
 
 class CommandError(CloudemuError, RuntimeError):
@@ -22,6 +23,29 @@ class CommandError(CloudemuError, RuntimeError):
         self.stderr = stderr.strip()
         super().__init__(f"{' '.join(self.argv[:4])}{' ...' if len(self.argv) > 4 else ''} failed "
                          f"(exit {returncode}): {self.stderr[-800:]}")
+
+
+#: Descriptors an `ip` process keeps for itself (stdio, netlink sockets, libc), below the open-files limit.
+FD_MARGIN = 64
+
+
+def within_open_files(lines: list[str], limit: int | None = None) -> list[list[str]]:
+    """`ip -batch` keeps the descriptor of every namespace a line names (`... netns NAME`) open until it
+    exits: a batch naming more than the open-files limit fails half-way ("Invalid netns value", at about
+    10,000 veths under a limit of 20,000). Split so that no batch names more than the limit in force
+    allows (the child inherits ours); `netns add/del` lines open none."""
+    limit = limit if limit is not None else resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    budget = max(2, limit - FD_MARGIN)
+    parts: list[list[str]] = [[]]
+    used = 0
+    for line in lines:
+        refs = 0 if line.startswith("netns ") else line.count(" netns ")
+        if parts[-1] and used + refs > budget:
+            parts.append([])
+            used = 0
+        parts[-1].append(line)
+        used += refs
+    return [p for p in parts if p]
 
 
 class LocalExecutor:
@@ -46,9 +70,10 @@ class LocalExecutor:
             with ThreadPoolExecutor(parallel) as pool:
                 list(pool.map(lambda part: self.ip_batch(part, force=force), [lines[i::parallel] for i in range(parallel)]))
             return
-        text = batch_text(lines, "ip")
-        if text:
-            self.run(["ip", *(["-force"] if force else []), "-batch", "-"], input=text, check=not force)
+        for part in within_open_files(lines):
+            text = batch_text(part, "ip")
+            if text:
+                self.run(["ip", *(["-force"] if force else []), "-batch", "-"], input=text, check=not force)
 
     def tc_batch(self, lines: Iterable[str]) -> None:
         text = batch_text(lines, "tc")

@@ -10,7 +10,7 @@ from emulator.alcor.agent import Agent
 from emulator.alcor.dataplane import DataplaneError, OvsDataplane
 from emulator.alcor.schema import common_pb2 as common
 from emulator.alcor.schema import goalstate_pb2
-from provisioners import tokens
+from emulator.runtime import tokens
 
 BLUE = goalstates.Vpc("blue", 1001, "10.1.0.0/24")
 HOST = "10.9.0.1"

@@ -19,14 +19,23 @@ def imports_graph() -> nx.DiGraph:
     graph = nx.DiGraph()
     graph.add_nodes_from(modules)
     for name, path in modules.items():
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        # a package's __getattr__ (PEP 562) imports on first use, never while the package loads: not an arrow
+        lazy = {id(n) for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "__getattr__"
+                for n in ast.walk(f)}
+        for node in ast.walk(tree):
+            if id(node) in lazy:
+                continue
             if isinstance(node, ast.ImportFrom) and node.module:
                 wanted = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
             elif isinstance(node, ast.Import):
                 wanted = [a.name for a in node.names]
             else:
                 continue
-            graph.add_edges_from((name, t) for t in wanted if t in modules and t != name)
+            found = {t for t in wanted if t in modules}
+            # importing a.b.c runs a/__init__ and a/b/__init__ first: those are arrows too
+            found |= {".".join(t.split(".")[:i]) for t in found for i in range(1, t.count(".") + 1)}
+            graph.add_edges_from((name, t) for t in found if t in modules and t != name and not name.startswith(t + "."))
     return graph
 
 

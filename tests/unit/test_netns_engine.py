@@ -85,3 +85,15 @@ def test_hand_packed_requests_match_pyroute2():
     ref["family"], ref["index"] = socket.AF_UNSPEC, 7
     ref["attrs"] = [("IFLA_AF_SPEC", {"attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", 1)]})]})]
     assert kind == RTM_NEWLINK and body == _encoded(ref, kind, NLM_F_REQUEST | NLM_F_ACK | flags)
+
+
+def test_ip_batches_never_name_more_namespaces_than_the_open_files_limit_allows():
+    from emulator.runtime.executor import FD_MARGIN, within_open_files
+
+    lines = [f"netns add ce.x.h{i}" for i in range(500)]
+    lines += [f"link add eth0 netns ce.x.h{i} type veth peer name p{i} netns ce.x.sw" for i in range(500)]
+    parts = within_open_files(lines, limit=FD_MARGIN + 100)
+    assert [ln for part in parts for ln in part] == lines  # nothing lost, nothing reordered
+    assert all(sum(ln.count(" netns ") for ln in part if not ln.startswith("netns ")) <= 100 for part in parts)
+    assert len(parts) == 10 and parts[0][:500] == lines[:500]  # namespace creation names none: one batch
+    assert within_open_files(lines, limit=1 << 20) == [lines]
