@@ -4,11 +4,11 @@ provisioners/base.py) and one line here."""
 
 from __future__ import annotations
 
-#: name -> "module:class" of its provisioner.
+#: name -> "module:class" of its hooks (provisioners.base.HostEngine); netns hosts are the deployer's own.
 ENGINES: dict[str, str] = {
-    "netns": "provisioners.netns:NetnsProvisioner",
-    "docker": "provisioners.docker:DockerProvisioner",
-    "lxd": "provisioners.lxd:LxdProvisioner",
+    "netns": "",
+    "docker": "provisioners.docker:DockerEngine",
+    "lxd": "provisioners.lxd:LxdEngine",
 }
-#: Not for users to name: what a plan with containers of both engines runs on.
-INTERNAL: dict[str, str] = {"mixed": "provisioners.mixed:MixedProvisioner"}
+#: Names older journals carry for the provisioner of a plan (today every plan runs on the one Deployer).
+LEGACY: tuple[str, ...] = ("mixed",)

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import importlib
 
-from emulator.engines import ENGINES, INTERNAL
+from emulator.engines import ENGINES, LEGACY
 from emulator.model import UnknownName
 from provisioners.base import NodeState, PreflightError, Provisioner
 
-REGISTRY: dict[str, str] = {**ENGINES, **INTERNAL}  # emulator/engines.py lists them
-
 
 def get(name: str, executor=None) -> Provisioner:
-    if name not in REGISTRY:
-        raise UnknownName(f"unknown provisioner {name!r}; known: {', '.join(REGISTRY)}")
-    module, _, cls = REGISTRY[name].partition(":")
-    return getattr(importlib.import_module(module), cls)(executor)
+    """The Deployer, with every engine of emulator/engines.py (a plan's provisioner name is only a label now)."""
+    if name not in ENGINES and name not in LEGACY:
+        raise UnknownName(f"unknown provisioner {name!r}; known: {', '.join([*ENGINES, *LEGACY])}")
+    return importlib.import_module("provisioners.containers").Deployer(executor)
 
 
-__all__ = ["REGISTRY", "NodeState", "PreflightError", "Provisioner", "get"]
+__all__ = ["NodeState", "PreflightError", "Provisioner", "get"]

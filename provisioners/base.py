@@ -69,6 +69,42 @@ class Provisioner(ABC):
         """Per node: is it there."""
 
 
+class HostEngine(ABC):
+    """An engine that runs hosts as containers: the few hooks the Deployer composes (everything else about
+    a node, its links, addresses, shaping, switches and removal is the same for every engine). A new engine
+    is one module with a subclass of this, and one line in emulator/engines.py."""
+
+    name: str = ""
+
+    def __init__(self, executor: LocalExecutor | None = None):
+        self.ex = executor or LocalExecutor()
+
+    @staticmethod
+    def container_name(node: PlanNode) -> str:
+        return node.options["container"]  # named by the compiler (see plan.container_name)
+
+    @abstractmethod
+    def engine_problems(self, plan: Plan, nodes: list[PlanNode]) -> list[str]:
+        """Engine reachable, images present, names free: what stops this plan (raise nothing)."""
+
+    @abstractmethod
+    def start(self, plan: Plan, node: PlanNode) -> int:
+        """Create and start the node's container with no network; return its init's pid."""
+
+    @abstractmethod
+    def containers_of(self, experiment: str) -> dict[str, str]:
+        """The experiment's containers (found by its ownership marker): name -> state."""
+
+    @abstractmethod
+    def remove(self, name: str) -> None: ...
+
+    @abstractmethod
+    def run_detached(self, name: str, argv: list[str]) -> None: ...
+
+    @abstractmethod
+    def exec_prefix(self, name: str) -> list[str]: ...
+
+
 def unchecked(what: str, why: str) -> Resource:
     """Something `down` could not look at: it may still hold the experiment's resources, so the journal stays."""
     return Resource("unchecked", f"{what}: {why}")

@@ -1,62 +1,49 @@
-"""What every container engine shares: hosts as containers, wired by the netns engine's code.
+"""The one Deployer: every plan, whatever engines its hosts use, is made by the netns engine's fabric
+(namespaces, switches, bridges, links, tunnels, shaping, published ports) composed with each container
+engine's few hooks (provisioners.base.HostEngine: start, list, remove, run, exec).
 
 Each container starts with no network; its network namespace is then named
 `ce.<exp>.<node>` (`ip netns attach`), so links, addresses and shaping are made
 exactly as for a plain namespace. A node's own `command` starts only after its
-links exist and are addressed. Hosts of another engine in the same plan stay
-plain namespaces. An engine says how to start, list, remove and exec.
+links exist and are addressed. Plain hosts stay plain namespaces; hosts of several
+engines share one plan. The journal records each container with its engine.
 """
 
 from __future__ import annotations
 
-from abc import abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 
 from emulator.compiler.plan import Plan, PlanNode
 from emulator.runtime.events import Phases
 from emulator.runtime.journal import Journal, Resource
 from provisioners import computenodes, health
-from provisioners.base import NodeState, PreflightError, unchecked
+from provisioners.base import HostEngine, NodeState, PreflightError, unchecked
 from provisioners.netns import NetnsProvisioner
 
 THREADS = 8  # the engines' own limits are near 4-7 containers/s: more threads only queue
 
 
-class ContainerProvisioner(NetnsProvisioner):
-    """Subclasses set `name` and implement the engine calls below."""
+class Deployer(NetnsProvisioner):
+    """The fabric (NetnsProvisioner) and the container engines, each in its phase."""
 
-    # -- the engine ----------------------------------------------------------
-    @abstractmethod
-    def engine_problems(self, plan: Plan, nodes: list[PlanNode]) -> list[str]:
-        """Engine reachable, images present, names free: what stops this plan (raise nothing)."""
+    name = "deployer"
 
-    @abstractmethod
-    def start(self, plan: Plan, node: PlanNode) -> int:
-        """Create and start the node's container with no network; return its init's pid."""
+    def __init__(self, executor=None, engines: dict[str, HostEngine] | None = None):
+        super().__init__(executor)
+        self.engines = engines if engines is not None else host_engines(self.ex)
 
-    @abstractmethod
-    def containers_of(self, experiment: str) -> dict[str, str]:
-        """The experiment's containers (found by its ownership marker): name -> state."""
-
-    @abstractmethod
-    def remove(self, name: str) -> None: ...
-
-    @abstractmethod
-    def run_detached(self, name: str, argv: list[str]) -> None: ...
-
-    @abstractmethod
-    def exec_prefix(self, name: str) -> list[str]: ...
-
-    # -- shared ----------------------------------------------------------------
-    @staticmethod
-    def container_name(node: PlanNode) -> str:
-        return node.options["container"]  # named by the compiler (see plan.container_name)
+    def engine_of(self, node: PlanNode) -> HostEngine:
+        return self.engines[node.options["engine"]]
 
     def is_container(self, node: PlanNode) -> bool:
-        return node.kind == "host" and node.options.get("engine") == self.name
+        return node.kind == "host" and node.options.get("engine") in self.engines
+
+    @staticmethod
+    def container_name(node: PlanNode) -> str:
+        return HostEngine.container_name(node)
 
     def resources(self, plan: Plan) -> list[Resource]:
-        boxes = [Resource("container", self.container_name(n)) for n in plan.nodes if self.is_container(n)]
+        boxes = [container_resource(n) for n in plan.nodes if self.is_container(n)]
         return boxes + super().resources(plan)
 
     def preflight(self, plan: Plan) -> None:
@@ -65,7 +52,10 @@ class ContainerProvisioner(NetnsProvisioner):
             super().preflight(plan)
         except PreflightError as exc:
             problems.append(str(exc))
-        problems += self.engine_problems(plan, [n for n in plan.nodes if self.is_container(n)])
+        for name, engine in self.engines.items():
+            mine = [n for n in plan.nodes if self.is_container(n) and n.options["engine"] == name]
+            if mine:
+                problems += engine.engine_problems(plan, mine)
         if problems:
             raise PreflightError("; ".join(problems))
 
@@ -74,13 +64,13 @@ class ContainerProvisioner(NetnsProvisioner):
         boxes = [n for n in hosts if self.is_container(n)]
 
         def start(node: PlanNode) -> tuple[PlanNode, int]:
-            pid = self.start(plan, node)
+            pid = self.engine_of(node).start(plan, node)
             advance(1)
             return node, pid
 
         with ThreadPoolExecutor(THREADS) as pool:
             started = list(pool.map(start, boxes))
-        journal.mark([Resource("container", self.container_name(n)) for n in boxes], "created")
+        journal.mark([container_resource(n) for n in boxes], "created")
         self.ex.ip_batch(f"netns attach {n.netns} {pid}" for n, pid in started)
         journal.mark([Resource("netns", n.netns) for n in boxes], "created")
 
@@ -92,7 +82,7 @@ class ContainerProvisioner(NetnsProvisioner):
             with phases.phase("compute nodes", total=len(computes)) as step:
                 computenodes.write_peers(computes, computenodes.underlay_peers(plan))
                 for node in computes:
-                    self.run_detached(self.container_name(node), computenodes.container_command(node))
+                    self.engine_of(node).run_detached(self.container_name(node), computenodes.container_command(node))
                 computenodes.wait_ready(computes, on_ready=step.advance)
                 journal.mark([Resource("dir", n.options["compute"]["dir"]) for n in computes], "created")
         order = health.levels({name: n.options.get("service", {}).get("depends_on", []) for name, n in boxes.items()})
@@ -101,8 +91,8 @@ class ContainerProvisioner(NetnsProvisioner):
             for level in order:  # links exist and are addressed by now; dependencies are healthy
                 for node in (boxes[name] for name in level if boxes[name].options.get("command")):
                     cmd = node.options["command"]
-                    self.run_detached(self.container_name(node),
-                                      ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd))
+                    self.engine_of(node).run_detached(self.container_name(node),
+                                                      ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd))
                     step.advance(0 if node.options.get("service", {}).get("healthcheck") else 1)
                 checked = [boxes[name] for name in level if boxes[name].options.get("service", {}).get("healthcheck")]
                 with ThreadPoolExecutor(max(1, min(THREADS, len(checked)))) as pool:
@@ -116,41 +106,49 @@ class ContainerProvisioner(NetnsProvisioner):
     def destroy(self, experiment: str, journaled: list[Resource], phases: Phases) -> list[Resource]:
         # Engines remove containers at their own pace: let them work while the switches,
         # links and namespace names go, rather than one after the other.
+        used = self._engines_in(journaled)
         with ThreadPoolExecutor(1) as background:
-            removing = background.submit(self._remove_all, experiment)
+            removing = background.submit(self._remove_all, experiment, used)
             left = super().destroy(experiment, journaled, phases)
             with phases.phase("containers"):
                 removing.result()
-        found, unasked = self._ask(experiment)
-        left += [Resource("container", name) for name in found]
-        if any(r.kind == "container" for r in journaled):  # "could not ask" is not "none left"
-            left += [unchecked(*why.split(": ", 1)) for why in unasked]
-        return left
+        found, unasked = self._ask(experiment, used)
+        left += [Resource("container", name, engine) for name, (engine, _) in found.items()]
+        return left + [unchecked(*why.split(": ", 1)) for why in unasked]  # "could not ask" is not "none left"
+
+    def _engines_in(self, journaled: list[Resource]) -> list[str]:
+        """The engines whose containers the journal names (its entry says which; an older journal does not)."""
+        named = {r.netns or "*" for r in journaled if r.kind == "container"}
+        return list(self.engines) if "*" in named else sorted(n for n in named if n in self.engines)
 
     def owned(self, experiment: str) -> tuple[list[Resource], list[str]]:
         left, unasked = super().owned(experiment)
-        found, engines_unasked = self._ask(experiment)
-        return left + [Resource("container", name) for name in found], unasked + engines_unasked
+        found, engines_unasked = self._ask(experiment, list(self.engines))
+        return left + [Resource("container", name, engine) for name, (engine, _) in found.items()], \
+            unasked + engines_unasked
 
-    def _ask(self, experiment: str) -> tuple[dict[str, str], list[str]]:
-        """The experiment's containers, and the engines that could not be asked ("engine: why")."""
-        try:
-            return self.containers_of(experiment), []
-        except Exception as exc:  # noqa: BLE001 - a daemon gone away raises its client's own kinds (requests, pylxd)
-            return {}, [f"{self.name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"]
+    def _ask(self, experiment: str, engines: list[str]) -> tuple[dict[str, tuple[str, str]], list[str]]:
+        """The experiment's containers in these engines (name -> engine, state), and the engines that could
+        not be asked ("engine: why")."""
+        found: dict[str, tuple[str, str]] = {}
+        unasked: list[str] = []
+        for name in engines:
+            try:
+                found.update((c, (name, state)) for c, state in self.engines[name].containers_of(experiment).items())
+            except Exception as exc:  # noqa: BLE001 - a daemon gone away raises its client's own kinds (requests, pylxd)
+                unasked.append(f"{name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        return found, unasked
 
-    def _containers_or_none(self, experiment: str) -> dict[str, str]:
-        return self._ask(experiment)[0]
-
-    def _remove_all(self, experiment: str) -> None:
+    def _remove_all(self, experiment: str, engines: list[str]) -> None:
+        found, _ = self._ask(experiment, engines)
         with ThreadPoolExecutor(THREADS) as pool:
-            list(pool.map(self.remove, self._containers_or_none(experiment)))
+            list(pool.map(lambda item: self.engines[item[1][0]].remove(item[0]), found.items()))
 
     def exec_argv(self, node: PlanNode, argv: list[str]) -> list[str]:
         if self.is_container(node):
-            return [*self.exec_prefix(self.container_name(node)), *argv]
-        if node.kind == "vm" and node.options.get("engine") == self.name:  # a VM inside a compute container
-            return [*self.exec_prefix(node.options["container"]), "ip", "netns", "exec", node.netns, *argv]
+            return [*self.engine_of(node).exec_prefix(self.container_name(node)), *argv]
+        if node.kind == "vm" and node.options.get("engine") in self.engines:  # a VM inside a compute container
+            return [*self.engine_of(node).exec_prefix(node.options["container"]), "ip", "netns", "exec", node.netns, *argv]
         return super().exec_argv(node, argv)
 
     def net_argv(self, node: PlanNode, argv: list[str]) -> list[str]:
@@ -159,7 +157,9 @@ class ContainerProvisioner(NetnsProvisioner):
         return NetnsProvisioner.exec_argv(self, node, argv)  # the attached namespace: same network, no engine
 
     def status(self, plan: Plan) -> list[NodeState]:
-        running, unasked = self._ask(plan.experiment)
+        used = sorted({n.options["engine"] for n in plan.nodes if self.is_container(n)})
+        asked, unasked = self._ask(plan.experiment, used)
+        running = {name: state for name, (_, state) in asked.items()}
         nodes = {n.name: n for n in plan.nodes}
         out = []
         for state in super().status(plan):
@@ -189,7 +189,27 @@ class ContainerProvisioner(NetnsProvisioner):
         for name, node in boxes.items():
             if running.get(self.container_name(node), "").lower() != "running":
                 continue
-            proc = self.ex.run([*self.exec_prefix(self.container_name(node)), "ip", "netns", "list"], check=False)
+            proc = self.ex.run([*self.engine_of(node).exec_prefix(self.container_name(node)), "ip", "netns", "list"],
+                               check=False)
             present = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
             found |= {vm["name"] for vm in plan.vms if vm["on"] == name and vm["netns"] in present}
         return found
+
+
+def container_resource(node: PlanNode) -> Resource:
+    """A container's journal entry names its engine, so `down` asks only the engines the experiment used."""
+    return Resource("container", HostEngine.container_name(node), node.options["engine"])
+
+
+def host_engines(executor) -> dict[str, HostEngine]:
+    """Every container engine of emulator/engines.py, built on one executor (their clients connect lazily)."""
+    import importlib
+
+    from emulator.engines import ENGINES
+
+    out = {}
+    for name, where in ENGINES.items():
+        if where:
+            module, _, cls = where.partition(":")
+            out[name] = getattr(importlib.import_module(module), cls)(executor)
+    return out

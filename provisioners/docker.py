@@ -1,4 +1,4 @@
-"""Hosts as Docker containers (Docker SDK); wiring as in the netns engine (see containers.py)."""
+"""Hosts as Docker containers (Docker SDK): the engine's hooks; the Deployer (containers.py) does the rest."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from typing import Any
 
 from emulator.compiler.plan import MARKER_KEY, Plan, PlanNode
 from provisioners import computenodes, images
-from provisioners.base import PreflightError
-from provisioners.containers import ContainerProvisioner
+from provisioners.base import HostEngine, PreflightError
 
 #: Containers that run OVS or namespaces need these; --privileged fails on this kind of machine.
 BASE_CAPS = ["NET_ADMIN", "NET_RAW"]
@@ -16,7 +15,7 @@ OVS_CAPS = {"SYS_ADMIN"}
 NODE_LABEL = "cloudemu-node"
 
 
-class DockerProvisioner(ContainerProvisioner):
+class DockerEngine(HostEngine):
     name = "docker"
 
     def __init__(self, executor=None):

@@ -1,4 +1,4 @@
-"""Hosts as LXD system containers (pylxd, local socket); wiring as in the netns engine (see containers.py).
+"""Hosts as LXD system containers (pylxd, local socket): the engine's hooks; the Deployer (containers.py) does the rest.
 
 The node image has no init system (debootstrap minbase), so each instance runs
 `sleep infinity` as its init. Instances carry `user.cloudemu-exp` in their
@@ -13,13 +13,12 @@ from typing import Any
 
 from emulator.compiler.plan import MARKER_KEY, Plan, PlanNode
 from provisioners import computenodes, images
-from provisioners.base import PreflightError
-from provisioners.containers import ContainerProvisioner
+from provisioners.base import HostEngine, PreflightError
 
 OWNER_KEY = f"user.{MARKER_KEY}"
 
 
-class LxdProvisioner(ContainerProvisioner):
+class LxdEngine(HostEngine):
     name = "lxd"
 
     def __init__(self, executor=None):

@@ -103,7 +103,7 @@ def destroy(experiment: str, phases: Phases | None = None, *, wait: float | None
 def sweep(experiment: str, phases: Phases) -> DownResult:
     """No journal (never up, already down, or the state directory lost): remove whatever still carries the
     experiment's markers on this machine: namespaces, devices, OVS bridges, containers, its directories."""
-    every_engine: Provisioner = get_provisioner("mixed")  # namespaces, OVS, and both container engines
+    every_engine: Provisioner = get_provisioner("netns")  # the Deployer: namespaces, OVS and every container engine
     found, unasked = every_engine.owned(experiment)
     note = "not up" if not found else "no journal: removed what carries its markers"
     if unasked:
