@@ -40,6 +40,11 @@ class PingResult:
                 "loss_percent": round(self.loss_percent, 2), "seconds": round(self.seconds, 3)}
 
 
+def _argv(command: str | list[str]) -> list[str]:
+    """A command as an argument list: a string is split as a shell would, but never run through one."""
+    return shlex.split(command) if isinstance(command, str) else list(command)
+
+
 class NodeHandle:
     def __init__(self, emu: Emulation, node: PlanNode):
         self.emu, self.plan_node = emu, node
@@ -53,13 +58,11 @@ class NodeHandle:
         return self.plan_node.ip.split("/")[0] if self.plan_node.ip else None
 
     def argv(self, command: str | list[str]) -> list[str]:
-        args = shlex.split(command) if isinstance(command, str) else list(command)
-        return self.emu.target.argv(self.plan_node, args)
+        return self.emu.target.argv(self.plan_node, _argv(command))
 
     def run(self, command: str | list[str], timeout: float | None = 120) -> subprocess.CompletedProcess:
         """Run a command inside the node (an argument list, never through a shell), on whichever machine it is."""
-        args = shlex.split(command) if isinstance(command, str) else list(command)
-        return self.emu.target.run(self.plan_node, args, timeout)
+        return self.emu.target.run(self.plan_node, _argv(command), timeout)
 
     def cmd(self, command: str | list[str], timeout: float | None = 120) -> str:
         """Mininet's node.cmd: the command's output (stdout and stderr)."""
@@ -68,8 +71,7 @@ class NodeHandle:
 
     def popen(self, command: str | list[str], **kwargs: Any) -> subprocess.Popen | RemoteProcess:
         """Start a command in the node; `down` ends it with the node if the caller does not."""
-        args = shlex.split(command) if isinstance(command, str) else list(command)
-        return self.emu.target.start(self.plan_node, args, **kwargs)
+        return self.emu.target.start(self.plan_node, _argv(command), **kwargs)
 
 
 class Emulation:

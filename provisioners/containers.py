@@ -38,9 +38,7 @@ class Deployer(NetnsProvisioner):
     def is_container(self, node: PlanNode) -> bool:
         return node.kind == "host" and node.options.get("engine") in self.engines
 
-    @staticmethod
-    def container_name(node: PlanNode) -> str:
-        return HostEngine.container_name(node)
+    container_name = staticmethod(HostEngine.container_name)
 
     def resources(self, plan: Plan) -> list[Resource]:
         boxes = [container_resource(n) for n in plan.nodes if self.is_container(n)]

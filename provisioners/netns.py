@@ -20,6 +20,7 @@ from provisioners import batches, computenodes, devices, firewall, nsconfig, por
 from provisioners.base import NodeState, PreflightError, Provisioner, unchecked
 
 NETNS_DIR = Path("/run/netns")
+OVS_UNASKED = "the machine's ovs-vswitchd does not answer; start it and run down again"
 
 
 class NetnsProvisioner(Provisioner):
@@ -283,7 +284,8 @@ class NetnsProvisioner(Provisioner):
     def destroy(self, experiment: str, journaled: list[Resource], phases: Phases) -> list[Resource]:
         mark = marker(experiment)
         ns_prefix = f"{NETNS_PREFIX}{experiment}."
-        journaled = journaled + [r for r in _traces(experiment) if r not in journaled]  # a journal cut short by kill -9
+        known = set(journaled)
+        journaled = journaled + [r for r in _traces(experiment) if r not in known]  # a journal cut short by kill -9
         with phases.phase("processes"):
             portforward.stop(experiment)
             for r in journaled:
@@ -332,7 +334,7 @@ class NetnsProvisioner(Provisioner):
 
     def owned(self, experiment: str) -> tuple[list[Resource], list[str]]:
         traces = _traces(experiment)
-        unasked = [] if switchd.system_running() else ["Open vSwitch: the machine's ovs-vswitchd does not answer"]
+        unasked = [] if switchd.system_running() else [f"Open vSwitch: {OVS_UNASKED}"]
         return self._leftovers(experiment, traces), unasked
 
     def _leftovers(self, experiment: str, journaled: list[Resource]) -> list[Resource]:
@@ -415,7 +417,7 @@ def _ovs_unasked(journaled: list[Resource]) -> str | None:
     private instance) and it does not answer: then they may still exist, and `down` must not say otherwise."""
     if not any(r.kind == "ovs-bridge" for r in journaled) or any(r.kind == "ovs-instance" for r in journaled):
         return None
-    return None if switchd.system_running() else "the machine's ovs-vswitchd does not answer; start it and run down again"
+    return None if switchd.system_running() else OVS_UNASKED
 
 
 def _root_devices_of(mark: str, journaled: set[str]) -> list[str]:

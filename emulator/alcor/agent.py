@@ -53,7 +53,7 @@ class _Work:
 
     #: The reply, its statuses made in place (100,000 statuses copied into a reply cost 50 ms).
     reply: Reply = field(default_factory=lambda: Reply(format_version=1))
-    new_ports: list[tuple[Status, LocalPort, str]] = field(default_factory=list)  # status, port, gateway
+    new_ports: list[tuple[Status, NewVm]] = field(default_factory=list)
     gone_ports: list[tuple[Status, LocalPort]] = field(default_factory=list)
     flow_ops: list[Status] = field(default_factory=list)
     flows: FlowSink | None = None
@@ -199,13 +199,13 @@ class Agent:
             return
         port, gateway = made
         try:
-            self._vlan(port.vni, work)
+            vlan = self._vlan(port.vni, work)
         except DataplaneError as exc:
             log.warning("port %s: %s", rid, exc)
             status.operation_status = common.FAILURE
             return
         self._remember(port)
-        work.new_ports.append((status, port, gateway))
+        work.new_ports.append((status, NewVm(port, vlan, gateway)))
 
     def _local_port(self, rid: str, cfg: resources_pb2.PortConfiguration) -> tuple[LocalPort, str] | None:
         """The port as this host would make it, or None when the message does not allow it (INVALID_ARG).
@@ -307,14 +307,14 @@ class Agent:
         if not flows_applied:
             self._undo_tables(work)
         if work.new_ports:  # after the flows (see the module's docstring)
-            created = [p for _, p, _ in work.new_ports]
-            statuses = [s for s, _, _ in work.new_ports]
+            vms = [vm for _, vm in work.new_ports]
+            created = [vm.port for vm in vms]
+            statuses = [s for s, _ in work.new_ports]
             if not flows_applied:  # their VLAN's decapsulation may be missing: nothing of them is made
                 for s in statuses:
                     s.operation_status = common.FAILURE
                 self._forget(created)
-            elif not self._stage(work, "ports", statuses, lambda: self.dp.make_vms(
-                    [NewVm(p, self.vlans[p.vni], gw) for _, p, gw in work.new_ports])):
+            elif not self._stage(work, "ports", statuses, lambda: self.dp.make_vms(vms)):
                 self._forget(created)
                 self._undo_vms(created)  # half-made namespaces would block every retry
         # remote hosts' tunnel endpoints resolved now, not on a VM's first packet (the data plane says how)
@@ -361,20 +361,20 @@ class Agent:
     def _configure_vms(self, work: _Work, started: float) -> None:
         """Addresses, link state and default route inside each new VM; a failure fails them and removes them
         (a retry makes them afresh)."""
-        ready = [(s, p, gw) for s, p, gw in work.new_ports if s.operation_status == common.SUCCESS]
+        ready = [(s, vm) for s, vm in work.new_ports if s.operation_status == common.SUCCESS]
         t0 = time.perf_counter()
         try:
-            self.dp.configure_vms([NewVm(p, self.vlans[p.vni], gw) for _, p, gw in ready])
+            self.dp.configure_vms([vm for _, vm in ready])
         except DataplaneError as exc:
             log.warning("configuring %d VM(s) failed: %s", len(ready), exc)
-            for s, _, _ in ready:
+            for s, _ in ready:
                 s.operation_status = common.FAILURE
-            ports = [p for _, p, _ in ready]
+            ports = [vm.port for _, vm in ready]
             self._forget(ports)
             self._undo_vms(ports)
         work.seconds["vms"] = time.perf_counter() - t0
         spent = _us(work.seconds["vms"])
-        for s, _, _ in ready:
+        for s, _ in ready:
             s.network_configuration_time = spent
 
 

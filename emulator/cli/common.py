@@ -100,7 +100,7 @@ def guarded(fn):
             return fn(*args, **kwargs)
         except CloudemuError as exc:
             hint = exc.hint
-            if isinstance(exc, CommandError) and _bringing_up and not any(Journal(n).exists() for n in _bringing_up):
+            if isinstance(exc, CommandError) and _bringing_up and not _still_up():
                 hint = "\nWhat had been made was removed; see the message above for the cause."
             fail(f"{exc}{hint}", exc.exit_code, output, **exc.details())
         except KeyboardInterrupt:
@@ -112,11 +112,16 @@ def guarded(fn):
 _bringing_up: list[str] = []
 
 
+def _still_up() -> list[str]:
+    """Of the experiments this command began to bring up, those whose journal is still there."""
+    return [name for name in _bringing_up if Journal(name).exists()]
+
+
 def _interrupted() -> str:
     """Say only what happened: removed, or still there (and how to remove it)."""
     if not _bringing_up:
         return "interrupted"
-    still = [name for name in _bringing_up if Journal(name).exists()]
+    still = _still_up()
     if still:
         return f"interrupted; {still[0]} may be partly up: 'cloudemu down {still[0]}' removes what was made"
     return "interrupted; what up had made was removed"

@@ -50,7 +50,3 @@ def refuse_existing(name: str) -> None:
 def topology_meta(topo: Topology) -> dict[str, Any]:
     return {"source": topo.source, "checks": [{"kind": c.kind, "args": c.args} for c in topo.checks]}
 
-
-def is_cluster(name: str) -> bool:
-    journal = Journal(name)
-    return journal.exists() and journal.meta().get("provisioner") == CLUSTER

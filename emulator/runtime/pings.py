@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from emulator.compiler.plan import Plan, PlanNode
+from emulator.compiler.plan import Plan
+from provisioners.base import Provisioner
 
 
-def failing_pairs(plan: Plan, engine_of: Callable[[PlanNode], object], pairs: list[list[str]], *, timeout: float,
+def failing_pairs(plan: Plan, engine: Provisioner, pairs: list[list[str]], *, timeout: float,
                   wait: float, workers: int = 32) -> list[list[str]]:
     """[source node, destination address] pairs, each pinged once in parallel through the node's network
     namespace with the machine's own `ping` (one `lxc exec` per ping overloads LXD at a few dozen at once);
@@ -20,7 +20,7 @@ def failing_pairs(plan: Plan, engine_of: Callable[[PlanNode], object], pairs: li
 
     def once(pair: list[str]) -> bool:
         node = nodes[pair[0]]
-        argv = engine_of(node).net_argv(node, ["ping", "-c1", "-q", "-W", f"{max(1, round(timeout))}", pair[1]])
+        argv = engine.net_argv(node, ["ping", "-c1", "-q", "-W", f"{max(1, round(timeout))}", pair[1]])
         return subprocess.run(argv, capture_output=True, timeout=timeout + 10).returncode == 0
 
     pending = [list(p) for p in pairs]

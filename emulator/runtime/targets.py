@@ -17,7 +17,7 @@ from emulator.compiler.plan import Plan, PlanNode
 from emulator.model import Cluster, Topology
 from emulator.runtime import distributed, orchestrator, pings
 from emulator.runtime.events import Phases
-from emulator.runtime.experiments import CLUSTER, DownResult
+from emulator.runtime.experiments import CLUSTER, DownResult, ExperimentError
 from emulator.runtime.journal import Journal
 from emulator.runtime.state import experiment_lock
 from emulator.runtime.workers import Workers
@@ -41,33 +41,25 @@ class Target(Protocol):
 
 
 @functools.cache
-def _engine(name: str):
-    """One provisioner object per engine: every node command (each ping of pingall) goes through it."""
-    return get_provisioner(name)
+def _deployer():
+    """One Deployer for every node of every engine: each node command (each ping of pingall) goes through it."""
+    return get_provisioner("netns")
 
 
 class ThisMachine:
     """Namespaces, containers and switches made here, by this process."""
 
-    def __init__(self, engine: str = "netns"):
-        self.engine = engine  # the plan's provisioner, once there is a plan
-
     def deploy(self, topo: Topology, name: str, provisioner: str | None, phases: Phases) -> Plan:
-        plan = orchestrator.deploy(topo, experiment=name, provisioner=provisioner, phases=phases)
-        self.engine = plan.provisioner
-        return plan
+        return orchestrator.deploy(topo, experiment=name, provisioner=provisioner, phases=phases)
 
     def destroy(self, name: str, phases: Phases, wait: float | None = None) -> DownResult:
         return orchestrator.destroy(name, phases, wait=wait)
 
-    def engine_of(self, node: PlanNode):
-        return _engine(self.engine)
-
     def status(self, plan: Plan) -> list[NodeState]:
-        return _engine(plan.provisioner).status(plan)
+        return _deployer().status(plan)
 
     def argv(self, node: PlanNode, argv: list[str]) -> list[str]:
-        return self.engine_of(node).exec_argv(node, argv)
+        return _deployer().exec_argv(node, argv)
 
     def run(self, node: PlanNode, argv: list[str], timeout: float | None) -> subprocess.CompletedProcess:
         return subprocess.run(self.argv(node, argv), capture_output=True, text=True, timeout=timeout)
@@ -76,7 +68,7 @@ class ThisMachine:
         return subprocess.Popen(self.argv(node, argv), **kwargs)
 
     def ping(self, name: str, pairs: Pairs, timeout: float, wait: float, plan: Plan | None = None) -> Pairs:
-        return pings.failing_pairs(plan, self.engine_of, pairs, timeout=timeout, wait=wait)
+        return pings.failing_pairs(plan, _deployer(), pairs, timeout=timeout, wait=wait)
 
     def push_goal_states(self, plan: Plan, on_reply: Callable[[int], None]) -> None:
         from emulator.alcor.controller import program_vms
@@ -91,10 +83,8 @@ class SshMachines:
     """A cluster inventory's machines: a worker per machine over SSH does the work there; this process
     compiles, places and keeps the controller's journal."""
 
-    def __init__(self, cluster: Cluster, *, placement: str = "metis", parallel: int = 16, accept_new: bool = False,
-                 shard_engines: dict[str, str] | None = None):
+    def __init__(self, cluster: Cluster, *, placement: str = "metis", parallel: int = 16, accept_new: bool = False):
         self.cluster, self.placement, self.parallel, self.accept_new = cluster, placement, parallel, accept_new
-        self.shard_engines = dict(shard_engines or {})  # machine -> its shard's provisioner
         self.deployment: distributed.ClusterUp | None = None
 
     @functools.cached_property
@@ -105,18 +95,11 @@ class SshMachines:
         self.deployment = distributed.deploy_cluster(topo, self.cluster, experiment=name, placement=self.placement,
                                                      provisioner=provisioner, parallel=self.parallel,
                                                      accept_new=self.accept_new, phases=phases)
-        self.shard_engines = {m: s["provisioner"] for m, s in self.deployment.shards.items()}
         return self.deployment.plan
 
     def destroy(self, name: str, phases: Phases, wait: float | None = None) -> DownResult:
         self.close()
-        with experiment_lock(name, wait=wait, doing="down"):
-            if not Journal(name).exists():
-                return DownResult(name, 0, note="not up")
-            return distributed.destroy_cluster(name, phases, accept_new=self.accept_new)
-
-    def engine_of(self, node: PlanNode):
-        return _engine(self.shard_engines.get(node.machine, "netns"))
+        return destroy(name, phases, wait=wait, accept_new=self.accept_new)
 
     def status(self, plan: Plan) -> list[NodeState]:
         out = []
@@ -130,7 +113,7 @@ class SshMachines:
         return out
 
     def argv(self, node: PlanNode, argv: list[str]) -> list[str]:
-        return self.engine_of(node).exec_argv(node, argv)
+        return _deployer().exec_argv(node, argv)
 
     def run(self, node: PlanNode, argv: list[str], timeout: float | None) -> subprocess.CompletedProcess:
         """Over the machine's SSH session, output when it ends."""
@@ -195,8 +178,8 @@ class RemoteProcess:
         return self.channel.recv_exit_status() if self.channel.exit_status_ready() else -1
 
 
-def target_for(cluster: Cluster | None, *, provisioner: str | None = None, placement: str = "metis",
-               parallel: int = 16, accept_new: bool = False) -> ThisMachine | SshMachines:
+def target_for(cluster: Cluster | None, *, placement: str = "metis", parallel: int = 16,
+               accept_new: bool = False) -> ThisMachine | SshMachines:
     if cluster is None:
         return ThisMachine()
     return SshMachines(cluster, placement=placement, parallel=parallel, accept_new=accept_new)
@@ -206,23 +189,20 @@ def attach(name: str, accept_new: bool = False) -> tuple[Plan, ThisMachine | Ssh
     """An experiment that is up, from its journal: its plan (every machine's shard merged) and where it runs."""
     journal = Journal(name)
     if not journal.exists():
-        from emulator.runtime.experiments import ExperimentError
-
         raise ExperimentError(f"no experiment named {name!r}; 'cloudemu status' lists them")
     meta = journal.meta()
     if meta.get("provisioner") == CLUSTER:
         plan = distributed.merge_shards(name, meta["shards"])
-        return plan, SshMachines(distributed.cluster_from_dict(meta["cluster"]), accept_new=accept_new,
-                                 shard_engines={m: s["provisioner"] for m, s in meta["shards"].items()})
-    plan = orchestrator.load_plan(name)
-    return plan, ThisMachine(plan.provisioner)
+        return plan, SshMachines(distributed.cluster_from_dict(meta["cluster"]), accept_new=accept_new)
+    return orchestrator.load_plan(name), ThisMachine()
 
 
-def destroy(name: str, phases: Phases | None = None, *, wait: float | None = None) -> DownResult:
+def destroy(name: str, phases: Phases | None = None, *, wait: float | None = None,
+            accept_new: bool = False) -> DownResult:
     """`down` of any experiment, wherever it runs (as its journal says), or a sweep of its markers here."""
     phases = phases or Phases()
     with experiment_lock(name, wait=wait, doing="down"):
         journal = Journal(name)
         if journal.exists() and journal.meta().get("provisioner") == CLUSTER:
-            return distributed.destroy_cluster(name, phases)
+            return distributed.destroy_cluster(name, phases, accept_new=accept_new)
         return orchestrator.destroy(name, phases, wait=wait)

@@ -7,7 +7,7 @@ Python API. A newline in one of them is a second command; a space, a quote or a 
 tool splits the line. So:
 
 - names and ids are checked here, by full match, before anything is derived from them
-  (`identifier`, `ifname`), and a name on the machine is derived from a checked id, never the id itself;
+  (`identifier`), and a name on the machine is derived from a checked id, never the id itself;
 - every batch writer passes its lines through `batch_text`, and every argument list through
   `argv_words`, which refuse a line break or control character anywhere: the last line of defence
   when a check upstream was forgotten.
@@ -22,9 +22,6 @@ from emulator.model import CloudemuError
 
 #: An id as Alcor makes them (UUIDs), or as a test makes them: letters, digits and `_.-`, no leading punctuation.
 IDENTIFIER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-#: A Linux interface name: at most 15 characters, none of `/`, `:` or white space (dev_valid_name), and no
-#: character that `ip -batch` would read as a quote, an escape or a comment.
-IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 #: What may appear in a line of batch text or an argument: printable, no line break, no NUL, no escape.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
@@ -42,12 +39,6 @@ def identifier(value: object, what: str = "id") -> str:
     """An id that may become part of a name on the machine; anything else is refused."""
     if not isinstance(value, str) or not IDENTIFIER_RE.fullmatch(value):
         raise UnsafeToken(f"{what} {value!r:.80} is not an identifier (letters, digits, '_', '.', '-'; at most 128)")
-    return value
-
-
-def ifname(value: object, what: str = "interface name") -> str:
-    if not isinstance(value, str) or not IFNAME_RE.fullmatch(value) or value in (".", ".."):
-        raise UnsafeToken(f"{what} {value!r:.80} is not a valid interface name (at most 15 of letters, digits, '_.-')")
     return value
 
 

@@ -157,7 +157,7 @@ def ping(req: dict[str, Any]) -> dict[str, Any]:
 
     plan = orchestrator.load_plan(req["experiment"])
     engine = get(plan.provisioner)
-    return {"failed": failing_pairs(plan, lambda node: engine, req["pairs"], timeout=float(req.get("timeout", 1.0)),
+    return {"failed": failing_pairs(plan, engine, req["pairs"], timeout=float(req.get("timeout", 1.0)),
                                     wait=float(req.get("wait", 0.0)))}
 
 

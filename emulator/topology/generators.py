@@ -40,7 +40,8 @@ class Generator:
     params: tuple[Param, ...]
     build: Callable[..., Generated | Bulk]
     help: str
-    size: Callable[..., tuple[int, int]] = lambda **_: (0, 0)  # (nodes, links) it would make
+    #: (nodes, links) it would make, from the parameters alone: required, so no generator goes unbounded.
+    size: Callable[..., tuple[int, int]]
 
     def make(self, **kwargs: int | None) -> Generated | Bulk:
         """`build`, once the parameters are in range and the result is known to fit (ValueError otherwise)."""

@@ -8,6 +8,7 @@ from emulator.alcor.dataplane import OvsDataplane
 from emulator.alcor.schema import common_pb2 as common
 from emulator.alcor.schema import goalstate_pb2, goalstateprovisioner_pb2, resources_pb2
 from emulator.compiler.compile import compile_topology
+from emulator.runtime import tokens
 from emulator.topology.loader import load_text
 
 
@@ -79,6 +80,8 @@ def test_flows_encapsulate_to_the_neighbours_host_and_answer_arp():
 
 
 class RecordingDataplane(OvsDataplane):
+    """The OVS data plane's commands recorded instead of run, after the same token checks the real one makes."""
+
     streams_flows = False  # one add_flows call per message, recorded
 
     def __init__(self):
@@ -86,11 +89,11 @@ class RecordingDataplane(OvsDataplane):
         self.calls: list[tuple[str, ...]] = []
 
     def run(self, argv, text=None):
-        self.calls.append((*argv, text or ""))
+        self.calls.append((*tokens.argv_words(argv), text or ""))
         return ""
 
     def links_up(self, devices):
-        self.calls.append(("links up", *devices))
+        self.calls.append(("links up", *tokens.argv_words(devices)))
 
 
 @pytest.fixture
