@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from emulator import Emulation, load_text  # noqa: E402
 from emulator.compiler.plan import DEFAULT_IMAGE  # noqa: E402
-from provisioners.containers import THREADS  # noqa: E402
+from provisioners.deployer import THREADS  # noqa: E402
 
 
 def topology(nodes: int, engine: str) -> str:

@@ -13,7 +13,7 @@ def get(name: str, executor=None) -> Provisioner:
     """The Deployer, with every engine of emulator/engines.py (a plan's provisioner name is only a label now)."""
     if name not in ENGINES and name not in LEGACY:
         raise UnknownName(f"unknown provisioner {name!r}; known: {', '.join([*ENGINES, *LEGACY])}")
-    return importlib.import_module("provisioners.containers").Deployer(executor)
+    return importlib.import_module("provisioners.deployer").Deployer(executor)
 
 
 __all__ = ["NodeState", "PreflightError", "Provisioner", "get"]

@@ -1,4 +1,4 @@
-"""Hosts as Docker containers (Docker SDK): the engine's hooks; the Deployer (containers.py) does the rest."""
+"""Hosts as Docker containers (Docker SDK): the engine's hooks; the Deployer (deployer.py) does the rest."""
 
 from __future__ import annotations
 

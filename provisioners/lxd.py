@@ -1,4 +1,4 @@
-"""Hosts as LXD system containers (pylxd, local socket): the engine's hooks; the Deployer (containers.py) does the rest.
+"""Hosts as LXD system containers (pylxd, local socket): the engine's hooks; the Deployer (deployer.py) does the rest.
 
 The node image has no init system (debootstrap minbase), so each instance runs
 `sleep infinity` as its init. Instances carry `user.cloudemu-exp` in their

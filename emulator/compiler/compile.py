@@ -24,6 +24,7 @@ from emulator.compiler.addressing import Reserved, assign_host_addresses, check_
 from emulator.compiler.graph import KIND_CODE, Graph, graph_of
 from emulator.compiler.placement import Capacity, Placement, metrics, place
 from emulator.compiler.plan import DEFAULT_IMAGE, Plan, container_name, netns_name
+from emulator.kinds import KINDS
 from emulator.model import (
     ACA_PORT,
     CONTAINER_KEYS,
@@ -31,6 +32,7 @@ from emulator.model import (
     TAG_LEN,
     Cluster,
     Link,
+    Node,
     Topology,
     TopologyError,
     Where,
@@ -179,9 +181,12 @@ class Compiled:
             if node.role == "service" and engine == "netns":
                 raise TopologyError("a service is a container: give it provisioner: docker or lxd and an image",
                                     where=node.where, field=f"nodes.{node.name}.provisioner")
+            own = _kind_options(node)  # what a kind of emulator/kinds.py reads, under its name
             if engine == "netns":
                 if node.options.get("ports"):  # published by a forwarder, whatever the engine
-                    out[v] = {"ports": node.options["ports"]}
+                    own["ports"] = node.options["ports"]
+                if own:
+                    out[v] = own
                 continue
             opts = {"engine": engine, "image": node.options.get("image", image)}
             opts.update({k: node.options[k] for k in CONTAINER_KEYS | {"cpu", "memory"} if k in node.options})
@@ -190,7 +195,7 @@ class Compiled:
             if node.role == "service":
                 opts["service"] = {"depends_on": node.options.get("depends_on", []),
                                    "healthcheck": node.options.get("healthcheck")}
-            out[v] = opts
+            out[v] = {**opts, **own}
         return out
 
     def _compute_options(self, node, engine: str, name: str | None = None) -> dict[str, Any]:
@@ -425,6 +430,15 @@ class Compiled:
             out.append({"machine": machine.name, "address": machine.address, "nodes": len(nodes),
                         "links": len(local), "tunnels": len(cut_a) + len(cut_b)})
         return out
+
+
+def _kind_options(node: Node) -> dict[str, Any]:
+    """A node of a kind from emulator/kinds.py (other than the two the compiler knows): its keys, under its name,
+    for its handler."""
+    kind = KINDS.get(node.role)
+    if kind is None or node.role in ("compute", "service"):
+        return {}
+    return {node.role: {k: node.options[k] for k in sorted(kind.keys) if k in node.options}}
 
 
 def vm_addresses(topo: Topology) -> list[tuple[dict[str, Any], str, str]]:

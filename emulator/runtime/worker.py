@@ -66,9 +66,9 @@ def facts(req: dict[str, Any]) -> dict[str, Any]:
     """What the controller needs before it compiles: networks, tags and VNIs taken, engines, OVS."""
     from emulator.runtime.state import known_experiments
     from provisioners import devices
-    from provisioners.netns import NetnsProvisioner
+    from provisioners.fabric import Fabric
 
-    netns = NetnsProvisioner()
+    netns = Fabric()
     tags = {Journal(name).meta().get("tag") for name in known_experiments()}
     names = devices.names()
     tags |= {d[:3] for d in names if len(d) > 4 and d[3] == "-"}

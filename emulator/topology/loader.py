@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from emulator.kinds import KINDS
 from emulator.model import DEFAULT_SUBNET, Check, LinkParams, Topology, TopologyError, Vpc, check_name
 from emulator.topology import schema
 from emulator.topology.generators import GENERATORS, as_bulk
@@ -121,9 +122,10 @@ def _nodes(topo: Topology, doc: Located) -> None:
         check_name(name, "node", where)
         raw = schema.require_mapping(raw if raw is not None else {}, where, f"nodes.{name}")
         kind = raw.get("kind", "host")
-        if kind not in schema.NODE_KEYS:
+        known = schema.node_keys()
+        if kind not in known:
             raise schema.fail(
-                f"unknown kind {kind!r}; expected one of: {', '.join(schema.NODE_KEYS)}",
+                f"unknown kind {kind!r}; expected one of: {', '.join(known)}",
                 w("nodes", name, "kind"),
                 f"nodes.{name}.kind",
             )
@@ -133,7 +135,7 @@ def _nodes(topo: Topology, doc: Located) -> None:
 
         def where_of(k, n=name, yaml_on=yaml_on):
             return w("nodes", n, True if (k == "on" and yaml_on) else k)
-        schema.unknown_keys(raw, schema.NODE_KEYS[kind], where_of, f"nodes.{name}")
+        schema.unknown_keys(raw, known[kind], where_of, f"nodes.{name}")
         opts = schema.node_options(kind, raw, where_of, f"nodes.{name}")
         if kind == "vm":
             for key in ("on", "vpc"):
@@ -149,6 +151,8 @@ def _nodes(topo: Topology, doc: Located) -> None:
                                  **{"provisioner": topo.node_defaults.get("provisioner", "docker"), **opts})
             if "depends_on" in opts:
                 node.options["depends_on_where"] = where_of("depends_on")
+        elif kind in KINDS:  # a host whose handler (emulator/kinds.py) reads its own keys
+            topo.add_node(name, "host", where=where, role=kind, **opts)
         else:
             topo.add_node(name, kind, where=where, **opts)
 

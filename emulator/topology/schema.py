@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from emulator.engines import ENGINES
+from emulator.kinds import KINDS
 from emulator.model import CONTAINER_KEYS, TopologyError, Where
 
 TIME_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(us|ms|s)?\s*")
@@ -22,16 +23,20 @@ LINK_PARAM_KEYS = {"bw", "delay", "jitter", "loss", "mtu"}
 LINK_KEYS = {"endpoints"} | LINK_PARAM_KEYS
 #: Placement keys every node kind accepts: pin to a machine, and what the node needs of it.
 PLACEMENT_KEYS = {"machine", "cpu", "memory"}
+HOST_KEYS = {"kind", "ip", "mac"} | PLACEMENT_KEYS | CONTAINER_KEYS
 NODE_KEYS: dict[str, set[str]] = {
-    "host": {"kind", "ip", "mac"} | PLACEMENT_KEYS | CONTAINER_KEYS,
+    "host": HOST_KEYS,
     "switch": {"kind", "datapath", "controller", "fail_mode", "stp"} | PLACEMENT_KEYS,
     "bridge": {"kind", "stp"} | PLACEMENT_KEYS,
-    # a host with its own OVS (br-int, br-tun) and a goal-state agent: ours (builtin) or the user's ACA image
-    "compute": {"kind", "ip", "mac", "agent", "agent_listen"} | PLACEMENT_KEYS | CONTAINER_KEYS,
     "vm": {"kind", "on", "vpc", "ip", "mac"},
-    # a containerized control-plane service, started after its dependencies are healthy
-    "service": {"kind", "ip", "mac", "depends_on", "healthcheck"} | PLACEMENT_KEYS | CONTAINER_KEYS,
 }
+
+
+def node_keys() -> dict[str, set[str]]:
+    """Every kind a topology file may name, with its keys: the fabric's own and those of emulator/kinds.py."""
+    return {**NODE_KEYS, **{name: HOST_KEYS | kind.keys for name, kind in KINDS.items()}}
+
+
 HEALTH_KINDS = ("tcp", "http", "command")
 HEALTH_KEYS = {*HEALTH_KINDS, "port", "timeout", "interval"}
 CHECK_KEYS: dict[str, tuple[set[str], set[str]]] = {
@@ -252,6 +257,10 @@ def node_options(kind: str, raw: dict, where_of, field: str) -> dict[str, Any]:
         elif key == "stp":
             if value not in (True, False, "auto"):
                 raise fail(f"expected true, false or auto, got {value!r}", where, f)
+            out[key] = value
+        else:  # a key of a kind from emulator/kinds.py: a plain value, its handler reads it
+            if not isinstance(value, (str, int, float, bool)) or (isinstance(value, str) and len(value) > 4096):
+                raise fail(f"expected a number, a string or true/false, got {type(value).__name__}", where, f)
             out[key] = value
     return out
 

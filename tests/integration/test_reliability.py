@@ -111,7 +111,7 @@ def test_ending_processes_never_reaches_the_machines_own_namespace(monkeypatch):
     ends nothing. (Processes are not really ended here: `end` only records.)"""
     import os
 
-    from provisioners import netns
+    from provisioners import fabric as netns
 
     ended = []
     monkeypatch.setattr(netns.processes, "end", lambda pids: ended.extend(pids) or [])

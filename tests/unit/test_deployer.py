@@ -5,15 +5,18 @@ import subprocess
 
 import pytest
 
-from emulator import engines
+from emulator import engines, kinds
 from emulator.compiler.compile import compile_topology
 from emulator.compiler.plan import Plan, PlanNode
+from emulator.model import TopologyError
 from emulator.runtime.events import Phases
 from emulator.runtime.executor import LocalExecutor
-from emulator.runtime.journal import Journal
+from emulator.runtime.journal import Journal, Resource
 from emulator.topology.loader import load_text
-from provisioners import containers, get, nsconfig
-from provisioners.base import HostEngine
+from provisioners import deployer as deployers
+from provisioners import get, nsconfig
+from provisioners.base import HostEngine, NodeState
+from provisioners.kinds import NodeKind
 
 
 class RecordingExecutor(LocalExecutor):
@@ -82,7 +85,7 @@ def test_a_registered_engine_deploys_through_the_deployer(fake_engine):
     assert plan.provisioner == "fake"  # the schema and the compiler know it from the registry
     ex = RecordingExecutor()
     deployer = get(plan.provisioner, ex)
-    assert isinstance(deployer, containers.Deployer) and isinstance(deployer.engines["fake"], FakeEngine)
+    assert isinstance(deployer, deployers.Deployer) and isinstance(deployer.engines["fake"], FakeEngine)
     journal = Journal(plan.experiment)
     journal.create({"experiment": plan.experiment, "provisioner": plan.provisioner})
     journal.plan(deployer.resources(plan))
@@ -101,3 +104,67 @@ def test_a_registered_engine_deploys_through_the_deployer(fake_engine):
     left = deployer.destroy(plan.experiment, journal.resources(), Phases())
     assert [k for k in FakeEngine.boxes if not k.endswith(":ran")] == []  # down removed them through their engine
     assert not [r for r in left if r.kind in ("container", "unchecked")]
+
+
+class Probe(NodeKind):
+    """A kind that starts one program in each of its nodes once the links exist, and journals a directory."""
+
+    name = "probe"
+
+    def resources(self, plan, nodes):
+        return [Resource("dir", f"/run/cloudemu/{plan.experiment}/probe-{n.name}") for n in nodes]
+
+    def after_links(self, plan, nodes, journal, phases):
+        links_made = any("type veth" in stdin for _, stdin in self.deployer.ex.ran)
+        for node in nodes:
+            self.deployer.ex.run(self.deployer.exec_argv(node, ["probe-agent", "--port", str(node.options["probe"]["port"]),
+                                                                 "--links-were-up", str(links_made)]))
+
+    def status(self, plan, nodes, states):
+        mine = {n.name for n in nodes}
+        return [NodeState(s.node, "probe", s.state, s.detail) if s.node in mine else s for s in states]
+
+
+PROBES = """version: 1
+name: probes
+defaults: {subnet: 10.92.0.0/24}
+nodes:
+  br: {kind: bridge}
+  p: {kind: probe, provisioner: fake, image: "some/image:1", port: 7}
+  q: {kind: probe, port: 8}
+  h: {}
+links:
+  - endpoints: [p, br]
+  - endpoints: [q, br]
+  - endpoints: [h, br]
+"""
+
+
+def test_a_registered_kind_deploys_through_the_deployer(fake_engine, monkeypatch):
+    monkeypatch.setitem(kinds.KINDS, "probe", kinds.Kind(frozenset({"port"}), f"{__name__}:Probe"))  # the one line
+    plan = compile_topology(load_text(PROBES), tag="prb")
+    names = {n.name: n for n in plan.nodes}
+    assert names["p"].options["probe"] == {"port": 7} and names["q"].options["probe"] == {"port": 8}
+    assert "probe" not in names["h"].options
+    ex = RecordingExecutor()
+    deployer = get(plan.provisioner, ex)
+    journal = Journal(plan.experiment)
+    journal.create({"experiment": plan.experiment, "provisioner": plan.provisioner})
+    deployer.create(plan, journal, Phases())
+    ran = [argv for argv, _ in ex.ran if "probe-agent" in argv]
+    assert ran == [["fake-exec", names["p"].options["container"], "probe-agent", "--port", "7", "--links-were-up", "True"],
+                   ["ip", "netns", "exec", names["q"].netns, "probe-agent", "--port", "8", "--links-were-up", "True"]]
+    journaled = {(r.kind, r.name) for r in journal.resources()}
+    assert ("dir", f"/run/cloudemu/{plan.experiment}/probe-p") in journaled
+    states = {s.node: s.kind for s in deployer.status(plan)}
+    assert states["p"] == states["q"] == "probe" and states["h"] == "host"
+
+
+def test_a_kinds_keys_are_checked_where_the_file_says_them(fake_engine, monkeypatch):
+    monkeypatch.setitem(kinds.KINDS, "probe", kinds.Kind(frozenset({"port"}), f"{__name__}:Probe"))
+    with pytest.raises(TopologyError) as bad:
+        load_text(PROBES.replace("port: 8", "port: [8]"), "probes.yaml")
+    assert bad.value.field == "nodes.q.port" and str(bad.value.where) == "probes.yaml:7"
+    with pytest.raises(TopologyError) as unknown:
+        load_text(PROBES.replace("port: 8", "colour: red"), "probes.yaml")
+    assert unknown.value.field == "nodes.q.colour"

@@ -12,18 +12,18 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from emulator.compiler.compile import compile_topology
 from emulator.topology.loader import load_text
-from provisioners import batches, netns, nsconfig, switchd
+from provisioners import batches, fabric, nsconfig, switchd
 
 SMOKE = ("version: 1\nname: t\nnodes: {s1: {kind: switch}, h1: {}, h2: {}}\n"
          "links: [{endpoints: [h1, s1]}, {endpoints: [h2, s1]}]\n")
 
 
-def _engine(monkeypatch, kernel: bool, choice: str | None) -> netns.NetnsProvisioner:
+def _engine(monkeypatch, kernel: bool, choice: str | None) -> fabric.Fabric:
     if choice is None:
         monkeypatch.delenv("CLOUDEMU_OVS", raising=False)
     else:
         monkeypatch.setenv("CLOUDEMU_OVS", choice)
-    engine = netns.NetnsProvisioner()
+    engine = fabric.Fabric()
     monkeypatch.setattr(engine, "kernel_datapath", lambda: kernel)
     return engine
 

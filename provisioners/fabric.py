@@ -1,4 +1,7 @@
-"""The embedded default engine: hosts are network namespaces, switches OVS bridges, links veth pairs.
+"""The fabric: everything of a plan that is not a host's own process. Every host is a named network
+namespace (a plain one on the netns engine, a container's attached one on the others); switches are OVS
+bridges (the machine's or the experiment's own ovs-vswitchd), bridges Linux bridges, links veth pairs and
+VXLAN devices, with shaping, published ports, namespace configuration and marker-based removal.
 
 Work is batched: one `ip -batch` per phase, one ovs-vsctl transaction for all
 bridges and one for all ports, one thread for all namespace configuration.
@@ -9,22 +12,27 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from emulator.compiler.plan import MARKER_KEY, NETNS_PREFIX, Plan, PlanNode, marker
 from emulator.runtime import ovsinstance, processes
 from emulator.runtime.events import Phases
+from emulator.runtime.executor import LocalExecutor
 from emulator.runtime.journal import Journal, Resource
 from provisioners import batches, computenodes, devices, firewall, nsconfig, portforward, switchd
-from provisioners.base import NodeState, PreflightError, Provisioner, unchecked
+from provisioners.base import NodeState, unchecked
 
 NETNS_DIR = Path("/run/netns")
 OVS_UNASKED = "the machine's ovs-vswitchd does not answer; start it and run down again"
 
 
-class NetnsProvisioner(Provisioner):
-    name = "netns"
+class Fabric:
+    """Built by the Deployer around its engines' hosts (provisioners.deployer); knows no engine and no kind."""
+
+    def __init__(self, executor: LocalExecutor | None = None):
+        self.ex = executor or LocalExecutor()
 
     # -- what will exist -------------------------------------------------
     def resources(self, plan: Plan) -> list[Resource]:
@@ -39,13 +47,11 @@ class NetnsProvisioner(Provisioner):
         out += [Resource("port", f"{outer}", n.netns) for n in plan.nodes for outer, *_ in n.options.get("ports", ())]
         if any(n.options.get("ports") for n in plan.nodes):
             out.append(Resource("dir", str(portforward.log_dir(plan.experiment))))
-        builtin = [n for n in plan.nodes if n.options.get("compute", {}).get("agent") == "builtin"]
-        out += [Resource("dir", n.options["compute"]["dir"]) for n in builtin]
-        out += [Resource("dir", str(d)) for d in sorted({computenodes.peers_dir(n) for n in builtin})]
         return out
 
     # -- preflight -------------------------------------------------------
-    def preflight(self, plan: Plan) -> None:
+    def problems(self, plan: Plan) -> list[str]:
+        """What stops this machine from building the plan's fabric (raises nothing, creates nothing)."""
         plan = self.placed(plan)
         problems: list[str] = []
         if os.geteuid() != 0:
@@ -62,9 +68,7 @@ class NetnsProvisioner(Provisioner):
                 "(sch_netem); remove those parameters or run on a machine whose kernel has netem")
         problems += self._collisions(plan)
         problems += _port_problems(plan)
-        problems += computenodes.problems([n for n in plan.nodes if n.options.get("compute", {}).get("agent") == "builtin"])
-        if problems:
-            raise PreflightError("; ".join(problems))
+        return problems
 
     def switch_ovs(self, plan: Plan) -> Path | None:
         """The experiment's own OVS directory, when its switches get one (see provisioners.switchd)."""
@@ -128,7 +132,9 @@ class NetnsProvisioner(Provisioner):
                            check=False).returncode == 0
 
     # -- create ----------------------------------------------------------
-    def create(self, plan: Plan, journal: Journal, phases: Phases) -> None:
+    def create(self, plan: Plan, journal: Journal, phases: Phases, make_hosts: Callable) -> None:
+        """Everything but the hosts' own processes; `make_hosts(plan, hosts, journal, advance)` makes each host's
+        namespace (by its engine) while OVS starts. The journal holds the plan's resources already."""
         plan = self.placed(plan)
         ovs = self.switch_ovs(plan)
         db = ovsinstance.db(ovs) if ovs else None  # None: the machine's OVS
@@ -137,9 +143,6 @@ class NetnsProvisioner(Provisioner):
         bridges = [n for n in plan.nodes if n.kind == "bridge"]
         mark = marker(plan.experiment)
         userspace = not self.kernel_datapath()
-
-        with phases.phase("journal"):
-            journal.plan(self.resources(plan))
 
         # OVS works in its own process: it starts while the namespaces are made, and takes its
         # ports while the namespaces are configured.
@@ -150,7 +153,7 @@ class NetnsProvisioner(Provisioner):
                     journal.mark([Resource("netns", switchd.namespace_of(ovs))], "created")
                     nsconfig.configure([nsconfig.NamespaceConfig(switchd.namespace_of(ovs), ipv6_later=False)])
                 making_switches = background.submit(self._make_switches, plan, switches, ovs, db, userspace)
-                self.make_hosts(plan, hosts, journal, step.advance)
+                make_hosts(plan, hosts, journal, step.advance)
 
             with phases.phase("switches", total=len(switches) + len(bridges)) as step:
                 self._make_linux_bridges(plan, bridges, journal, mark)
@@ -206,13 +209,6 @@ class NetnsProvisioner(Provisioner):
                     journal.mark([Resource("port", f"{outer}", node.netns)], "created")
                     step.advance(1)
 
-        computes = [n for n in hosts if "compute" in n.options and not n.options["compute"].get("in_container")]
-        if computes:
-            with phases.phase("compute nodes", total=len(computes)) as step:
-                computenodes.write_peers(computes, computenodes.underlay_peers(plan))
-                computenodes.start(computes, on_ready=step.advance)
-                journal.mark([Resource("dir", n.options["compute"]["dir"]) for n in computes], "created")
-
     def _make_switches(self, plan: Plan, switches: list[PlanNode], ovs: Path | None, db: str | None,
                        userspace: bool) -> None:
         if ovs:
@@ -258,8 +254,8 @@ class NetnsProvisioner(Provisioner):
         self.ex.ip_batch(lines)
         self.ex.ovs_vsctl(ports, db=db)
 
-    def make_hosts(self, plan: Plan, hosts: list[PlanNode], journal: Journal, advance) -> None:
-        """Each host's network namespace (container engines make containers and name their namespaces)."""
+    def make_namespaces(self, hosts: list[PlanNode], journal: Journal, advance) -> None:
+        """Plain hosts: a network namespace each, in one batch."""
         self.ex.ip_batch((f"netns add {n.netns}" for n in hosts), parallel=2)
         journal.mark([Resource("netns", n.netns) for n in hosts], "created")
         advance(len(hosts))
@@ -360,26 +356,25 @@ class NetnsProvisioner(Provisioner):
             return switchd.exec_argv(ovs, list(argv))
         return list(argv)  # switches and bridges live in the machine's root namespace
 
+    def namespaces(self, experiment: str) -> set[str]:
+        """The experiment's network namespaces on this machine."""
+        return _netns_with_prefix(f"{NETNS_PREFIX}{experiment}.")
+
     def status(self, plan: Plan) -> list[NodeState]:
-        namespaces = _netns_with_prefix(f"{NETNS_PREFIX}{plan.experiment}.")
+        """Per node, is its namespace or device there; a node's kind handler says more (provisioners.kinds)."""
+        namespaces = self.namespaces(plan.experiment)
         # wherever `up` put them, whatever CLOUDEMU_OVS says now
         bridges = set(self._ovs_bridges_of(plan.experiment, switchd.base_for(plan.experiment, plan.machine)))
         present = devices.names()
         out = []
         for n in plan.nodes:
-            if n.kind == "host" and "compute" in n.options:
-                up = n.netns in namespaces and computenodes.ready(n)
-                out.append(NodeState(n.name, "compute", "running" if up else "missing", n.ip or ""))
-            elif n.kind == "host":
+            if n.kind == "host":
                 up = n.netns in namespaces
                 out.append(NodeState(n.name, n.kind, "running" if up else "missing", n.ip or ""))
             elif n.kind == "switch":
                 out.append(NodeState(n.name, n.kind, "running" if n.device in bridges else "missing", n.device))
             else:
                 out.append(NodeState(n.name, n.kind, "running" if n.device in present else "missing", n.device))
-        # a VM exists once its compute node's agent has made it ("pending" until its goal state arrives)
-        out += [NodeState(vm["name"], "vm", "running" if vm["netns"] in namespaces else "pending", vm["ip"])
-                for vm in plan.vms]
         return out
 
 

@@ -1,12 +1,13 @@
-"""The one Deployer: every plan, whatever engines its hosts use, is made by the netns engine's fabric
-(namespaces, switches, bridges, links, tunnels, shaping, published ports) composed with each container
-engine's few hooks (provisioners.base.HostEngine: start, list, remove, run, exec).
+"""The one Deployer: every plan, whatever engines its hosts use and whatever kinds its nodes are, is made
+by the fabric (provisioners/fabric.py: namespaces, switches, bridges, links, tunnels, shaping, published
+ports) around the hosts each engine starts (provisioners.base.HostEngine: start, list, remove, run, exec),
+then each node kind's own work (provisioners/kinds/: compute agents, then services by dependency level).
 
-Each container starts with no network; its network namespace is then named
-`ce.<exp>.<node>` (`ip netns attach`), so links, addresses and shaping are made
-exactly as for a plain namespace. A node's own `command` starts only after its
-links exist and are addressed. Plain hosts stay plain namespaces; hosts of several
-engines share one plan. The journal records each container with its engine.
+Named phases, in order: preflight; journal; hosts by engine with the fabric; after the links, each kind.
+Each container starts with no network; its network namespace is then named `ce.<exp>.<node>` (`ip netns
+attach`), so links, addresses and shaping are made exactly as for a plain namespace. Plain hosts stay
+plain namespaces; hosts of several engines share one plan. The journal records each container with its
+engine, so `down` asks only the engines the experiment used.
 """
 
 from __future__ import annotations
@@ -16,21 +17,23 @@ from concurrent.futures import ThreadPoolExecutor
 from emulator.compiler.plan import Plan, PlanNode
 from emulator.runtime.events import Phases
 from emulator.runtime.journal import Journal, Resource
-from provisioners import computenodes, health
-from provisioners.base import HostEngine, NodeState, PreflightError, unchecked
-from provisioners.netns import NetnsProvisioner
+from provisioners import kinds
+from provisioners.base import HostEngine, NodeState, PreflightError, Provisioner, unchecked
+from provisioners.fabric import Fabric
 
 THREADS = 8  # the engines' own limits are near 4-7 containers/s: more threads only queue
 
 
-class Deployer(NetnsProvisioner):
-    """The fabric (NetnsProvisioner) and the container engines, each in its phase."""
+class Deployer(Provisioner):
+    """The fabric, the container engines and the node kinds, each in its phase."""
 
     name = "deployer"
 
     def __init__(self, executor=None, engines: dict[str, HostEngine] | None = None):
         super().__init__(executor)
+        self.fabric = Fabric(self.ex)
         self.engines = engines if engines is not None else host_engines(self.ex)
+        self.kinds = kinds.handlers(self)
 
     def engine_of(self, node: PlanNode) -> HostEngine:
         return self.engines[node.options["engine"]]
@@ -40,25 +43,39 @@ class Deployer(NetnsProvisioner):
 
     container_name = staticmethod(HostEngine.container_name)
 
+    def _by_kind(self, plan: Plan) -> list[tuple[kinds.NodeKind, list[PlanNode]]]:
+        return [(kind, [n for n in plan.nodes if n.kind == "host" and kind.selects(n)]) for kind in self.kinds]
+
+    # -- the phases ------------------------------------------------------
     def resources(self, plan: Plan) -> list[Resource]:
         boxes = [container_resource(n) for n in plan.nodes if self.is_container(n)]
-        return boxes + super().resources(plan)
+        out = boxes + self.fabric.resources(plan)
+        for kind, nodes in self._by_kind(plan):
+            out += kind.resources(plan, nodes) if nodes else []
+        return out
 
     def preflight(self, plan: Plan) -> None:
-        problems: list[str] = []
-        try:
-            super().preflight(plan)
-        except PreflightError as exc:
-            problems.append(str(exc))
+        problems = self.fabric.problems(plan)
         for name, engine in self.engines.items():
             mine = [n for n in plan.nodes if self.is_container(n) and n.options["engine"] == name]
             if mine:
                 problems += engine.engine_problems(plan, mine)
+        for kind, nodes in self._by_kind(plan):
+            problems += kind.problems(plan, nodes) if nodes else []
         if problems:
             raise PreflightError("; ".join(problems))
 
+    def create(self, plan: Plan, journal: Journal, phases: Phases) -> None:
+        with phases.phase("journal"):
+            journal.plan(self.resources(plan))
+        self.fabric.create(plan, journal, phases, self.make_hosts)
+        for kind, nodes in self._by_kind(plan):
+            if nodes:
+                kind.after_links(plan, nodes, journal, phases)
+
     def make_hosts(self, plan: Plan, hosts: list[PlanNode], journal: Journal, advance) -> None:
-        super().make_hosts(plan, [n for n in hosts if not self.is_container(n)], journal, advance)
+        """Plain hosts as namespaces, the others by their engines, whose namespaces then get our names."""
+        self.fabric.make_namespaces([n for n in hosts if not self.is_container(n)], journal, advance)
         boxes = [n for n in hosts if self.is_container(n)]
 
         def start(node: PlanNode) -> tuple[PlanNode, int]:
@@ -72,42 +89,13 @@ class Deployer(NetnsProvisioner):
         self.ex.ip_batch(f"netns attach {n.netns} {pid}" for n, pid in started)
         journal.mark([Resource("netns", n.netns) for n in boxes], "created")
 
-    def create(self, plan: Plan, journal: Journal, phases: Phases) -> None:
-        super().create(plan, journal, phases)
-        boxes = {n.name: n for n in plan.nodes if self.is_container(n)}
-        computes = [n for n in boxes.values() if n.options.get("compute", {}).get("agent") == "builtin"]
-        if computes:
-            with phases.phase("compute nodes", total=len(computes)) as step:
-                computenodes.write_peers(computes, computenodes.underlay_peers(plan))
-                for node in computes:
-                    self.engine_of(node).run_detached(self.container_name(node), computenodes.container_command(node))
-                computenodes.wait_ready(computes, on_ready=step.advance)
-                journal.mark([Resource("dir", n.options["compute"]["dir"]) for n in computes], "created")
-        order = health.levels({name: n.options.get("service", {}).get("depends_on", []) for name, n in boxes.items()})
-        started = [n for n in boxes.values() if n.options.get("command") or n.options.get("service", {}).get("healthcheck")]
-        with phases.phase("commands", total=len(started)) as step:
-            for level in order:  # links exist and are addressed by now; dependencies are healthy
-                for node in (boxes[name] for name in level if boxes[name].options.get("command")):
-                    cmd = node.options["command"]
-                    self.engine_of(node).run_detached(self.container_name(node),
-                                                      ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd))
-                    step.advance(0 if node.options.get("service", {}).get("healthcheck") else 1)
-                checked = [boxes[name] for name in level if boxes[name].options.get("service", {}).get("healthcheck")]
-                with ThreadPoolExecutor(max(1, min(THREADS, len(checked)))) as pool:
-                    for _ in pool.map(self._wait_healthy, checked):
-                        step.advance(1)
-
-    def _wait_healthy(self, node: PlanNode) -> str:
-        check = node.options["service"]["healthcheck"]
-        return health.wait_healthy(node.name, node.netns, check, lambda argv: self.exec_argv(node, argv))
-
     def destroy(self, experiment: str, journaled: list[Resource], phases: Phases) -> list[Resource]:
         # Engines remove containers at their own pace: let them work while the switches,
         # links and namespace names go, rather than one after the other.
         used = self._engines_in(journaled)
         with ThreadPoolExecutor(1) as background:
             removing = background.submit(self._remove_all, experiment, used)
-            left = super().destroy(experiment, journaled, phases)
+            left = self.fabric.destroy(experiment, journaled, phases)
             with phases.phase("containers"):
                 removing.result()
         found, unasked = self._ask(experiment, used)
@@ -120,7 +108,7 @@ class Deployer(NetnsProvisioner):
         return list(self.engines) if "*" in named else sorted(n for n in named if n in self.engines)
 
     def owned(self, experiment: str) -> tuple[list[Resource], list[str]]:
-        left, unasked = super().owned(experiment)
+        left, unasked = self.fabric.owned(experiment)
         found, engines_unasked = self._ask(experiment, list(self.engines))
         return left + [Resource("container", name, engine) for name, (engine, _) in found.items()], \
             unasked + engines_unasked
@@ -142,56 +130,38 @@ class Deployer(NetnsProvisioner):
         with ThreadPoolExecutor(THREADS) as pool:
             list(pool.map(lambda item: self.engines[item[1][0]].remove(item[0]), found.items()))
 
+    # -- using it --------------------------------------------------------
     def exec_argv(self, node: PlanNode, argv: list[str]) -> list[str]:
         if self.is_container(node):
             return [*self.engine_of(node).exec_prefix(self.container_name(node)), *argv]
         if node.kind == "vm" and node.options.get("engine") in self.engines:  # a VM inside a compute container
             return [*self.engine_of(node).exec_prefix(node.options["container"]), "ip", "netns", "exec", node.netns, *argv]
-        return super().exec_argv(node, argv)
+        return self.fabric.exec_argv(node, argv)
 
     def net_argv(self, node: PlanNode, argv: list[str]) -> list[str]:
         if node.kind == "vm":
             return self.exec_argv(node, argv)  # its namespace exists only inside the compute container
-        return NetnsProvisioner.exec_argv(self, node, argv)  # the attached namespace: same network, no engine
+        return self.fabric.exec_argv(node, argv)  # the attached namespace: same network, no engine
 
     def status(self, plan: Plan) -> list[NodeState]:
         used = sorted({n.options["engine"] for n in plan.nodes if self.is_container(n)})
         asked, unasked = self._ask(plan.experiment, used)
-        running = {name: state for name, (_, state) in asked.items()}
+        running = {name: state.lower() for name, (_, state) in asked.items()}
         nodes = {n.name: n for n in plan.nodes}
         out = []
-        for state in super().status(plan):
-            node = nodes.get(state.node)  # None: a VM (see below)
-            if node is not None and self.is_container(node):
-                status = running.get(self.container_name(node), "unknown" if unasked else "missing")
-                up = status.lower() == "running"
-                detail = f"{node.ip or ''} {node.options['image']} ({status.lower()})".strip()
+        for state in self.fabric.status(plan):
+            node = nodes[state.node]
+            if self.is_container(node):
+                seen = running.get(self.container_name(node), "unknown" if unasked else "missing")
+                detail = f"{node.ip or ''} {node.options['image']} ({seen})".strip()
                 if unasked:
                     detail += f"; could not ask {'; '.join(unasked)}"
-                kind = "service" if "service" in node.options else "compute" if "compute" in node.options else node.kind
-                check = node.options.get("service", {}).get("healthcheck")
-                if check and up:
-                    ok, seen = health.probe(node.netns, check, lambda argv, n=node: self.exec_argv(n, argv))
-                    detail += f" {'healthy' if ok else 'unhealthy'}: {seen}"
-                    up = ok
-                state = NodeState(node.name, kind, "running" if up else "unhealthy" if status.lower() == "running"
-                                  else "unknown" if unasked else "missing", detail)
+                state = NodeState(node.name, node.kind, "running" if seen == "running" else
+                                  "unknown" if unasked else "missing", detail)
             out.append(state)
-        inside = self._vm_namespaces_in_containers(plan, running)
-        return [NodeState(s.node, s.kind, "running", s.detail) if s.kind == "vm" and s.node in inside else s for s in out]
-
-    def _vm_namespaces_in_containers(self, plan: Plan, running: dict[str, str]) -> set[str]:
-        """VMs whose namespace exists inside their (running) compute container."""
-        boxes = {n.name: n for n in plan.nodes if self.is_container(n) and "compute" in n.options}
-        found = set()
-        for name, node in boxes.items():
-            if running.get(self.container_name(node), "").lower() != "running":
-                continue
-            proc = self.ex.run([*self.engine_of(node).exec_prefix(self.container_name(node)), "ip", "netns", "list"],
-                               check=False)
-            present = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
-            found |= {vm["name"] for vm in plan.vms if vm["on"] == name and vm["netns"] in present}
-        return found
+        for kind, selected in self._by_kind(plan):
+            out = kind.status(plan, selected, out)
+        return out
 
 
 def container_resource(node: PlanNode) -> Resource:
