@@ -12,6 +12,7 @@ from dataclasses import dataclass
 class Kind:
     keys: frozenset[str]  # what a node of this kind may say besides a host's own keys
     handler: str  # "module:class" of its provisioners.kinds.NodeKind
+    declared: bool = True  # False: only the compiler makes nodes of this kind, a topology file cannot name it
 
 
 KINDS: dict[str, Kind] = {
@@ -19,4 +20,6 @@ KINDS: dict[str, Kind] = {
     "compute": Kind(frozenset({"agent", "agent_listen"}), "provisioners.kinds.compute:Compute"),
     # a containerized control-plane service, started after its dependencies are healthy
     "service": Kind(frozenset({"depends_on", "healthcheck"}), "provisioners.kinds.service:Service"),
+    # a pack of hollow compute nodes (`agent: hollow`), which the compiler makes: one namespace and process for many
+    "hollow": Kind(frozenset(), "provisioners.kinds.hollow:HollowPack", declared=False),
 }

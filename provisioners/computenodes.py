@@ -114,26 +114,31 @@ def prepare(nodes: list[PlanNode]) -> None:
 
 def start(nodes: list[PlanNode], timeout: float = 120.0, on_ready=None) -> None:
     """Starts every (namespace) node's agent, then waits until each says it serves."""
-    procs = {}
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_code_root(), os.environ.get("PYTHONPATH")]))}
     prepare(nodes)
+    procs = {}
     for node in nodes:
         base = Path(node.options["compute"]["dir"])
-        log = (base / "agent.log").open("w")
-        argv = ["nsenter", f"--net=/run/netns/{node.netns}", sys.executable, *agent_argv(node, str(base))]
-        procs[node.name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        log.close()
+        procs[node.name] = launch(node.netns, base, agent_argv(node, str(base)))
     wait_ready(nodes, timeout, on_ready, procs)
 
 
-def wait_ready(nodes: list[PlanNode], timeout: float = 120.0, on_ready=None, procs: dict | None = None) -> None:
+def launch(netns: str, base: Path, args: list[str]) -> subprocess.Popen:
+    """One of our Python programs (`python ARGS`) in a namespace, its output in base/agent.log."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_code_root(), os.environ.get("PYTHONPATH")]))}
+    with (base / "agent.log").open("w") as log:
+        return subprocess.Popen(["nsenter", f"--net=/run/netns/{netns}", sys.executable, *args], stdout=log,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def wait_ready(nodes: list[PlanNode], timeout: float = 120.0, on_ready=None, procs: dict | None = None,
+               base_of=lambda node: Path(node.options["compute"]["dir"])) -> None:
     """Until every agent's log says it serves; a process that ends, or the timeout, raises with the log's tail."""
     deadline = time.monotonic() + timeout
     waiting = list(nodes)
     while waiting:
         still = []
         for node in waiting:
-            log = Path(node.options["compute"]["dir"]) / "agent.log"
+            log = base_of(node) / "agent.log"
             text = log.read_text() if log.exists() else ""
             if '"ready": true' in text:
                 if on_ready:

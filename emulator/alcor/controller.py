@@ -21,7 +21,7 @@ from emulator.alcor.errors import AgentError
 from emulator.alcor.schema import common_pb2 as common
 from emulator.alcor.schema import goalstate_pb2, goalstateprovisioner_pb2
 from emulator.alcor.schema import goalstateprovisioner_pb2_grpc as rpc
-from emulator.alcor.server import CHANNEL_OPTIONS
+from emulator.alcor.server import ACA_PORT, CHANNEL_OPTIONS
 from emulator.compiler.plan import Plan
 
 STATUS_NAMES = {v: k for k, v in common.OperationStatus.items()}
@@ -57,6 +57,9 @@ def agent_targets(plan: Plan) -> dict[str, str]:
         spec = n.options.get("compute")
         if spec and spec["agent"] == "builtin" and n.ip:
             out[n.ip.split("/")[0]] = f"unix:{spec['dir']}/agent.sock"
+        pack = n.options.get("hollow")
+        if pack:  # one socket for the pack's nodes: each call names its node (see stream)
+            out.update((ip.split("/")[0], f"unix:{pack['dir']}/agent.sock") for _, ip in pack["nodes"])
     return out
 
 
@@ -90,7 +93,10 @@ def stream(target: str, messages: Iterable[goalstate_pb2.GoalStateV2], *, host: 
             yield msg
 
     out = []
-    with grpc.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
+    # Over a unix socket the call names its host as its authority: a hollow pack serves many nodes on one socket.
+    options = CHANNEL_OPTIONS + ([("grpc.default_authority", f"{host}:{ACA_PORT}")] if target.startswith("unix:") and host
+                                 else [])
+    with grpc.insecure_channel(target, options=options) as channel:
         try:
             grpc.channel_ready_future(channel).result(timeout=connect_timeout)
             for i, reply in enumerate(rpc.GoalStateProvisionerStub(channel).PushGoalStatesStream(timed(), timeout=timeout)):

@@ -47,6 +47,8 @@ VXLAN_OVERHEAD = 50
 VNI_MAX = (1 << 24) - 1
 #: Where a compute node keeps its OVS database, sockets and logs, and its agent's unix socket.
 COMPUTE_DIR = "/run/cloudemu"
+#: Hollow compute nodes served by one process (and one namespace, one link): a pack's nodes share one core.
+HOLLOW_PACK = 4000
 ETH_RE = re.compile(r"eth(\d+)")
 HOST, SWITCH, BRIDGE = KIND_CODE["host"], KIND_CODE["switch"], KIND_CODE["bridge"]
 
@@ -137,6 +139,7 @@ class Compiled:
         self.tunnel_mtu = min(m.mtu for m in cluster.machines) - VXLAN_OVERHEAD if cut.any() else None
         self.params = self._link_params()
         self.vm_addresses = vm_addresses(topo) if topo.vms else []
+        self.hollow = {v for v, opts in self.containers.items() if opts.get("compute", {}).get("agent") == "hollow"}
 
     # -- decisions ---------------------------------------------------------
     def _addresses(self, reserved: list[Reserved]) -> list[str | None] | None:
@@ -160,8 +163,8 @@ class Compiled:
         image = self.topo.node_defaults.get("image", DEFAULT_IMAGE)
         if not self.has_objects:
             kinds = [k for b in self.topo.bulk for k in b.kinds]
-            computes = {v: self._compute_options(None, "netns", self.graph.names[v])
-                        for v, k in enumerate(kinds) if k == "compute"}
+            computes = {v: self._compute_options(None, "netns", self.graph.names[v], hollow=k == "hollow")
+                        for v, k in enumerate(kinds) if k in ("compute", "hollow")}
             if computes and self.default_engine != "netns":
                 raise TopologyError("generated compute nodes run in network namespaces: drop the provisioner default",
                                     where=self.topo.bulk[0].where, field="defaults.provisioner")
@@ -198,12 +201,15 @@ class Compiled:
             out[v] = {**opts, **own}
         return out
 
-    def _compute_options(self, node, engine: str, name: str | None = None) -> dict[str, Any]:
+    def _compute_options(self, node, engine: str, name: str | None = None, hollow: bool = False) -> dict[str, Any]:
         """A compute node: its own OVS and agent start once its links are up (node None: generated).
 
         On netns the agent runs in the node's namespace; on Docker or LXD inside the container (its VMs
         too), with the node's directory mounted so that cloudemu reaches the agent's socket from the machine."""
-        agent = node.options.get("agent", "builtin") if node is not None else "builtin"
+        agent = node.options.get("agent", "builtin") if node is not None else ("hollow" if hollow else "builtin")
+        if agent == "hollow" and engine != "netns":
+            raise TopologyError("a hollow compute node is not a container: drop its provisioner (or the default's)",
+                                where=node.where, field=f"nodes.{node.name}.provisioner")
         if agent == "external" and (engine != "docker" or "image" not in node.options):
             raise TopologyError("agent: external runs your agent's image: give the node provisioner: docker and the "
                                 "image (and its start command as command:)", where=node.where, field=f"nodes.{node.name}")
@@ -410,15 +416,56 @@ class Compiled:
         machine = self.cluster.machines[m]
         tunnels = [(i, 0) for i in cut_a.tolist()] + [(i, 1) for i in cut_b.tolist()]
         tunnels.sort()
+        node_list, links = nodes.tolist(), local.tolist()
+        pack_nodes, pack_links = [], []
+        if self.hollow:
+            ends = self.end_node
+            packed = [v for v in node_list if v in self.hollow]
+            attach = {}  # hollow node -> the switch of its first link on this machine
+            for i in links:
+                a, b = ends[2 * i], ends[2 * i + 1]
+                if a in self.hollow and b not in self.hollow:
+                    attach.setdefault(a, (b, 2 * i + 1))
+                elif b in self.hollow and a not in self.hollow:
+                    attach.setdefault(b, (a, 2 * i))
+            node_list = [v for v in node_list if v not in self.hollow]
+            links = [i for i in links if ends[2 * i] not in self.hollow and ends[2 * i + 1] not in self.hollow]
+            tunnels = [(i, side) for i, side in tunnels if ends[2 * i] not in self.hollow and ends[2 * i + 1] not in self.hollow]
+            pack_nodes, pack_links = self.pack_rows(m, packed, attach)
         return {
             "experiment": self.experiment, "tag": self.tag, "subnet": self.topo.subnet, "format": 1,
             "provisioner": self.engine() if self.containers else (self.provisioner or machine.provisioner),
             "machine": machine.name,
-            "nodes": [self.node_row(v) for v in nodes.tolist()],
-            "links": [self.link_row(i) for i in local.tolist()],
+            "nodes": [self.node_row(v) for v in node_list] + pack_nodes,
+            "links": [self.link_row(i) for i in links] + pack_links,
             "tunnels": [self.tunnel_row(i, side) for i, side in tunnels],
             "vms": self.vm_rows(m),
         }
+
+    def pack_rows(self, m: int, hollow: list[int], attach: dict[int, tuple[int, int]]) -> tuple[list, list]:
+        """Machine `m`'s hollow compute nodes, HOLLOW_PACK to a pack: one namespace and one process serving all of
+        them, with every node's address on its one link, to the switch of its first node that has one here."""
+        rows, links = [], []
+        machine = self.machine_names[m]
+        for i, start in enumerate(range(0, len(hollow), HOLLOW_PACK)):
+            members = hollow[start:start + HOLLOW_PACK]
+            name, first = f"hollow-{m}.{i}", members[0]
+            netns = self.netns_prefix + name
+            ip, mac = self.ip_of(first), host_mac(self.host_rank[first], 0)
+            rows.append({"name": name, "kind": "host", "machine": machine, "netns": netns, "device": None, "ip": ip,
+                         "options": {"hollow": {
+                             "dir": f"{COMPUTE_DIR}/{self.experiment}/{name}", "port": ACA_PORT,
+                             "vm_prefix": self.netns_prefix,
+                             "nodes": [[self.graph.names[v], self.ip_of(v)] for v in members]}}})
+            to = next((attach[v] for v in members if v in attach), None)
+            if to is None:
+                continue  # reached from this machine only (its unix socket): no switch of its nodes is here
+            switch, end = to
+            links.append({"id": self.graph.n_links + m * 1_000_000 + i, "params": {}, "kind": "veth", "machine": machine,
+                          "a": {"node": name, "iface": "eth0", "dev": "eth0", "netns": netns, "mac": mac, "ip": ip},
+                          "b": {"node": self.graph.names[switch], "iface": f"_hp{m}.{i}", "dev": f"{self.tag}-_hp{m}.{i}",
+                                "netns": None, "mac": None, "ip": None}})
+        return rows, links
 
     def plan(self, m: int = 0) -> Plan:
         return Plan.from_dict(self.shard(m))

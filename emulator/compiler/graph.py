@@ -17,6 +17,7 @@ KIND_NAMES: tuple[str, ...] = tuple(NODE_KINDS)
 KIND_CODE = {k: i for i, k in enumerate(KIND_NAMES)}
 #: Generated compute nodes are hosts to the graph (placement, addresses, links); the compiler gives them agents.
 KIND_CODE["compute"] = KIND_CODE["host"]
+KIND_CODE["hollow"] = KIND_CODE["host"]  # a generated hollow compute node (emulator.alcor.hollow)
 #: An unshaped link is weighted (and counted as crossing bandwidth) as if it ran at 1 Gbit/s.
 UNSHAPED_BW = 1000.0
 

@@ -34,7 +34,7 @@ NODE_KEYS: dict[str, set[str]] = {
 
 def node_keys() -> dict[str, set[str]]:
     """Every kind a topology file may name, with its keys: the fabric's own and those of emulator/kinds.py."""
-    return {**NODE_KEYS, **{name: HOST_KEYS | kind.keys for name, kind in KINDS.items()}}
+    return {**NODE_KEYS, **{name: HOST_KEYS | kind.keys for name, kind in KINDS.items() if kind.declared}}
 
 
 HEALTH_KINDS = ("tcp", "http", "command")
@@ -236,8 +236,9 @@ def node_options(kind: str, raw: dict, where_of, field: str) -> dict[str, Any]:
         elif key in CONTAINER_KEYS:
             out[key] = container_option(key, value, where, f)
         elif key == "agent":
-            if value not in ("builtin", "external"):
-                raise fail(f"expected builtin (cloudemu's agent) or external (your ACA image), got {value!r}", where, f)
+            if value not in ("builtin", "external", "hollow"):
+                raise fail("expected builtin (cloudemu's agent), external (your ACA image) or hollow (the agent's "
+                           f"control plane alone, many to a process), got {value!r}", where, f)
             out[key] = value
         elif key == "agent_listen":
             if value not in ("any", "underlay"):

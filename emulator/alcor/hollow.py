@@ -1,0 +1,245 @@
+"""Hollow compute nodes: ACA's control-plane side at a tiny fraction of a full node's cost.
+
+A hollow node is the full agent's core (agent.Agent: the same parsing, validation, state and statuses)
+over a data plane that models instead of programming: the flows the full node would install are kept
+as a table (keyed as OVS keys a flow: table, priority and match), VMs are recorded, no kernel device or
+OVS is touched. Many hollow nodes share one process (a pack): one asyncio loop, one HTTP/2 gRPC socket
+on 0.0.0.0:50001 in the pack's namespace, where every node's underlay address is configured, and a
+connection finds its node by the address it arrived at (see h2server). cloudemu reaches the pack from
+the machine over a unix socket, naming the node as the call's authority, as it reaches a full node's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import resource
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emulator.alcor import flows
+from emulator.alcor.agent import Agent, Reply
+from emulator.alcor.dataplane import LocalPort, NewVm, OvsDataplane
+from emulator.alcor.h2server import GrpcProtocol, Method
+from emulator.alcor.schema import common_pb2 as common
+from emulator.alcor.schema import goalstate_pb2
+from emulator.runtime import tokens
+
+log = logging.getLogger("cloudemu.hollow")
+ACA_PORT = 50001
+SERVICE = "/alcor.schema.GoalStateProvisioner/"
+#: br-tun's fixed pipeline, the same for every node: shared, not copied into each.
+BASE_FLOWS: tuple[str, ...] = tuple(flows.base_flows())
+
+
+def flow_key(line: str) -> str:
+    """What identifies a flow in its table, as OVS sees it (table, priority, match): the line without its
+    command word, cookie and actions."""
+    head = line.split(",actions=", 1)[0]
+    if head.startswith(("add ", "delete_strict ", "delete ", "modify ")):
+        head = head.split(" ", 1)[1]
+    return ",".join(f for f in head.split(",") if not f.startswith("cookie="))
+
+
+class ModelFlows:
+    """A flow sink over a node's modelled table: commit applies the message's lines as the bundle would."""
+
+    def __init__(self, table: dict[str, str]):
+        self.table = table
+        self.lines: list[str] = []
+
+    def add(self, lines: list[str]) -> None:
+        tokens.batch_text(lines, "ovs-ofctl")  # refused here as the real bundle would refuse it
+        self.lines += lines
+
+    def commit(self) -> None:
+        table = self.table
+        for line in self.lines:
+            if line.startswith("delete"):
+                table.pop(flow_key(line), None)
+            else:
+                table[flow_key(line)] = line.removeprefix("add ")
+        self.lines = []
+
+    def abort(self) -> None:
+        self.lines = []
+
+
+class ModelDataplane:
+    """The data plane of a hollow node: what the full node would have, as data."""
+
+    CHUNK = OvsDataplane.CHUNK
+    __slots__ = ("table", "vms")
+
+    def __init__(self) -> None:
+        self.table: dict[str, str] = {}  # this node's own flows (BASE_FLOWS besides)
+        self.vms = 0
+
+    def setup(self) -> None:
+        pass
+
+    def flow_sink(self) -> ModelFlows:
+        return ModelFlows(self.table)
+
+    def make_vms(self, vms: list[NewVm]) -> None:
+        self.vms += len(vms)
+
+    def remove_vms(self, ports: list[LocalPort], *, force: bool = False) -> None:
+        self.vms -= len(ports)
+
+    def configure_vms(self, vms: list[NewVm]) -> None:
+        pass
+
+    def prime_tunnels(self, hosts: set[str]) -> None:
+        pass
+
+    def flows(self) -> list[str]:
+        """br-tun's flows as the full node's would read (base pipeline and this node's own)."""
+        return [*BASE_FLOWS, *self.table.values()]
+
+
+@dataclass
+class HollowNode:
+    name: str
+    host_ip: str
+    agent: Agent
+    messages: int = 0
+    errors: int = 0  # operations answered with anything but SUCCESS
+
+    def push(self, method, request) -> Reply:
+        reply = method(request)
+        self.messages += 1
+        self.errors += sum(1 for s in reply.operation_statuses if s.operation_status != common.SUCCESS)
+        return reply
+
+    def state(self) -> dict:
+        agent, dp = self.agent, self.agent.dp
+        return {"node": self.name, "host_ip": self.host_ip, "messages": self.messages, "errors": self.errors,
+                "vpcs": sorted(agent.vpcs), "subnets": sorted(agent.subnets),
+                "ports": {p.id: {"vni": p.vni, "mac": p.mac, "ip": p.cidr} for p in agent.ports.values()},
+                "neighbours": len(agent.neighbors), "vlans": {str(k): v for k, v in agent.vlans.items()},
+                "flows": dp.flows()}
+
+
+@dataclass
+class Pack:
+    """The hollow nodes of one process, by underlay address."""
+
+    vm_prefix: str
+    nodes: dict[str, HollowNode] = field(default_factory=dict)
+
+    def add(self, name: str, host_ip: str) -> HollowNode:
+        node = HollowNode(name, host_ip, Agent(ModelDataplane(), host_ip, self.vm_prefix))
+        self.nodes[host_ip] = node
+        return node
+
+    def summary(self) -> dict:
+        out = {"nodes": len(self.nodes), "messages": 0, "errors": 0, "ports": 0, "neighbours": 0, "flows": 0}
+        for node in self.nodes.values():
+            out["messages"] += node.messages
+            out["errors"] += node.errors
+            out["ports"] += len(node.agent.ports)
+            out["neighbours"] += len(node.agent.neighbors)
+            out["flows"] += len(node.agent.dp.table)
+        return out
+
+    def by_name(self, name: str) -> HollowNode | None:
+        return next((n for n in self.nodes.values() if n.name == name), None)
+
+
+def methods() -> dict[str, Method]:
+    return {
+        SERVICE + "PushGoalStatesStream": Method(True, goalstate_pb2.GoalStateV2.FromString,
+                                                 lambda node, gs: node.push(node.agent.push_v2, gs)),
+        SERVICE + "PushNetworkResourceStates": Method(False, goalstate_pb2.GoalState.FromString,
+                                                      lambda node, gs: node.push(node.agent.push_v1, gs)),
+    }
+
+
+async def _control(pack: Pack, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """One JSON request per line: {"op": "summary"} or {"op": "state", "node": NAME}."""
+    try:
+        while line := await reader.readline():
+            try:
+                ask = json.loads(line)
+                if ask.get("op") == "summary":
+                    answer = pack.summary()
+                elif ask.get("op") == "state":
+                    node = pack.by_name(str(ask.get("node")))
+                    answer = node.state() if node else {"error": f"no hollow node {ask.get('node')!r} here"}
+                else:
+                    answer = {"error": "op is summary or state"}
+            except (ValueError, AttributeError):
+                answer = {"error": "one JSON object per line"}
+            writer.write(json.dumps(answer).encode() + b"\n")
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+async def start(pack: Pack, listen: str | None, base: Path) -> list[asyncio.AbstractServer]:
+    """The pack's gRPC (unix socket, and TCP when `listen`) and control servers, serving from now on."""
+    loop = asyncio.get_running_loop()
+    table = methods()
+
+    def protocol() -> GrpcProtocol:
+        return GrpcProtocol(table, lambda address: pack.nodes.get(address))
+
+    servers = [await loop.create_unix_server(protocol, str(base / "agent.sock"))]
+    if listen:
+        host, _, port = listen.rpartition(":")
+        servers.append(await loop.create_server(protocol, host, int(port), reuse_address=True, backlog=4096))
+    servers.append(await asyncio.start_unix_server(lambda r, w: _control(pack, r, w), str(base / "control.sock")))
+    return servers
+
+
+async def serve_until_terminated(pack: Pack, listen: str | None, base: Path) -> None:
+    servers = await start(pack, listen, base)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    print(json.dumps({"ready": True, "nodes": len(pack.nodes), "listen": listen}), flush=True)
+    await stop.wait()
+    for server in servers:
+        server.close()
+
+
+def read_nodes(path: Path) -> list[tuple[str, str]]:
+    """'name address' per line (the address without its prefix length)."""
+    out = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            name, address = line.split()
+            out.append((tokens.identifier(name, "node name"), address))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--dir", required=True, type=Path, help="the pack's directory: agent.sock, control.sock, its log")
+    p.add_argument("--nodes", required=True, type=Path, help="a file of 'name address' lines, one per hollow node")
+    p.add_argument("--vm-prefix", required=True, help="namespace name prefix the full agent would give VMs")
+    p.add_argument("--listen", default=f"0.0.0.0:{ACA_PORT}", help="host:port for gRPC over TCP ('' for none)")
+    p.add_argument("--log", type=Path, help="write standard output and errors to this file")
+    args = p.parse_args(argv)
+    if args.log:
+        fd = os.open(args.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a connection per node may be open at once
+    pack = Pack(tokens.identifier(args.vm_prefix, "--vm-prefix"))
+    for name, address in read_nodes(args.nodes):
+        pack.add(name, address)
+    asyncio.run(serve_until_terminated(pack, args.listen or None, args.dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Packs of hollow compute nodes (emulator/alcor/hollow.py): one namespace, one link and one process serve
+thousands of nodes, each on its own underlay address. `status` gives a pack's totals, not a row per node."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import socket
+from pathlib import Path
+
+from emulator.compiler.plan import Plan, PlanNode
+from emulator.runtime import tokens
+from emulator.runtime.events import Phases
+from emulator.runtime.journal import Journal, Resource
+from provisioners import computenodes
+from provisioners.base import NodeState
+from provisioners.kinds import NodeKind, replace
+
+MODULE = "emulator.alcor.hollow"
+
+
+def base(node: PlanNode) -> Path:
+    return Path(node.options["hollow"]["dir"])
+
+
+def ask(node: PlanNode, request: dict, timeout: float = 10.0) -> dict:
+    """One request to the pack's control socket (summary, or one node's state)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(base(node) / "control.sock"))
+        s.sendall(json.dumps(request).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            data += chunk
+    return json.loads(data)
+
+
+class HollowPack(NodeKind):
+    name = "hollow"
+
+    def resources(self, plan: Plan, nodes: list[PlanNode]) -> list[Resource]:
+        return [Resource("dir", str(base(n))) for n in nodes]
+
+    def problems(self, plan: Plan, nodes: list[PlanNode]) -> list[str]:
+        if importlib.util.find_spec("h2") is None:
+            return ["hollow compute nodes serve gRPC with the h2 package: pip install h2 (or run scripts/setup.sh)"]
+        return []
+
+    def after_links(self, plan: Plan, nodes: list[PlanNode], journal: Journal, phases: Phases) -> None:
+        linked = {e.netns for link in plan.links for e in (link.a, link.b) if e.dev == "eth0"}
+        with phases.phase("hollow compute nodes", total=sum(len(n.options["hollow"]["nodes"]) for n in nodes)) as step:
+            procs = {}
+            for node in nodes:
+                spec, folder = node.options["hollow"], base(node)
+                folder.mkdir(parents=True, exist_ok=True)
+                journal.mark([Resource("dir", str(folder))], "created")
+                members = spec["nodes"]
+                (folder / "nodes").write_text("".join(f"{name} {ip.split('/')[0]}\n" for name, ip in members))
+                device = "eth0" if node.netns in linked else "lo"  # the first address is eth0's already
+                lines = [f"addr add {ip} dev {device}" for _, ip in (members[1:] if device == "eth0" else members)]
+                if lines:
+                    self.deployer.ex.run(["ip", "-n", node.netns, "-batch", "-"], input=tokens.batch_text(lines, "ip"))
+                procs[node.name] = computenodes.launch(node.netns, folder, [
+                    "-m", MODULE, "--dir", str(folder), "--nodes", str(folder / "nodes"),
+                    "--vm-prefix", spec["vm_prefix"], "--listen", f"0.0.0.0:{spec['port']}"])
+            computenodes.wait_ready(nodes, procs=procs, base_of=base)
+            step.advance(sum(len(n.options["hollow"]["nodes"]) for n in nodes))
+
+    def status(self, plan: Plan, nodes: list[PlanNode], states: list[NodeState]) -> list[NodeState]:
+        seen = {s.node: s for s in states}
+        changed = {}
+        for node in nodes:
+            count = len(node.options["hollow"]["nodes"])
+            state, detail = seen[node.name].state, f"{count} hollow compute nodes"
+            if state == "running":
+                try:
+                    s = ask(node, {"op": "summary"})
+                    detail += (f": {s['messages']} messages, {s['ports']} ports, {s['neighbours']} neighbours, "
+                               f"{s['flows']} flows, {s['errors']} errors")
+                except (OSError, ValueError) as exc:
+                    state, detail = "missing", f"{detail}; its process does not answer ({exc})"
+            changed[node.name] = NodeState(node.name, "hollow", state, detail)
+        return replace(states, changed)

@@ -1,0 +1,112 @@
+"""Hollow compute nodes: the agent's core behind the pack's own HTTP/2 gRPC server, driven by grpcio clients
+(as Alcor's controller would) over the pack's unix socket, each call naming its node."""
+
+import asyncio
+import threading
+
+import grpc
+import pytest
+
+from emulator.alcor import goalstates, hollow
+from emulator.alcor.agent import Agent
+from emulator.alcor.dataplane import RecordingDataplane
+from emulator.alcor.schema import common_pb2 as common
+from emulator.alcor.schema import goalstate_pb2
+from emulator.alcor.schema import goalstateprovisioner_pb2_grpc as rpc
+from emulator.alcor.server import CHANNEL_OPTIONS
+from tests import fidelity
+
+NODES = {"10.7.0.1": "cn1", "10.7.0.2": "cn2", "10.7.0.3": "cn3"}
+
+
+@pytest.fixture
+def pack(tmp_path):
+    made = hollow.Pack("ce.x.")
+    for ip, name in NODES.items():
+        made.add(name, ip)
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+
+    def run():
+        loop.run_until_complete(hollow.start(made, None, tmp_path))
+        started.set()
+        loop.run_forever()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    yield made, f"unix:{tmp_path}/agent.sock"
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+def stub(target: str, node_ip: str):
+    channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS + [("grpc.default_authority", f"{node_ip}:50001")])
+    return channel, rpc.GoalStateProvisionerStub(channel)
+
+
+def test_each_call_reaches_the_node_it_names(pack):
+    made, target = pack
+    vpc = goalstates.Vpc("v", 1001, "10.200.0.0/24")
+    ports = [goalstates.Port(f"p{i}", vpc, ip, f"10.200.0.{10 + i}", f"fa:16:3e:00:00:{i:02x}")
+             for i, ip in enumerate(NODES)]
+    for ip, gs in goalstates.per_host(ports).items():
+        channel, s = stub(target, ip)
+        with channel:
+            (reply,) = list(s.PushGoalStatesStream(iter([gs]), timeout=30))
+        assert {st.operation_status for st in reply.operation_statuses} == {common.SUCCESS}
+    for ip, name in NODES.items():
+        node = made.nodes[ip]
+        assert node.name == name and list(node.agent.ports) == [p.id for p in ports if p.host_ip == ip]
+        assert len(node.agent.neighbors) == 2 and node.messages == 1
+    assert made.summary()["ports"] == 3
+
+
+def test_a_hollow_node_answers_as_the_agent_does_for_a_long_sequence(pack):
+    """240 goal states (creates, repeats, deletes, neighbours, hostile ones) over one stream give the statuses
+    and the flows of the agent's core over a recording data plane, message by message."""
+    made, target = pack
+    messages = fidelity.sequence(["10.7.0.9", "10.7.0.10"])
+    reference = Agent(RecordingDataplane(), "10.7.0.2", "ce.x.")
+    reference.dp.setup()
+    channel, s = stub(target, "10.7.0.2")
+    with channel:
+        replies = list(s.PushGoalStatesStream(iter(messages), timeout=120))
+    assert len(replies) == len(messages) == 240
+    kinds = set()
+    for gs, reply in zip(messages, replies, strict=True):
+        expected = reference.push_v2(gs)
+        assert fidelity.statuses(reply) == fidelity.statuses(expected)
+        kinds |= {st.operation_status for st in reply.operation_statuses}
+    assert {common.SUCCESS, common.INVALID_ARG} <= kinds  # the sequence did exercise both
+    node = made.nodes["10.7.0.2"]
+    assert sorted(node.agent.ports) == sorted(reference.ports) and sorted(node.agent.neighbors) == sorted(reference.neighbors)
+    # the model's table is what the recorded bundles leave once deletes are applied
+    table: dict[str, str] = {}
+    replay = hollow.ModelFlows(table)
+    replay.add(reference.dp.flows[len(hollow.BASE_FLOWS):])
+    replay.commit()
+    assert len(table) > 20
+    assert sorted(node.agent.dp.flows()) == sorted([*hollow.BASE_FLOWS, *table.values()])  # a table has no order
+    assert made.nodes["10.7.0.1"].messages == 0  # the other nodes saw nothing
+
+
+def test_bad_calls_get_grpc_errors_and_the_pack_keeps_answering(pack):
+    made, target = pack
+    channel, s = stub(target, "10.7.0.99")  # no such node here
+    with channel, pytest.raises(grpc.RpcError) as unknown:
+        list(s.PushGoalStatesStream(iter([goalstate_pb2.GoalStateV2()]), timeout=10))
+    assert unknown.value.code() == grpc.StatusCode.UNAVAILABLE
+    channel = grpc.insecure_channel(target, options=[("grpc.default_authority", "10.7.0.1:50001")])
+    garbage = channel.stream_stream("/alcor.schema.GoalStateProvisioner/PushGoalStatesStream",
+                                    request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    with channel, pytest.raises(grpc.RpcError) as bad:
+        list(garbage(iter([b"\xff\xff\xff\xff not a protobuf"]), timeout=10))
+    assert bad.value.code() == grpc.StatusCode.INTERNAL
+    missing = grpc.insecure_channel(target, options=[("grpc.default_authority", "10.7.0.1:50001")])
+    with missing, pytest.raises(grpc.RpcError) as none:
+        missing.unary_unary("/alcor.schema.GoalStateProvisioner/Nothing")(b"", timeout=10)
+    assert none.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    channel, s = stub(target, "10.7.0.1")
+    with channel:
+        reply = s.PushNetworkResourceStates(goalstate_pb2.GoalState(), timeout=10)  # v1, unary, empty: answered
+    assert reply.format_version == 1 and made.nodes["10.7.0.1"].messages == 1
