@@ -101,3 +101,31 @@ def load(experiment: str | None, vpcs: int, ports_per_vpc: int, batch: int, rate
     emit(summary, output, table)
     bad = summary["errors"] or (reach and (reach["same_vpc_failed"] or reach["other_vpc_reached"]))
     sys.exit(1 if bad else 0)
+
+
+@alcor.command("state")
+@click.argument("experiment")
+@click.argument("node")
+@OUTPUT
+@guarded
+def state(experiment: str, node: str, output: str) -> None:
+    """One hollow compute node's recorded state: VPCs, subnets, ports, neighbours, and the flows it models."""
+    from provisioners.kinds import hollow
+
+    emu = Emulation.attach(experiment)
+    pack = next((n for n in emu.plan.nodes if any(name == node for name, _ in n.options.get("hollow", {}).get("nodes", ()))),
+                None)
+    if pack is None:
+        fail(f"{node} is not a hollow compute node of experiment {experiment} on this machine", 2, output)
+    try:
+        answer = hollow.ask(pack, {"op": "state", "node": node})
+    except OSError as exc:
+        fail(f"the process serving {node} ({pack.name}) does not answer: {exc}; 'cloudemu status {experiment}' "
+             "says whether it runs", 1, output)
+    table = table_of(f"hollow compute node {node} ({answer['host_ip']})", "measure", "value")
+    for key in ("messages", "errors", "neighbours"):
+        table.add_row(key, str(answer[key]))
+    table.add_row("VPCs", ", ".join(answer["vpcs"]) or "none")
+    table.add_row("ports", ", ".join(answer["ports"]) or "none")
+    table.add_row("flows (br-tun)", str(len(answer["flows"])))
+    emit(answer, output, table)

@@ -18,6 +18,11 @@ KIND_CODE = {k: i for i, k in enumerate(KIND_NAMES)}
 #: Generated compute nodes are hosts to the graph (placement, addresses, links); the compiler gives them agents.
 KIND_CODE["compute"] = KIND_CODE["host"]
 KIND_CODE["hollow"] = KIND_CODE["host"]  # a generated hollow compute node (emulator.alcor.hollow)
+#: What a compute node costs a machine when the topology does not say (MiB; measured, see the README's
+#: alcor_scale and hollow_scale figures), and the share of a placement slot (max_nodes) a hollow one takes.
+FULL_COMPUTE_MIB = 34.0
+HOLLOW_MIB = 0.05
+HOLLOW_SLOT = 0.01
 #: An unshaped link is weighted (and counted as crossing bandwidth) as if it ran at 1 Gbit/s.
 UNSHAPED_BW = 1000.0
 
@@ -33,6 +38,7 @@ class Graph:
     memory: np.ndarray  # float64 MiB asked for, per node
     pin: np.ndarray  # int32 machine index, -1 where free
     where: list[Where]  # per node for object topologies; one shared entry for a bulk
+    slots: np.ndarray | None = None  # float64 share of a machine's max_nodes per node (None: 1 each)
 
     @property
     def n_nodes(self) -> int:
@@ -95,9 +101,11 @@ def _from_bulk(topo: Topology) -> Graph:
         topo.nodes  # noqa: B018 - making the objects finds and reports the duplicate with its line
     src, dst = np.concatenate(srcs), np.concatenate(dsts)
     bw = np.full(len(src), topo.link_defaults.bw or 0.0)
-    zeros = np.zeros(n)
-    return Graph(names, np.concatenate(kinds), src, dst, bw, zeros, zeros.copy(), np.full(n, -1, np.int32),
-                 [topo.bulk[0].where])
+    labels = np.concatenate([np.asarray(b.kinds) for b in topo.bulk])
+    hollow, full = labels == "hollow", labels == "compute"
+    memory = np.where(hollow, HOLLOW_MIB, np.where(full, FULL_COMPUTE_MIB, 0.0))
+    return Graph(names, np.concatenate(kinds), src, dst, bw, np.zeros(n), memory, np.full(n, -1, np.int32),
+                 [topo.bulk[0].where], np.where(hollow, HOLLOW_SLOT, 1.0))
 
 
 def _from_objects(topo: Topology, machines: dict[str, int] | None) -> Graph:
@@ -112,10 +120,21 @@ def _from_objects(topo: Topology, machines: dict[str, int] | None) -> Graph:
         kind=np.fromiter((KIND_CODE[n.kind] for n in nodes), np.uint8, len(nodes)),
         src=src, dst=dst, bw=bw,
         cpu=np.fromiter((n.options.get("cpu", 0) for n in nodes), np.float64, len(nodes)),
-        memory=np.fromiter((n.options.get("memory", 0) for n in nodes), np.float64, len(nodes)),
+        memory=np.fromiter((n.options.get("memory", _default_memory(n)) for n in nodes), np.float64, len(nodes)),
         pin=np.fromiter((_pin(n, machines) for n in nodes), np.int32, len(nodes)),
         where=[n.where for n in nodes],
+        slots=np.fromiter((HOLLOW_SLOT if _hollow(n) else 1.0 for n in nodes), np.float64, len(nodes)),
     )
+
+
+def _hollow(node: Node) -> bool:
+    return node.role == "compute" and node.options.get("agent") == "hollow"
+
+
+def _default_memory(node: Node) -> float:
+    if node.role != "compute":
+        return 0.0
+    return HOLLOW_MIB if _hollow(node) else FULL_COMPUTE_MIB
 
 
 def _pin(node: Node, machines: dict[str, int] | None) -> int:

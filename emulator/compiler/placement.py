@@ -35,7 +35,8 @@ class Capacity:
     def __init__(self, graph: Graph, cluster: Cluster):
         self.cluster = cluster
         n = graph.n_nodes
-        self.demand = np.stack([np.ones(n), graph.cpu, graph.memory], axis=1)
+        slots = graph.slots if graph.slots is not None else np.ones(n)
+        self.demand = np.stack([slots, graph.cpu, graph.memory], axis=1)
         limits = [[getattr(m, r) if getattr(m, r) is not None else np.inf for r in RESOURCES] for m in cluster.machines]
         self.limit = np.array(limits, dtype=np.float64)
         stated = np.isfinite(self.limit).all(axis=0)

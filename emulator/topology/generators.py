@@ -32,6 +32,7 @@ class Param:
     help: str
     required: bool = False
     maximum: int = PARAM_MAX
+    words: tuple[str, ...] = ()  # names a file may give instead of the numbers 0, 1, ...
 
 
 @dataclass(frozen=True)
@@ -169,8 +170,14 @@ def torus(rows: int, cols: int, hosts_per_switch: int) -> Generated:
     return nodes, links
 
 
-def region(racks: int, hosts_per_rack: int, spines: int, uplinks: int, compute: int = 0) -> Bulk:
+HOLLOW = 2  # region's compute: hollow
+
+
+def region(racks: int, hosts_per_rack: int, spines: int, uplinks: int, compute: int = 0, full_racks: int = 0) -> Bulk:
     """An Alcor-style region: racks of hosts under a top-of-rack switch, each ToR wired to `uplinks` spines.
+
+    compute: 0 plain hosts, 1 compute nodes, 2 (hollow) hollow compute nodes, of which the first host of
+    `full_racks` racks, spread evenly over the region, is a full compute node.
 
     Built as index arrays (no per-link tuples): a 1M-host region takes well under a second.
     """
@@ -181,7 +188,10 @@ def region(racks: int, hosts_per_rack: int, spines: int, uplinks: int, compute: 
     block = 1 + hosts_per_rack  # a ToR and its hosts, contiguous
     names = [f"sp{i}" for i in range(1, spines + 1)]
     kinds = ["switch"] * spines
-    host_kinds = ["compute" if compute else "host"] * hosts_per_rack
+    if full_racks > racks:
+        raise ValueError(f"full_racks ({full_racks}) cannot exceed racks ({racks})")
+    host_kinds = ["hollow" if compute == HOLLOW else "compute" if compute else "host"] * hosts_per_rack
+    full = set(np.linspace(1, racks, full_racks).round().astype(int).tolist()) if compute == HOLLOW else set()
     prefix = "cn" if compute else "h"
     h = 0
     for r in range(1, racks + 1):
@@ -189,7 +199,7 @@ def region(racks: int, hosts_per_rack: int, spines: int, uplinks: int, compute: 
         names += [f"{prefix}{i}" for i in range(h + 1, h + hosts_per_rack + 1)]
         h += hosts_per_rack
         kinds.append("switch")
-        kinds += host_kinds
+        kinds += ["compute", *host_kinds[1:]] if r in full and hosts_per_rack else host_kinds
     tor = spines + np.arange(racks, dtype=np.int64) * block  # index of each ToR
     # ToR r takes spines r, r+1, ... (mod spines): every spine gets the same share and the fabric is connected.
     up_spine = (np.arange(racks, dtype=np.int64)[:, None] + np.arange(uplinks)) % spines
@@ -241,9 +251,13 @@ GENERATORS: dict[str, Generator] = {
                              Param("hosts_per_rack", 40, 0, "hosts under each top-of-rack switch"),
                              Param("spines", 16, 1, "spine switches"),
                              Param("uplinks", 4, 1, "spines each top-of-rack switch connects to"),
-                             Param("compute", 0, 0, "1: the hosts are compute nodes cn1.. (own OVS and agent)", maximum=1)),
+                             Param("compute", 0, 0, "full (or 1): the hosts are compute nodes cn1.. (own OVS and agent); "
+                                   "hollow (or 2): hollow compute nodes, thousands to a process", maximum=2,
+                                   words=("none", "full", "hollow")),
+                             Param("full_racks", 0, 0, "with compute: hollow, the first host of this many racks "
+                                   "(spread evenly) is a full compute node")),
                   region, "an Alcor-style cloud region: racks of hosts, top-of-rack switches, a spine layer",
-                  lambda racks, hosts_per_rack=40, spines=16, uplinks=4, compute=0: (
+                  lambda racks, hosts_per_rack=40, spines=16, uplinks=4, compute=0, full_racks=0: (
                       racks * (1 + hosts_per_rack) + spines, racks * (uplinks + hosts_per_rack))),
     )
 }

@@ -102,7 +102,10 @@ def _generate(topo: Topology, doc: Located) -> None:
                 raise schema.fail(f"missing parameter {p.name!r} ({p.help})", w("topology"), f)
             kwargs[p.name] = p.default
             continue
-        kwargs[p.name] = schema.number(spec[p.name], w("topology", p.name), f, minimum=p.minimum, maximum=p.maximum,
+        value = spec[p.name]
+        if p.words and isinstance(value, str) and value in p.words:
+            value = p.words.index(value)
+        kwargs[p.name] = schema.number(value, w("topology", p.name), f, minimum=p.minimum, maximum=p.maximum,
                                        integer=True)
     try:
         generated = gen.make(**kwargs)

@@ -110,3 +110,63 @@ def test_bad_calls_get_grpc_errors_and_the_pack_keeps_answering(pack):
     with channel:
         reply = s.PushNetworkResourceStates(goalstate_pb2.GoalState(), timeout=10)  # v1, unary, empty: answered
     assert reply.format_version == 1 and made.nodes["10.7.0.1"].messages == 1
+
+
+HOLLOW_FILE = """version: 1
+name: packs
+defaults: {subnet: 10.93.0.0/16}
+nodes:
+  s1: {kind: switch}
+  s2: {kind: switch}
+  cn1: {kind: compute}
+  cn2: {kind: compute, agent: hollow}
+  cn3: {kind: compute, agent: hollow}
+  h1: {}
+links:
+  - endpoints: [cn1, s1]
+  - endpoints: [cn2, s2]
+  - endpoints: [cn3, s1]
+  - endpoints: [h1, s2]
+  - endpoints: [s1, s2]
+"""
+
+
+def test_the_compiler_packs_hollow_nodes_without_a_namespace_or_link_each():
+    from emulator.compiler.compile import compile_topology
+    from emulator.topology.loader import load_text
+
+    plan = compile_topology(load_text(HOLLOW_FILE))
+    names = {n.name: n for n in plan.nodes}
+    assert "cn2" not in names and "cn3" not in names and "cn1" in names
+    (pack,) = [n for n in plan.nodes if "hollow" in n.options]
+    assert pack.options["hollow"]["nodes"] == [["cn2", "10.93.0.2/16"], ["cn3", "10.93.0.3/16"]]
+    assert pack.ip == "10.93.0.2/16" and pack.netns == f"ce.{plan.experiment}.{pack.name}"
+    assert not [lk for lk in plan.links if {"cn2", "cn3"} & {lk.a.node, lk.b.node}]
+    (link,) = [lk for lk in plan.links if lk.a.node == pack.name]
+    assert link.b.node == "s2" and link.a.ip == pack.ip  # its first node's switch
+    assert len(link.b.dev) <= 15
+
+
+def test_a_hollow_region_has_its_full_racks_spread_and_weighs_hollow_nodes_lightly():
+    from emulator.compiler.graph import graph_of
+    from emulator.compiler.placement import Capacity
+    from emulator.model import Cluster, Machine
+    from emulator.topology.loader import load_text
+
+    text = ("version: 1\nname: reg\ndefaults: {subnet: 10.80.0.0/12}\n"
+            "topology: {generator: region, racks: 10, hosts_per_rack: 5, spines: 2, uplinks: 2, compute: hollow, "
+            "full_racks: 3}\n")
+    topo = load_text(text)
+    (bulk,) = topo.bulk
+    kinds = dict(zip(bulk.names, bulk.kinds, strict=True))
+    full = sorted((n for n, k in kinds.items() if k == "compute"), key=lambda n: int(n[2:]))
+    assert full == ["cn1", "cn26", "cn46"]  # the first host of racks 1, 6 and 10
+    assert sum(k == "hollow" for k in kinds.values()) == 47
+    graph = graph_of(topo)
+    cap = Capacity(graph, Cluster("c", [Machine("a")]))
+    slots = dict(zip(graph.names, cap.demand[:, 0], strict=True))
+    memory = dict(zip(graph.names, cap.demand[:, 2], strict=True))
+    assert slots["cn2"] < 0.1 and slots["cn1"] == slots["t1"] == 1.0
+    assert memory["cn2"] < 1 < memory["cn1"]
+    with pytest.raises(Exception, match="full_racks"):
+        load_text(text.replace("full_racks: 3", "full_racks: 11"))

@@ -1,0 +1,149 @@
+"""Hollow compute nodes at region scale: up, down and memory per node, beside the floors they stand on.
+
+One region rack holds every hollow node (one top-of-rack switch, one spine), so the figures are the
+hollow nodes' own: the packs' namespaces, links, addresses and processes. Beside it, in the same run:
+the bare cost of putting the same addresses on a namespace (one `ip -batch`, the kernel's floor), and a
+full compute node's memory from the last alcor_scale run for the ratio.
+
+    sudo .venv/bin/python benchmarks/hollow_scale.py --nodes 100000
+
+Targets (issue 18): 100,000 hollow nodes up in <= 60 s, down in <= 20 s, <= 50 KB per node everything
+included, nothing left. Then one goal state (VPC, subnet, one port) to `--messages` of them, each over its
+node's own stream: messages/s and latency percentiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from emulator import Emulation, load_text  # noqa: E402
+from emulator.alcor import controller, goalstates  # noqa: E402
+
+FULL_NODE_MB = 34.3  # alcor_scale, 20 nodes x 50 VMs: memory per full compute node (README)
+
+
+def topology(nodes: int, name: str) -> str:
+    return (f"version: 1\nname: {name}\ndefaults: {{subnet: 10.64.0.0/12}}\n"
+            f"topology: {{generator: region, racks: 1, hosts_per_rack: {nodes}, spines: 1, uplinks: 1, compute: hollow}}\n")
+
+
+def used_memory_mb() -> float:
+    info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    kb = int(info["MemTotal"].split()[0]) - int(info["MemAvailable"].split()[0])
+    return kb / 1024
+
+
+def rss_mb(pattern: str) -> tuple[int, float]:
+    """How many of our processes match, and their resident memory."""
+    total, count = 0, 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if pattern in cmd:
+                total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+                count += 1
+        except OSError:
+            continue
+    return count, total / 2**20
+
+
+def settle(seconds: float = 2.0) -> None:
+    time.sleep(seconds)
+
+
+def run_cloudemu(nodes: int, messages: int) -> dict:
+    name = "hollowbench"
+    emu = Emulation(load_text(topology(nodes, name)))
+    settle()
+    before = used_memory_mb()
+    t0 = time.perf_counter()
+    emu.up()
+    up = time.perf_counter() - t0
+    settle()
+    after = used_memory_mb()
+    procs, rss = rss_mb(f"emulator.alcor.hollow --dir /run/cloudemu/{name}/")
+    out = {"nodes": nodes, "up_s": round(up, 2), "packs": procs, "phases": {k: round(v, 2) for k, v in emu.timings.items()},
+           "machine_memory_mb": round(after - before, 1), "per_node_kb": round((after - before) * 1024 / nodes, 1),
+           "pack_rss_mb": round(rss, 1), "pack_rss_per_node_kb": round(rss * 1024 / nodes, 1)}
+    if messages:
+        out["load"] = push_one_port_each(emu, messages)
+        out["per_node_kb_after_load"] = round((used_memory_mb() - before) * 1024 / nodes, 1)
+    t0 = time.perf_counter()
+    res = emu.down()
+    out["down_s"] = round(time.perf_counter() - t0, 2)
+    out["clean"] = res.clean
+    return out
+
+
+def push_one_port_each(emu: Emulation, count: int) -> dict:
+    """A VPC, its subnet and one port to each of `count` hollow nodes, one message on each node's own stream."""
+    targets = controller.agent_targets(emu.plan)
+    hosts = sorted(targets)[:count]
+    vpc = goalstates.Vpc("bench", 4001, "10.240.0.0/14")
+    ports = [goalstates.Port(f"b{i}", vpc, host, f"10.{240 + (i >> 16)}.{(i >> 8) & 255}.{i & 255 or 1}",
+                             f"fa:16:3e:{(i >> 16) & 255:02x}:{(i >> 8) & 255:02x}:{i & 255:02x}")
+             for i, host in enumerate(hosts)]
+    messages = {p.host_ip: [goalstates.per_host([p])[p.host_ip]] for p in ports}
+    t0 = time.perf_counter()
+    pushed = controller.push_all(targets, messages)
+    seconds = time.perf_counter() - t0
+    lat = sorted(p.seconds * 1000 for p in pushed)
+
+    def q(f: float) -> float:
+        return round(lat[min(len(lat) - 1, int(f * len(lat)))], 1)
+    return {"messages": len(pushed), "seconds": round(seconds, 2), "messages_per_s": round(len(pushed) / seconds, 1),
+            "latency_ms": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99)},
+            "errors": sum(1 for p in pushed if p.failed), "agent_ms_median": round(statistics.median(
+                p.agent_us for p in pushed) / 1000, 2)}
+
+
+def run_bare(nodes: int) -> dict:
+    """The floor: one namespace with the same addresses on one veth, in one `ip -batch` each way."""
+    ns = "bare.hollow"
+    lines = [f"netns add {ns}", f"link add bh-0 type veth peer name eth0 netns {ns}"]
+    t0 = time.perf_counter()
+    subprocess.run(["ip", "-batch", "-"], input="\n".join(lines) + "\n", text=True, check=True)
+    addresses = "".join(f"addr add 10.{64 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}/12 dev eth0\n"
+                        for i in range(1, nodes + 1))
+    subprocess.run(["ip", "-n", ns, "-batch", "-"], input=addresses, text=True, check=True)
+    up = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    subprocess.run(["ip", "netns", "del", ns], check=True)
+    return {"up_s": round(up, 2), "down_s": round(time.perf_counter() - t0, 2)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nodes", type=int, default=100_000)
+    ap.add_argument("--messages", type=int, default=0, help="one port to this many nodes, each on its own stream")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    result = {"cloudemu": run_cloudemu(args.nodes, args.messages), "bare addresses": run_bare(args.nodes)}
+    c, b = result["cloudemu"], result["bare addresses"]
+    result["ratio_up_vs_bare"] = round(c["up_s"] / max(b["up_s"], 1e-3), 1)
+    result["memory_vs_full_node"] = round(FULL_NODE_MB * 1024 / max(c["per_node_kb"], 1e-3), 0)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{args.nodes} hollow nodes: up {c['up_s']} s (bare addresses {b['up_s']} s, {result['ratio_up_vs_bare']}x), "
+              f"down {c['down_s']} s, {c['per_node_kb']} KB per node ({c['packs']} packs, RSS {c['pack_rss_per_node_kb']} "
+              f"KB per node), a full compute node takes {result['memory_vs_full_node']:.0f}x that; clean {c['clean']}")
+        if "load" in c:
+            ld = c["load"]
+            print(f"load: {ld['messages']} messages in {ld['seconds']} s = {ld['messages_per_s']}/s, latency p50 "
+                  f"{ld['latency_ms']['p50']} p90 {ld['latency_ms']['p90']} p99 {ld['latency_ms']['p99']} ms, "
+                  f"errors {ld['errors']}")
+    return 0 if c["clean"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
