@@ -79,9 +79,10 @@ DEFAULT_CONCURRENCY = 2 * (os.cpu_count() or 1)
 
 def stream(target: str, messages: Iterable[goalstate_pb2.GoalStateV2], *, host: str = "", started: float | None = None,
            timeout: float = 600.0, connect_timeout: float = 120.0, gate: threading.Semaphore | None = None) -> list[Pushed]:
-    """Sends `messages` on one PushGoalStatesStream as the iterable yields them (a paced one paces the stream);
-    one Pushed per reply. A message leaves only once `gate` lets it (released by its reply). A hundred busy
-    agents on two cores may take tens of seconds to accept."""
+    """Sends `messages` to one agent as the iterable yields them (a paced one paces them), each on its own
+    PushGoalStatesStream call as Alcor's NCM sends them and ACA serves them (ACA reads one GoalStateV2 per call
+    and drops the rest); one Pushed per reply. A message leaves only once `gate` lets it (released by its
+    reply). A hundred busy agents on two cores may take tens of seconds to accept."""
     started = time.perf_counter() if started is None else started
     sent: list[float] = []
 
@@ -99,12 +100,17 @@ def stream(target: str, messages: Iterable[goalstate_pb2.GoalStateV2], *, host: 
     with grpc.insecure_channel(target, options=options) as channel:
         try:
             grpc.channel_ready_future(channel).result(timeout=connect_timeout)
-            for i, reply in enumerate(rpc.GoalStateProvisionerStub(channel).PushGoalStatesStream(timed(), timeout=timeout)):
+            call = rpc.GoalStateProvisionerStub(channel).PushGoalStatesStream
+            for message in timed():
+                replies = list(call(iter([message]), timeout=timeout))
                 now = time.perf_counter()
                 if gate is not None:
                     gate.release()
-                out.append(Pushed(host or target, sent[i] - started, now - sent[i], reply.message_total_operation_time,
-                                  reply))
+                if len(replies) != 1:
+                    raise AgentError(f"agent {host or target} ({target}) answered one goal state with {len(replies)} "
+                                     "replies")
+                out.append(Pushed(host or target, sent[-1] - started, now - sent[-1],
+                                  replies[0].message_total_operation_time, replies[0]))
         except (grpc.RpcError, grpc.FutureTimeoutError) as exc:
             if gate is not None:
                 for _ in range(len(sent) - len(out)):

@@ -121,7 +121,7 @@ class HollowNode:
         agent, dp = self.agent, self.agent.dp
         return {"node": self.name, "host_ip": self.host_ip, "messages": self.messages, "errors": self.errors,
                 "vpcs": sorted(agent.vpcs), "subnets": sorted(agent.subnets),
-                "ports": {p.id: {"vni": p.vni, "mac": p.mac, "ip": p.cidr} for p in agent.ports.values()},
+                "ports": {p.id: {"vni": p.vni, "mac": p.mac, "ip": p.ip} for p in agent.ports.values()},
                 "neighbours": len(agent.neighbors), "vlans": {str(k): v for k, v in agent.vlans.items()},
                 "flows": dp.flows()}
 
@@ -167,15 +167,17 @@ async def _control(pack: Pack, reader: asyncio.StreamReader, writer: asyncio.Str
         while line := await reader.readline():
             try:
                 ask = json.loads(line)
-                if ask.get("op") == "summary":
-                    answer = pack.summary()
-                elif ask.get("op") == "state":
-                    node = pack.by_name(str(ask.get("node")))
-                    answer = node.state() if node else {"error": f"no hollow node {ask.get('node')!r} here"}
-                else:
-                    answer = {"error": "op is summary or state"}
-            except (ValueError, AttributeError):
+            except ValueError:
+                ask = None
+            if not isinstance(ask, dict):
                 answer = {"error": "one JSON object per line"}
+            elif ask.get("op") == "summary":
+                answer = pack.summary()
+            elif ask.get("op") == "state":
+                node = pack.by_name(str(ask.get("node")))
+                answer = node.state() if node else {"error": f"no hollow node {ask.get('node')!r} here"}
+            else:
+                answer = {"error": "op is summary or state"}
             writer.write(json.dumps(answer).encode() + b"\n")
             await writer.drain()
     finally:

@@ -78,6 +78,10 @@ def down(experiment: str | None, all_: bool, wait: float, output: str) -> None:
         sys.exit(1)
 
 
+#: States that are as they should be: running, or a VM that a hollow compute node holds as a port of its model.
+FINE = ("running", "modelled")
+
+
 @click.command()
 @click.argument("experiment", required=False)
 @OUTPUT
@@ -100,9 +104,9 @@ def status(experiment: str | None, output: str) -> None:
     states = Emulation.attach(experiment).status()
     table = table_of(f"{experiment}", "node", "kind", "state", "detail")
     for s in states:
-        table.add_row(s.node, s.kind, ("[green]" if s.state == "running" else "[red]") + s.state, s.detail)
+        table.add_row(s.node, s.kind, ("[green]" if s.state in FINE else "[red]") + s.state, s.detail)
     emit([vars(s) for s in states], output, table)
-    if any(s.state != "running" for s in states):
+    if any(s.state not in FINE for s in states):
         sys.exit(1)
 
 

@@ -57,8 +57,9 @@ class Compute(NodeKind):
         for node in nodes:
             if deployer.is_container(node) and seen[node.name].state == "running":
                 present |= self._namespaces_inside(node)
-        vms = [NodeState(vm["name"], "vm", "running" if vm["netns"] in present else "pending", vm["ip"])
-               for vm in plan.vms]
+        real = {n.name for n in plan.nodes}  # a VM on a hollow node is a port in its model, no namespace
+        vms = [NodeState(vm["name"], "vm", "modelled" if vm["on"] not in real else
+                         "running" if vm["netns"] in present else "pending", vm["ip"]) for vm in plan.vms]
         return replace(states, changed) + vms
 
     def _namespaces_inside(self, node: PlanNode) -> set[str]:

@@ -21,6 +21,7 @@ pytestmark = NEEDS_ROOT_OVS
 TOPOLOGY = """version: 1
 name: {name}
 defaults: {{subnet: 10.94.0.0/24}}
+{vpcs}
 nodes:
   s1: {{kind: switch}}
   cn1: {{kind: compute}}
@@ -28,6 +29,7 @@ nodes:
   cn3: {{kind: compute, agent: hollow}}
   cn4: {{kind: compute, agent: hollow}}
   h1: {{}}
+{vms}
 links:
   - endpoints: [cn1, s1]
   - endpoints: [cn2, s1]
@@ -60,7 +62,9 @@ def ips(emu: Emulation) -> dict[str, str]:
 
 def test_hollow_nodes_serve_on_their_own_addresses_and_leave_nothing(state_dir):
     name = "hollow_serve"
-    emu = Emulation(load_text(TOPOLOGY.format(name=name))).up()
+    vms = "  b1: {kind: vm, on: cn1, vpc: blue}\n  b4: {kind: vm, on: cn4, vpc: blue}"
+    emu = Emulation(load_text(TOPOLOGY.format(name=name, vpcs="vpcs: {blue: {vni: 1001, cidr: 10.1.0.0/24}}",
+                                              vms=vms))).up()
     try:
         addresses = ips(emu)
         assert set(addresses) == {"cn2", "cn3", "cn4"}
@@ -78,7 +82,11 @@ def test_hollow_nodes_serve_on_their_own_addresses_and_leave_nothing(state_dir):
         assert shown["ports"] == state["ports"] and len(shown["flows"]) > len(hollow_kind_base())
         assert cli("alcor", "state", name, "h1", check=False).returncode == 2  # not a hollow node: said, exit 2
         (row,) = [s for s in emu.status() if s.node == pack.name]
-        assert row.state == "running" and row.kind == "hollow" and "3 hollow compute nodes: 1 messages, 1 ports" in row.detail
+        assert row.state == "running" and row.kind == "hollow" and "3 hollow compute nodes: 2 messages, 2 ports" in row.detail
+        states = {s.node: s.state for s in emu.status()}
+        assert states["b1"] == "running" and states["b4"] == "modelled"  # up programmed both through their agents
+        b4 = hollow_kind.ask(pack, {"op": "state", "node": "cn4"})
+        assert len(b4["ports"]) == 1 and b4["neighbours"] == 1  # b1, on the full node, is its neighbour
     finally:
         result = emu.down()
     assert result.clean and leftovers(name) == {}
@@ -100,7 +108,7 @@ def test_a_hollow_node_answers_and_models_flows_as_the_full_node_does(state_dir)
     """The same 240 goal states to a full and a hollow node: the same status per resource, and the hollow
     node's modelled br-tun equals the full node's (both read back through OVS, counters and cookies aside)."""
     name = "hollow_fidelity"
-    emu = Emulation(load_text(TOPOLOGY.format(name=name))).up()
+    emu = Emulation(load_text(TOPOLOGY.format(name=name, vpcs="", vms=""))).up()
     try:
         addresses = ips(emu)
         full_ip = emu.node("cn1").ip.split("/")[0]
@@ -138,7 +146,7 @@ def test_a_killed_up_of_hollow_nodes_is_swept_by_down(state_dir, tmp_path):
     """up killed with -9 once the packs serve: down (journal or markers) removes their namespaces and processes."""
     name = "hollow_kill"
     path = tmp_path / "t.yaml"
-    path.write_text(TOPOLOGY.format(name=name))
+    path.write_text(TOPOLOGY.format(name=name, vpcs="", vms=""))
     up = subprocess.Popen([sys.executable, "-m", "emulator", "up", str(path)], stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT)
     sock = Path(f"/run/cloudemu/{name}/hollow-0.0/control.sock")

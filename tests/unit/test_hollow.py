@@ -59,6 +59,10 @@ def test_each_call_reaches_the_node_it_names(pack):
         assert node.name == name and list(node.agent.ports) == [p.id for p in ports if p.host_ip == ip]
         assert len(node.agent.neighbors) == 2 and node.messages == 1
     assert made.summary()["ports"] == 3
+    state = made.nodes["10.7.0.2"].state()
+    assert state["node"] == "cn2" and list(state["ports"]) == [ports[1].id]
+    assert state["ports"][ports[1].id] == {"vni": 1001, "mac": "fa:16:3e:00:00:01", "ip": "10.200.0.11/24"}
+    assert state["neighbours"] == 2 and len(state["flows"]) == len(hollow.BASE_FLOWS) + 5  # VNI, 2 x (encap, ARP)
 
 
 def test_a_hollow_node_answers_as_the_agent_does_for_a_long_sequence(pack):
