@@ -2,7 +2,7 @@
 
 One region rack holds every hollow node (one top-of-rack switch, one spine), so the figures are the
 hollow nodes' own: the packs' namespaces, links, addresses and processes. Beside it, in the same run:
-the bare cost of putting the same addresses on a namespace (one `ip -batch`, the kernel's floor), and a
+the bare cost of the same namespaces, veths and addresses (`ip -batch`, the kernel's floor), and a
 full compute node's memory from the last alcor_scale run for the ratio.
 
     sudo .venv/bin/python benchmarks/hollow_scale.py --nodes 100000
@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from emulator import Emulation, load_text  # noqa: E402
 from emulator.alcor import controller, goalstates  # noqa: E402
+from emulator.compiler.compile import HOLLOW_PACK  # noqa: E402
 
 FULL_NODE_MB = 34.3  # alcor_scale, 20 nodes x 50 VMs: memory per full compute node (README)
 
@@ -60,7 +61,7 @@ def settle(seconds: float = 2.0) -> None:
     time.sleep(seconds)
 
 
-def run_cloudemu(nodes: int, messages: int) -> dict:
+def run_cloudemu(nodes: int, messages: int, concurrency: int) -> dict:
     name = "hollowbench"
     emu = Emulation(load_text(topology(nodes, name)))
     settle()
@@ -75,7 +76,7 @@ def run_cloudemu(nodes: int, messages: int) -> dict:
            "machine_memory_mb": round(after - before, 1), "per_node_kb": round((after - before) * 1024 / nodes, 1),
            "pack_rss_mb": round(rss, 1), "pack_rss_per_node_kb": round(rss * 1024 / nodes, 1)}
     if messages:
-        out["load"] = push_one_port_each(emu, messages)
+        out["load"] = push_one_port_each(emu, messages, concurrency)
         out["per_node_kb_after_load"] = round((used_memory_mb() - before) * 1024 / nodes, 1)
     t0 = time.perf_counter()
     res = emu.down()
@@ -84,7 +85,7 @@ def run_cloudemu(nodes: int, messages: int) -> dict:
     return out
 
 
-def push_one_port_each(emu: Emulation, count: int) -> dict:
+def push_one_port_each(emu: Emulation, count: int, concurrency: int) -> dict:
     """A VPC, its subnet and one port to each of `count` hollow nodes, one message on each node's own stream."""
     targets = controller.agent_targets(emu.plan)
     hosts = sorted(targets)[:count]
@@ -94,7 +95,7 @@ def push_one_port_each(emu: Emulation, count: int) -> dict:
              for i, host in enumerate(hosts)]
     messages = {p.host_ip: [goalstates.per_host([p])[p.host_ip]] for p in ports}
     t0 = time.perf_counter()
-    pushed = controller.push_all(targets, messages)
+    pushed = controller.push_each(targets, messages, connections=concurrency)
     seconds = time.perf_counter() - t0
     lat = sorted(p.seconds * 1000 for p in pushed)
 
@@ -107,17 +108,22 @@ def push_one_port_each(emu: Emulation, count: int) -> dict:
 
 
 def run_bare(nodes: int) -> dict:
-    """The floor: one namespace with the same addresses on one veth, in one `ip -batch` each way."""
-    ns = "bare.hollow"
-    lines = [f"netns add {ns}", f"link add bh-0 type veth peer name eth0 netns {ns}"]
+    """The floor: the same layout (a namespace and a veth per HOLLOW_PACK nodes, their addresses on it), one
+    `ip -batch` for the namespaces and veths and one per namespace for its addresses; no process, no journal."""
+    packs = range((nodes + HOLLOW_PACK - 1) // HOLLOW_PACK)
+    lines = [line for k in packs for line in (f"netns add bare.hollow{k}",
+                                              f"link add bh-{k} type veth peer name eth0 netns bare.hollow{k}")]
     t0 = time.perf_counter()
     subprocess.run(["ip", "-batch", "-"], input="\n".join(lines) + "\n", text=True, check=True)
-    addresses = "".join(f"addr add 10.{64 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}/12 dev eth0\n"
-                        for i in range(1, nodes + 1))
-    subprocess.run(["ip", "-n", ns, "-batch", "-"], input=addresses, text=True, check=True)
+    for k in packs:
+        first, last = k * HOLLOW_PACK + 1, min(nodes, (k + 1) * HOLLOW_PACK)
+        addresses = "".join(f"addr add 10.{64 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}/12 dev eth0\n"
+                            for i in range(first, last + 1))
+        subprocess.run(["ip", "-n", f"bare.hollow{k}", "-batch", "-"], input=addresses, text=True, check=True)
     up = time.perf_counter() - t0
     t0 = time.perf_counter()
-    subprocess.run(["ip", "netns", "del", ns], check=True)
+    subprocess.run(["ip", "-batch", "-"], input="".join(f"netns del bare.hollow{k}\n" for k in packs), text=True,
+                   check=True)
     return {"up_s": round(up, 2), "down_s": round(time.perf_counter() - t0, 2)}
 
 
@@ -125,11 +131,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", type=int, default=100_000)
     ap.add_argument("--messages", type=int, default=0, help="one port to this many nodes, each on its own stream")
+    ap.add_argument("--concurrency", type=int, default=256, help="connections open at once")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    result = {"cloudemu": run_cloudemu(args.nodes, args.messages), "bare addresses": run_bare(args.nodes)}
+    result = {"cloudemu": run_cloudemu(args.nodes, args.messages, args.concurrency), "bare addresses": run_bare(args.nodes)}
     c, b = result["cloudemu"], result["bare addresses"]
-    result["ratio_up_vs_bare"] = round(c["up_s"] / max(b["up_s"], 1e-3), 1)
+    result["ratio_up_vs_bare"] = round(c["up_s"] / max(b["up_s"], 1e-3), 2)
     result["memory_vs_full_node"] = round(FULL_NODE_MB * 1024 / max(c["per_node_kb"], 1e-3), 0)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -120,6 +120,33 @@ def stream(target: str, messages: Iterable[goalstate_pb2.GoalStateV2], *, host: 
     return out
 
 
+def push_each(targets: dict[str, str], messages: dict[str, list[goalstate_pb2.GoalStateV2]], *,
+              connections: int = 256, timeout: float = 600.0) -> list[Pushed]:
+    """Like push_all, for many agents: an asyncio HTTP/2 client (h2client) instead of grpcio, one connection per
+    agent with at most `connections` open, each message on its own call, a host's messages in order."""
+    import asyncio
+
+    from emulator.alcor import h2client
+
+    missing = sorted(set(messages) - set(targets))
+    if missing:
+        raise AgentError(f"no agent for host {', '.join(missing)}")
+    started = time.perf_counter()
+    encoded = {host: [m.SerializeToString() for m in msgs] for host, msgs in messages.items()}
+    answers = asyncio.run(h2client.push_all(targets, encoded, connections=connections, timeout=timeout))
+    failed = {host: a for host, a in answers.items() if isinstance(a, Exception)}
+    if failed:
+        host, why = next(iter(sorted(failed.items())))
+        raise AgentError(f"{len(failed)} agent(s) failed, first {host} ({targets[host]}): {why}")
+    Reply = goalstateprovisioner_pb2.GoalStateOperationReply  # noqa: N806 - a class
+    out = []
+    for host in sorted(answers):
+        for a in answers[host]:
+            reply = Reply.FromString(a.reply)
+            out.append(Pushed(host, a.sent_at - started, a.seconds, reply.message_total_operation_time, reply))
+    return out
+
+
 def streams(targets: dict[str, str], messages: dict[str, Iterable[goalstate_pb2.GoalStateV2]], *,
             concurrency: int = DEFAULT_CONCURRENCY, started: float | None = None, on_stream_done=None) -> list[Pushed]:
     """Every host's messages on its own stream, all streams open at once (a paced stream keeps its

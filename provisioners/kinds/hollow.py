@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import socket
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from emulator.compiler.plan import Plan, PlanNode
@@ -52,22 +54,27 @@ class HollowPack(NodeKind):
     def after_links(self, plan: Plan, nodes: list[PlanNode], journal: Journal, phases: Phases) -> None:
         linked = {e.netns for link in plan.links for e in (link.a, link.b) if e.dev == "eth0"}
         with phases.phase("hollow compute nodes", total=sum(len(n.options["hollow"]["nodes"]) for n in nodes)) as step:
-            procs = {}
-            for node in nodes:
-                spec, folder = node.options["hollow"], base(node)
-                folder.mkdir(parents=True, exist_ok=True)
-                journal.mark([Resource("dir", str(folder))], "created")
-                members = spec["nodes"]
-                (folder / "nodes").write_text("".join(f"{name} {ip.split('/')[0]}\n" for name, ip in members))
-                device = "eth0" if node.netns in linked else "lo"  # the first address is eth0's already
-                lines = [f"addr add {ip} dev {device}" for _, ip in (members[1:] if device == "eth0" else members)]
-                if lines:
-                    self.deployer.ex.run(["ip", "-n", node.netns, "-batch", "-"], input=tokens.batch_text(lines, "ip"))
-                procs[node.name] = computenodes.launch(node.netns, folder, [
-                    "-m", MODULE, "--dir", str(folder), "--nodes", str(folder / "nodes"),
-                    "--vm-prefix", spec["vm_prefix"], "--listen", f"0.0.0.0:{spec['port']}"])
+            # The kernel takes a pack's addresses one by one (about 0.3 s per 4,000 here): two packs at a time,
+            # each process starting as soon as its addresses are there.
+            with ThreadPoolExecutor(2) as pool:
+                procs = dict(pool.map(lambda node: (node.name, self._start(node, node.netns in linked)), nodes))
+            journal.mark([Resource("dir", str(base(n))) for n in nodes], "created")
             computenodes.wait_ready(nodes, procs=procs, base_of=base)
             step.advance(sum(len(n.options["hollow"]["nodes"]) for n in nodes))
+
+    def _start(self, node: PlanNode, linked: bool) -> subprocess.Popen:
+        """The pack's directory, its nodes' addresses, and its process."""
+        spec, folder = node.options["hollow"], base(node)
+        folder.mkdir(parents=True, exist_ok=True)
+        members = spec["nodes"]
+        (folder / "nodes").write_text("".join(f"{name} {ip.split('/')[0]}\n" for name, ip in members))
+        device = "eth0" if linked else "lo"  # the first address is eth0's already
+        lines = [f"addr add {ip} dev {device}" for _, ip in (members[1:] if linked else members)]
+        if lines:
+            self.deployer.ex.run(["ip", "-n", node.netns, "-batch", "-"], input=tokens.batch_text(lines, "ip"))
+        return computenodes.launch(node.netns, folder, [
+            "-m", MODULE, "--dir", str(folder), "--nodes", str(folder / "nodes"),
+            "--vm-prefix", spec["vm_prefix"], "--listen", f"0.0.0.0:{spec['port']}"])
 
     def status(self, plan: Plan, nodes: list[PlanNode], states: list[NodeState]) -> list[NodeState]:
         seen = {s.node: s for s in states}

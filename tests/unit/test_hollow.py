@@ -174,3 +174,25 @@ def test_a_hollow_region_has_its_full_racks_spread_and_weighs_hollow_nodes_light
     assert memory["cn2"] < 1 < memory["cn1"]
     with pytest.raises(Exception, match="full_racks"):
         load_text(text.replace("full_racks: 3", "full_racks: 11"))
+
+
+def test_the_load_clients_own_http2_gets_the_same_replies_as_grpcio(pack):
+    """controller.push_each (asyncio + h2, one connection per node, bounded) against the pack: every node's
+    message answered in order, a large message (5,000 neighbours) through flow control, an unknown node an error."""
+    from emulator.alcor import controller
+    from emulator.alcor.errors import AgentError
+
+    made, target = pack
+    vpc = goalstates.Vpc("w", 1002, "10.201.0.0/16")
+    ports = [goalstates.Port(f"q{i}", vpc, ip, f"10.201.0.{10 + i}", f"fa:16:3e:00:01:{i:02x}") for i, ip in enumerate(NODES)]
+    far = [goalstates.Port(f"f{i}", vpc, "10.7.9.9", f"10.201.{1 + i // 250}.{1 + i % 250}",
+                           f"fa:16:3e:02:{i // 256:02x}:{i % 256:02x}") for i in range(5000)]
+    messages = {ip: [gs] for ip, gs in goalstates.per_host(ports).items()}
+    big = goalstates.per_host([ports[0], *far])[ports[0].host_ip]  # 1 port + 5,002 neighbours
+    messages[ports[0].host_ip].append(big)
+    pushed = controller.push_each({ip: target for ip in NODES}, messages, connections=2)
+    assert len(pushed) == 4 and all(p.failed == [] for p in pushed)
+    assert max(len(p.reply.operation_statuses) for p in pushed) > 5000
+    assert made.nodes[ports[0].host_ip].messages == 2 and len(made.nodes[ports[0].host_ip].agent.neighbors) == 5002
+    with pytest.raises(AgentError, match="10.7.0.77"):
+        controller.push_each({"10.7.0.77": target}, {"10.7.0.77": [messages[ports[1].host_ip][0]]})
