@@ -57,6 +57,19 @@ def rss_mb(pattern: str) -> tuple[int, float]:
     return count, total / 2**20
 
 
+def cpu_seconds(pattern: str) -> float:
+    """User and system CPU of our processes whose command line holds `pattern`."""
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if pattern in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode():
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+        except OSError:
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def settle(seconds: float = 2.0) -> None:
     time.sleep(seconds)
 
@@ -75,11 +88,13 @@ def run_cloudemu(nodes: int, messages: int, concurrency: int) -> dict:
     out = {"nodes": nodes, "up_s": round(up, 2), "packs": procs, "phases": {k: round(v, 2) for k, v in emu.timings.items()},
            "machine_memory_mb": round(after - before, 1), "per_node_kb": round((after - before) * 1024 / nodes, 1),
            "pack_rss_mb": round(rss, 1), "pack_rss_per_node_kb": round(rss * 1024 / nodes, 1)}
-    if messages:
-        out["load"] = push_one_port_each(emu, messages, concurrency)
-        out["per_node_kb_after_load"] = round((used_memory_mb() - before) * 1024 / nodes, 1)
-    t0 = time.perf_counter()
-    res = emu.down()
+    try:
+        if messages:
+            out["load"] = push_one_port_each(emu, messages, concurrency)
+            out["per_node_kb_after_load"] = round((used_memory_mb() - before) * 1024 / nodes, 1)
+    finally:
+        t0 = time.perf_counter()
+        res = emu.down()
     out["down_s"] = round(time.perf_counter() - t0, 2)
     out["clean"] = res.clean
     return out
@@ -94,15 +109,18 @@ def push_one_port_each(emu: Emulation, count: int, concurrency: int) -> dict:
                              f"fa:16:3e:{(i >> 16) & 255:02x}:{(i >> 8) & 255:02x}:{i & 255:02x}")
              for i, host in enumerate(hosts)]
     messages = {p.host_ip: [goalstates.per_host([p])[p.host_ip]] for p in ports}
-    t0 = time.perf_counter()
+    packs_before = cpu_seconds(f"emulator.alcor.hollow --dir /run/cloudemu/{emu.name}/")
+    t0, cpu0 = time.perf_counter(), time.process_time()
     pushed = controller.push_each(targets, messages, connections=concurrency)
-    seconds = time.perf_counter() - t0
+    seconds, controller_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    packs_cpu = cpu_seconds(f"emulator.alcor.hollow --dir /run/cloudemu/{emu.name}/") - packs_before
     lat = sorted(p.seconds * 1000 for p in pushed)
 
     def q(f: float) -> float:
         return round(lat[min(len(lat) - 1, int(f * len(lat)))], 1)
     return {"messages": len(pushed), "seconds": round(seconds, 2), "messages_per_s": round(len(pushed) / seconds, 1),
             "latency_ms": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99)},
+            "cpu_s": {"controller": round(controller_cpu, 2), "hollow packs": round(packs_cpu, 2)},
             "errors": sum(1 for p in pushed if p.failed), "agent_ms_median": round(statistics.median(
                 p.agent_us for p in pushed) / 1000, 2)}
 
@@ -148,7 +166,8 @@ def main() -> int:
             ld = c["load"]
             print(f"load: {ld['messages']} messages in {ld['seconds']} s = {ld['messages_per_s']}/s, latency p50 "
                   f"{ld['latency_ms']['p50']} p90 {ld['latency_ms']['p90']} p99 {ld['latency_ms']['p99']} ms, "
-                  f"errors {ld['errors']}")
+                  f"errors {ld['errors']}; CPU: controller {ld['cpu_s']['controller']} s, packs "
+                  f"{ld['cpu_s']['hollow packs']} s")
     return 0 if c["clean"] else 1
 
 

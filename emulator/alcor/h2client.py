@@ -23,7 +23,7 @@ from h2.events import (
     TrailersReceived,
     WindowUpdated,
 )
-from h2.settings import SettingCodes
+from h2.settings import SettingCodes, Settings
 
 from emulator.alcor.h2server import PREFIX, WINDOW
 
@@ -45,9 +45,9 @@ class _Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, authority: str):
         self.reader, self.writer, self.authority = reader, writer, authority
         self.conn = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+        self.conn.local_settings = Settings(client=True, initial_values={SettingCodes.INITIAL_WINDOW_SIZE: WINDOW,
+                                                                         SettingCodes.ENABLE_PUSH: 0})
         self.conn.initiate_connection()
-        self.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: WINDOW, SettingCodes.ENABLE_PUSH: 0})
-        self.conn.increment_flow_control_window(WINDOW)
         self.writer.write(self.conn.data_to_send())
 
     async def call(self, path: str, request: bytes, timeout: float) -> bytes:

@@ -19,7 +19,7 @@ from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamEnded, StreamReset, WindowUpdated
 from h2.exceptions import ProtocolError
-from h2.settings import SettingCodes
+from h2.settings import SettingCodes, Settings
 
 log = logging.getLogger("cloudemu.h2server")
 
@@ -28,7 +28,10 @@ OK, UNKNOWN, INTERNAL, UNIMPLEMENTED, UNAVAILABLE, RESOURCE_EXHAUSTED = 0, 2, 13
 MAX_MESSAGE = 512 * 1024 * 1024
 #: Receive window per stream and per connection: a large goal state arrives without a round trip per 64 KB.
 WINDOW = 16 * 1024 * 1024
-PREFIX = struct.Struct(">BI")  # gRPC's length-prefixed message: compressed flag, length
+PREFIX = struct.Struct(">BI")
+#: Sent in the first SETTINGS frame. Not MAX_FRAME_SIZE: h2 sizes its inbound frame buffer from the settings it
+#: was built with, and would refuse the larger frames it had just allowed.
+SETTINGS = {SettingCodes.INITIAL_WINDOW_SIZE: WINDOW, SettingCodes.MAX_CONCURRENT_STREAMS: 128}  # gRPC's length-prefixed message: compressed flag, length
 
 
 @dataclass(frozen=True)
@@ -66,10 +69,10 @@ class GrpcProtocol(asyncio.Protocol):
         self.transport = transport
         name = transport.get_extra_info("sockname")
         self.local = name[0] if isinstance(name, tuple) else None  # a unix socket: routed by :authority
+        # In the first SETTINGS frame, not an update after it: a connection often carries a single call, and
+        # every frame costs both ends (h2 is pure Python).
+        self.conn.local_settings = Settings(client=False, initial_values=SETTINGS)
         self.conn.initiate_connection()
-        self.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: WINDOW, SettingCodes.MAX_FRAME_SIZE: 1 << 20,
-                                   SettingCodes.MAX_CONCURRENT_STREAMS: 128})
-        self.conn.increment_flow_control_window(WINDOW)
         self._flush()
 
     def data_received(self, data: bytes) -> None:

@@ -192,7 +192,7 @@ async def start(pack: Pack, listen: str | None, base: Path) -> list[asyncio.Abst
     def protocol() -> GrpcProtocol:
         return GrpcProtocol(table, lambda address: pack.nodes.get(address))
 
-    servers = [await loop.create_unix_server(protocol, str(base / "agent.sock"))]
+    servers = [await loop.create_unix_server(protocol, str(base / "agent.sock"), backlog=4096)]
     if listen:
         host, _, port = listen.rpartition(":")
         servers.append(await loop.create_server(protocol, host, int(port), reuse_address=True, backlog=4096))
