@@ -26,12 +26,12 @@ log = logging.getLogger("cloudemu.h2server")
 OK, UNKNOWN, INTERNAL, UNIMPLEMENTED, UNAVAILABLE, RESOURCE_EXHAUSTED = 0, 2, 13, 12, 14, 8
 #: The largest request message taken (as the full agent's gRPC server: a 100,000-neighbour state is tens of MB).
 MAX_MESSAGE = 512 * 1024 * 1024
-#: Receive window per stream and per connection: a large goal state arrives without a round trip per 64 KB.
+#: Receive window per stream: a large goal state arrives without a round trip per 64 KB.
 WINDOW = 16 * 1024 * 1024
-PREFIX = struct.Struct(">BI")
+PREFIX = struct.Struct(">BI")  # gRPC's length-prefixed message: compressed flag, length
 #: Sent in the first SETTINGS frame. Not MAX_FRAME_SIZE: h2 sizes its inbound frame buffer from the settings it
 #: was built with, and would refuse the larger frames it had just allowed.
-SETTINGS = {SettingCodes.INITIAL_WINDOW_SIZE: WINDOW, SettingCodes.MAX_CONCURRENT_STREAMS: 128}  # gRPC's length-prefixed message: compressed flag, length
+SETTINGS = {SettingCodes.INITIAL_WINDOW_SIZE: WINDOW, SettingCodes.MAX_CONCURRENT_STREAMS: 128}
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,17 @@ SERVICE = "/alcor.schema.GoalStateProvisioner/"
 BASE_FLOWS: tuple[str, ...] = tuple(flows.base_flows())
 
 
+_ADD = f"add cookie={flows.COOKIE},"
+_DELETE = "delete_strict "
+
+
 def flow_key(line: str) -> str:
     """What identifies a flow in its table, as OVS sees it (table, priority, match): the line without its
-    command word, cookie and actions."""
+    command word, cookie and actions. The agent's own two shapes are cut directly (200,000 lines a message)."""
+    if line.startswith(_ADD):
+        return line[len(_ADD):line.index(",actions=")]
+    if line.startswith(_DELETE) and ",actions=" not in line:
+        return line[len(_DELETE):]
     head = line.split(",actions=", 1)[0]
     if head.startswith(("add ", "delete_strict ", "delete ", "modify ")):
         head = head.split(" ", 1)[1]
@@ -58,12 +66,12 @@ class ModelFlows:
         self.lines += lines
 
     def commit(self) -> None:
-        table = self.table
+        table, key, pop = self.table, flow_key, self.table.pop
         for line in self.lines:
-            if line.startswith("delete"):
-                table.pop(flow_key(line), None)
+            if line[0] == "d":  # delete_strict
+                pop(key(line), None)
             else:
-                table[flow_key(line)] = line.removeprefix("add ")
+                table[key(line)] = line[4:] if line.startswith("add ") else line
         self.lines = []
 
     def abort(self) -> None:
