@@ -77,7 +77,8 @@ def load(experiment: str | None, vpcs: int, ports_per_vpc: int, batch: int, rate
         task = bar.add_task("ports", total=total)
         result = loadtest.run(spec, targets, hosts, progress=lambda n: bar.advance(task, n))
     if emu is not None and samples:
-        ports = loadtest.generate_ports(spec, hosts)
+        hollow = {ip.split("/")[0] for n in emu.plan.nodes for _, ip in n.options.get("hollow", {}).get("nodes", ())}
+        ports = [p for p in loadtest.generate_ports(spec, hosts) if p.host_ip not in hollow]  # only full nodes make VMs
         prefix = f"ce.{experiment}."
         result.reach = loadtest.sample_reachability(ports, lambda p: prefix + p.name, samples)
     if plot_file:

@@ -87,6 +87,11 @@ def test_hollow_nodes_serve_on_their_own_addresses_and_leave_nothing(state_dir):
         assert states["b1"] == "running" and states["b4"] == "modelled"  # up programmed both through their agents
         b4 = hollow_kind.ask(pack, {"op": "state", "node": "cn4"})
         assert len(b4["ports"]) == 1 and b4["neighbours"] == 1  # b1, on the full node, is its neighbour
+        load = cli("alcor", "load", name, "--vpcs", "2", "--ports-per-vpc", "8", "-o", "json", check=False)
+        assert load.returncode == 0, load.stdout + load.stderr  # no VM pinged on a hollow node: it has none
+        summary = json.loads(load.stdout)
+        assert summary["errors"] == 0 and summary["ports"] == 16
+        assert hollow_kind.ask(pack, {"op": "summary"})["ports"] >= 2 + 12  # 3 of the 4 agents are hollow
     finally:
         result = emu.down()
     assert result.clean and leftovers(name) == {}
