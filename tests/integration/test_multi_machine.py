@@ -236,3 +236,34 @@ def test_compute_nodes_across_machines_take_goal_states_through_their_workers(cl
         result = emu.down()
     assert result.clean, result.left
     assert machine_leftovers(name) == {} and leftovers(name) == {}
+
+
+def test_a_hollow_region_across_machines_has_packs_on_each_and_leaves_nothing(state_dir, cluster_file):
+    """A region of 594 hollow and 6 full compute nodes placed over three machines: every machine serves its hollow
+    nodes from packs, full nodes reach each other and a hollow node's address across the tunnels, down cleans all."""
+    name = "mm_hollow"
+    body = (f"version: 1\nname: {name}\ndefaults: {{subnet: 10.205.0.0/16}}\n"
+            "topology: {generator: region, racks: 6, hosts_per_rack: 100, spines: 1, uplinks: 1, compute: hollow, "
+            "full_racks: 6}\n")
+    emu = Emulation(load_text(body), cluster=load_cluster(cluster_file)).up()
+    try:
+        packs = [n for n in emu.plan.nodes if "hollow" in n.options]
+        assert {p.machine for p in packs} == set(MACHINES)  # each machine serves its share
+        assert sum(len(p.options["hollow"]["nodes"]) for p in packs) == 594
+        full = [n for n in emu.plan.nodes if "compute" in n.options]
+        assert len(full) == 6 and len({n.machine for n in full}) > 1
+        states = {s.node: s for s in emu.status()}
+        assert all(states[p.name].state == "running" and states[p.name].kind == "hollow" for p in packs)
+        a = full[0]
+        b = next(n for n in full if n.machine != a.machine)
+        far_pack = next(p for p in packs if p.machine != a.machine)
+        hollow_ip = far_pack.options["hollow"]["nodes"][-1][1].split("/")[0]
+
+        def reaches(ip: str) -> bool:
+            return any(emu.node(a.name).run(["ping", "-c", "1", "-W", "1", ip]).returncode == 0 for _ in range(10))
+        assert reaches(b.ip.split("/")[0])  # full to full, across machines
+        assert reaches(hollow_ip)  # a hollow node's own address answers across the tunnels
+    finally:
+        result = emu.down()
+    assert result.clean, result.left
+    assert machine_leftovers(name) == {}
