@@ -252,7 +252,7 @@ class Agent:
         new_status, flow_ops, known, host_ip = work.reply.operation_statuses.add, work.flow_ops, self.neighbors, self.host_ip
         before, chunk = work.neighbors_before, self.dp.CHUNK
         lines: list[str] = []
-        encap, delete, mac_ok = flows.neighbor_flows, flows.neighbor_delete, MAC_RE.fullmatch
+        encap, delete, mac_ok = work.flows.encap, work.flows.delete, MAC_RE.fullmatch
         skip_ops, delete_op, neighbor = (common.INFO, common.GET), common.DELETE, common.NEIGHBOR
         for rid, state in items:
             cfg = state.configuration

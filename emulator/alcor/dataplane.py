@@ -48,9 +48,14 @@ class NewVm:
 
 
 class FlowSink(Protocol):
-    lines: list[str]
+    """Where a message's flows go; `encap` and `delete` write a neighbour's flows in the sink's own form
+    (the agent chooses which flows, the sink how they are written: text for ovs-ofctl, or a model's entries)."""
 
-    def add(self, lines: list[str]) -> None: ...
+    lines: list
+
+    def encap(self, vni: int, vlan: int, mac: str, ip: str | None, host_ip: str) -> list: ...
+    def delete(self, vlan: int, mac: str, ip: str | None) -> list: ...
+    def add(self, lines: list) -> None: ...
     def commit(self) -> None: ...
     def abort(self) -> None: ...
 
@@ -204,6 +209,8 @@ class FlowBatch:
 
     CHUNK = OvsDataplane.CHUNK
     COMMIT_TIMEOUT = 300  # 100,000 neighbours commit in about 4 s on this machine
+    encap = staticmethod(flows.neighbor_flows)
+    delete = staticmethod(flows.neighbor_delete)
 
     def __init__(self, dp: OvsDataplane):
         self.dp, self.lines, self.proc, self.sent = dp, [], None, 0
@@ -247,6 +254,8 @@ class RecordedFlows:
 
     into: list[str]
     lines: list[str] = field(default_factory=list)
+    encap = staticmethod(flows.neighbor_flows)
+    delete = staticmethod(flows.neighbor_delete)
 
     def add(self, lines: list[str]) -> None:
         tokens.batch_text(lines, "ovs-ofctl")  # refused here as the real bundle would refuse it

@@ -55,23 +55,46 @@ def flow_key(line: str) -> str:
 
 
 class ModelFlows:
-    """A flow sink over a node's modelled table: commit applies the message's lines as the bundle would."""
+    """A flow sink over a node's modelled tables: commit applies the message's changes as the bundle would.
 
-    def __init__(self, table: dict[str, str]):
-        self.table = table
-        self.lines: list[str] = []
+    A neighbour's two flows (table 20's encapsulation, table 51's ARP answer) are kept as entries, not text:
+    the agent has checked every field of them, and the text is made only when asked (ModelDataplane.flows),
+    by the same functions that write the full node's. Other flows are kept as text, keyed as OVS keys them."""
 
-    def add(self, lines: list[str]) -> None:
-        tokens.batch_text(lines, "ovs-ofctl")  # refused here as the real bundle would refuse it
+    def __init__(self, dp: ModelDataplane):
+        self.dp = dp
+        self.lines: list = []
+
+    @staticmethod
+    def encap(vni: int, vlan: int, mac: str, ip: str | None, host_ip: str) -> list:
+        return [(vni, vlan, mac, ip, host_ip)]
+
+    @staticmethod
+    def delete(vlan: int, mac: str, ip: str | None) -> list:
+        return [(vlan, mac, ip)]
+
+    def add(self, lines: list) -> None:
+        tokens.batch_text([x for x in lines if isinstance(x, str)], "ovs-ofctl")  # as the real bundle refuses it
         self.lines += lines
 
     def commit(self) -> None:
-        table, key, pop = self.table, flow_key, self.table.pop
-        for line in self.lines:
-            if line[0] == "d":  # delete_strict
-                pop(key(line), None)
-            else:
-                table[key(line)] = line[4:] if line.startswith("add ") else line
+        text, encaps, arps, key = self.dp.table, self.dp.encaps, self.dp.arps, flow_key
+        for item in self.lines:
+            if isinstance(item, str):
+                if item[0] == "d":  # delete_strict
+                    text.pop(key(item), None)
+                else:
+                    text[key(item)] = item[4:] if item.startswith("add ") else item
+            elif len(item) == 5:  # a neighbour's flows
+                vni, vlan, mac, ip, host_ip = item
+                encaps[vlan, mac] = (vni, host_ip)
+                if ip:
+                    arps[vlan, ip] = mac
+            else:  # a neighbour's flows gone
+                vlan, mac, ip = item
+                encaps.pop((vlan, mac), None)
+                if ip:
+                    arps.pop((vlan, ip), None)
         self.lines = []
 
     def abort(self) -> None:
@@ -82,17 +105,19 @@ class ModelDataplane:
     """The data plane of a hollow node: what the full node would have, as data."""
 
     CHUNK = OvsDataplane.CHUNK
-    __slots__ = ("table", "vms")
+    __slots__ = ("table", "encaps", "arps", "vms")
 
     def __init__(self) -> None:
-        self.table: dict[str, str] = {}  # this node's own flows (BASE_FLOWS besides)
+        self.table: dict[str, str] = {}  # this node's other flows, as text (BASE_FLOWS besides)
+        self.encaps: dict[tuple[int, str], tuple[int, str]] = {}  # table 20: (VLAN, MAC) -> (VNI, host)
+        self.arps: dict[tuple[int, str], str] = {}  # table 51: (VLAN, address) -> MAC
         self.vms = 0
 
     def setup(self) -> None:
         pass
 
     def flow_sink(self) -> ModelFlows:
-        return ModelFlows(self.table)
+        return ModelFlows(self)
 
     def make_vms(self, vms: list[NewVm]) -> None:
         self.vms += len(vms)
@@ -106,9 +131,16 @@ class ModelDataplane:
     def prime_tunnels(self, hosts: set[str]) -> None:
         pass
 
+    def count(self) -> int:
+        return len(self.table) + len(self.encaps) + len(self.arps)
+
     def flows(self) -> list[str]:
-        """br-tun's flows as the full node's would read (base pipeline and this node's own)."""
-        return [*BASE_FLOWS, *self.table.values()]
+        """br-tun's flows as the full node's would read (base pipeline and this node's own), written by the
+        functions that write the full node's."""
+        encap = [flows.neighbor_flows(vni, vlan, mac, None, host)[0][4:]
+                 for (vlan, mac), (vni, host) in self.encaps.items()]
+        arp = [flows.neighbor_flows(0, vlan, mac, ip, "0.0.0.0")[1][4:] for (vlan, ip), mac in self.arps.items()]
+        return [*BASE_FLOWS, *self.table.values(), *encap, *arp]
 
 
 @dataclass
@@ -153,7 +185,7 @@ class Pack:
             out["errors"] += node.errors
             out["ports"] += len(node.agent.ports)
             out["neighbours"] += len(node.agent.neighbors)
-            out["flows"] += len(node.agent.dp.table)
+            out["flows"] += node.agent.dp.count()
         return out
 
     def by_name(self, name: str) -> HollowNode | None:

@@ -84,13 +84,14 @@ def test_a_hollow_node_answers_as_the_agent_does_for_a_long_sequence(pack):
     assert {common.SUCCESS, common.INVALID_ARG} <= kinds  # the sequence did exercise both
     node = made.nodes["10.7.0.2"]
     assert sorted(node.agent.ports) == sorted(reference.ports) and sorted(node.agent.neighbors) == sorted(reference.neighbors)
-    # the model's table is what the recorded bundles leave once deletes are applied
-    table: dict[str, str] = {}
-    replay = hollow.ModelFlows(table)
+    # the model's flows, written out, are what the recorded text bundles leave once deletes are applied
+    replayed = hollow.ModelDataplane()
+    replay = replayed.flow_sink()
     replay.add(reference.dp.flows[len(hollow.BASE_FLOWS):])
     replay.commit()
-    assert len(table) > 20
-    assert sorted(node.agent.dp.flows()) == sorted([*hollow.BASE_FLOWS, *table.values()])  # a table has no order
+    assert len(replayed.table) > 20 and not replayed.encaps  # text in, text kept
+    assert node.agent.dp.encaps and node.agent.dp.arps  # the hollow node kept its neighbours as entries
+    assert sorted(node.agent.dp.flows()) == sorted(replayed.flows())  # a table has no order
     assert made.nodes["10.7.0.1"].messages == 0  # the other nodes saw nothing
 
 
