@@ -28,6 +28,7 @@ OK, UNKNOWN, INTERNAL, UNIMPLEMENTED, UNAVAILABLE, RESOURCE_EXHAUSTED = 0, 2, 13
 MAX_MESSAGE = 512 * 1024 * 1024
 #: Receive window per stream: a large goal state arrives without a round trip per 64 KB.
 WINDOW = 16 * 1024 * 1024
+WINDOW_AT_START = 65535  # HTTP/2's connection window before any update
 PREFIX = struct.Struct(">BI")  # gRPC's length-prefixed message: compressed flag, length
 #: Sent in the first SETTINGS frame. Not MAX_FRAME_SIZE: h2 sizes its inbound frame buffer from the settings it
 #: was built with, and would refuse the larger frames it had just allowed.
@@ -50,6 +51,7 @@ class _Stream:
     inbox: bytearray = field(default_factory=bytearray)
     outbox: bytearray = field(default_factory=bytearray)
     headers_sent: bool = False
+    widened: bool = False  # the connection's window was opened for the message being read
     answered: int = 0
     closing: tuple[int, str] | None = None  # the trailers to send once the outbox is empty
 
@@ -128,7 +130,14 @@ class GrpcProtocol(asyncio.Protocol):
                             "message too large" if size > MAX_MESSAGE else "compressed messages are not taken")
                 return
             if len(stream.inbox) < PREFIX.size + size:
+                wanted = min(size, WINDOW) - self.conn.inbound_flow_control_window
+                if not stream.widened and size > WINDOW_AT_START and wanted > 0:
+                    # a large message: room for all of it at once, rather than a window update per 64 KB (never
+                    # past WINDOW, however many large messages come: the window must stay below 2^31)
+                    self.conn.increment_flow_control_window(wanted)
+                    stream.widened = True
                 return
+            stream.widened = False
             body = bytes(stream.inbox[PREFIX.size:PREFIX.size + size])
             del stream.inbox[:PREFIX.size + size]
             if not stream.method.streaming and stream.answered:
