@@ -121,7 +121,7 @@ def stream(target: str, messages: Iterable[goalstate_pb2.GoalStateV2], *, host: 
 
 
 def push_each(targets: dict[str, str], messages: dict[str, list[goalstate_pb2.GoalStateV2]], *,
-              connections: int = 256, timeout: float = 600.0) -> list[Pushed]:
+              connections: int = 256, timeout: float = 600.0, on_host_done=None) -> list[Pushed]:
     """Like push_all, for many agents: an asyncio HTTP/2 client (h2client) instead of grpcio, one connection per
     agent with at most `connections` open, each message on its own call, a host's messages in order."""
     import asyncio
@@ -133,7 +133,8 @@ def push_each(targets: dict[str, str], messages: dict[str, list[goalstate_pb2.Go
         raise AgentError(f"no agent for host {', '.join(missing)}")
     started = time.perf_counter()
     encoded = {host: [m.SerializeToString() for m in msgs] for host, msgs in messages.items()}
-    answers = asyncio.run(h2client.push_all(targets, encoded, connections=connections, timeout=timeout))
+    answers = asyncio.run(h2client.push_all(targets, encoded, connections=connections, timeout=timeout,
+                                            on_done=on_host_done))
     failed = {host: a for host, a in answers.items() if isinstance(a, Exception)}
     if failed:
         host, why = next(iter(sorted(failed.items())))

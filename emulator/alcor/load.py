@@ -147,10 +147,12 @@ def run(spec: LoadSpec, targets: dict[str, str], hosts: list[str] | None = None,
                 ports_in[id(gs)] = len(gs.port_states)
                 send_at[host].append(offset)
     started = time.perf_counter()
-    pushed = controller.streams(
-        targets, {h: _timed(per_host[h], send_at[h], started) for h in per_host}, concurrency=spec.concurrency,
-        started=started,
-        on_stream_done=(lambda h, _: progress(sum(ports_in[id(m)] for m in per_host[h]))) if progress else None)
+    done = (lambda h, _: progress(sum(ports_in[id(m)] for m in per_host[h]))) if progress else None
+    if not spec.rate and not spec.ramp:  # as fast as the agents take them: the asyncio client, a connection per host
+        pushed = controller.push_each(targets, dict(per_host), connections=spec.concurrency, on_host_done=done)
+    else:  # paced: a thread per stream keeps each host's schedule
+        pushed = controller.streams(targets, {h: _timed(per_host[h], send_at[h], started) for h in per_host},
+                                    concurrency=spec.concurrency, started=started, on_stream_done=done)
     seconds = time.perf_counter() - started
     per_port, per_message, timeline = [], [], []
     counts = {h: [ports_in[id(m)] for m in per_host[h]] for h in per_host}
