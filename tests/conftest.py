@@ -81,7 +81,7 @@ def leftovers(experiment: str) -> dict:
     return {k: v for k, v in found.items() if v}
 
 
-def shaped_rate(emu, client: str, server: str, expected: float, tries: int = 3) -> float:
+def shaped_rate(emu, client: str, server: str, expected: float, tries: int = 4) -> float:
     """The best of up to `tries` iperf3 runs, as a fraction-free figure comparable with `expected` (the
     link's shaped rate): the TCP goodput measured, scaled back to the frames HTB shapes.
 
@@ -93,10 +93,29 @@ def shaped_rate(emu, client: str, server: str, expected: float, tries: int = 3) 
 
     best = 0.0
     for _ in range(tries):
+        quiet_cpu()
         best = max(best, iperf(emu, client, server, seconds=3) * expected / tcp_goodput(expected))
         if best >= 0.95 * expected:
             break
     return best
+
+
+def quiet_cpu(limit: float = 60.0, idle: float = 0.5) -> None:
+    """Wait (at most `limit` s) until the machine's cores are at least `idle` idle over half a second: on two
+    cores another program's burst (a CI step, a test beside it) would be measured instead of the link."""
+    import time
+
+    def ticks() -> tuple[int, int]:
+        values = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+        return values[3] + values[4], sum(values)  # idle + iowait, all
+
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        idle0, total0 = ticks()
+        time.sleep(0.5)
+        idle1, total1 = ticks()
+        if (idle1 - idle0) >= idle * max(1, total1 - total0):
+            return
 
 
 def http_text_when_up(url: str, tries: int = 100) -> str:

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import resource
 import signal
 import sys
@@ -28,7 +27,7 @@ from emulator.alcor.dataplane import LocalPort, NewVm, OvsDataplane
 from emulator.alcor.h2server import GrpcProtocol, Method
 from emulator.alcor.schema import common_pb2 as common
 from emulator.alcor.schema import goalstate_pb2
-from emulator.runtime import tokens
+from emulator.runtime import processes, tokens
 
 log = logging.getLogger("cloudemu.hollow")
 ACA_PORT = 50001
@@ -268,12 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen", default=f"0.0.0.0:{ACA_PORT}", help="host:port for gRPC over TCP ('' for none)")
     p.add_argument("--log", type=Path, help="write standard output and errors to this file")
     args = p.parse_args(argv)
-    if args.log:
-        fd = os.open(args.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    processes.log_to(args.log, logging.WARNING)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a connection per node may be open at once
     pack = Pack(tokens.identifier(args.vm_prefix, "--vm-prefix"))

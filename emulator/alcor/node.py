@@ -22,7 +22,7 @@ from emulator.alcor.agent import Agent
 from emulator.alcor.dataplane import OvsDataplane
 from emulator.alcor.flows import VXLAN_OFPORT
 from emulator.alcor.server import ACA_PORT, serve
-from emulator.runtime import ovsinstance, tokens
+from emulator.runtime import ovsinstance, processes, tokens
 from provisioners import nsconfig
 
 VXLAN_OVERHEAD = 50
@@ -99,12 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--underlay-peers", type=Path, help="a file of 'address MAC' lines: the other compute nodes")
     p.add_argument("--log", type=Path, help="write standard output and errors to this file (a container's agent)")
     args = p.parse_args(argv)
-    if args.log:
-        fd = os.open(args.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    processes.log_to(args.log, logging.INFO)
 
     writable_sysctls()
     # Taps, bridges and br-phy come up without IPv6 (the underlay is IPv4, VMs have none). Each IPv6

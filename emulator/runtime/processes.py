@@ -134,3 +134,17 @@ def _close_many(fds: list[int]) -> None:
         return
     with ThreadPoolExecutor(max_workers=min(CLOSERS, len(fds)), thread_name_prefix="close") as pool:
         list(pool.map(os.close, fds))
+
+
+def log_to(path: Path | None, level: int) -> None:
+    """One of our long-running programs (an agent, a pack of hollow nodes): its output and errors into `path`
+    (private to root) when given, and its log records on them."""
+    import logging
+    import sys
+
+    if path is not None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
