@@ -43,28 +43,36 @@ def used_memory_mb() -> float:
     return kb / 1024
 
 
-def rss_mb(pattern: str) -> tuple[int, float]:
-    """How many of our processes match, and their resident memory."""
-    total, count = 0, 0
+def ours(pattern: str) -> list[str]:
+    """The pids of our processes whose command line holds `pattern`."""
+    out = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            if pattern in cmd:
-                total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-                count += 1
+            if pattern in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode():
+                out.append(pid)
         except OSError:
             continue
-    return count, total / 2**20
+    return out
+
+
+def rss_mb(pattern: str) -> tuple[int, float]:
+    """How many of our processes match, and their resident memory."""
+    total, pids = 0, ours(pattern)
+    for pid in pids:
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            continue
+    return len(pids), total / 2**20
 
 
 def cpu_seconds(pattern: str) -> float:
     """User and system CPU of our processes whose command line holds `pattern`."""
     total = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid in ours(pattern):
         try:
-            if pattern in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode():
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
         except OSError:
             continue
     return total / os.sysconf("SC_CLK_TCK")

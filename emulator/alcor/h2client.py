@@ -21,13 +21,15 @@ from h2.events import (
     StreamEnded,
     StreamReset,
     TrailersReceived,
-    WindowUpdated,
 )
 from h2.settings import SettingCodes, Settings
 
 from emulator.alcor.h2server import PREFIX, WINDOW
+from emulator.model import ACA_PORT
 
-PUSH_STREAM = "/alcor.schema.GoalStateProvisioner/PushGoalStatesStream"
+#: The path prefix of Alcor's GoalStateProvisioner methods (as its .proto names the service).
+SERVICE = "/alcor.schema.GoalStateProvisioner/"
+PUSH_STREAM = SERVICE + "PushGoalStatesStream"
 
 
 class CallError(Exception):
@@ -60,7 +62,7 @@ class _Connection:
         reply, status, message, done = bytearray(), None, "", False
         deadline = time.monotonic() + timeout
         while True:
-            while body:  # as much of the request as the agent's windows take
+            while body:  # as much of the request as the agent's windows take (a window update reopens them)
                 room = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size, len(body))
                 if room <= 0:
                     break
@@ -90,8 +92,6 @@ class _Connection:
                     raise CallError(f"the agent reset the call (error {event.error_code})")
                 elif isinstance(event, ConnectionTerminated):
                     raise CallError("the agent ended the connection")
-                elif isinstance(event, WindowUpdated):
-                    pass  # the loop above sends what the new window allows
         if status not in (0, None) or len(reply) < PREFIX.size:
             raise CallError(f"gRPC status {status}: {message}" if status else "no reply message")
         _, size = PREFIX.unpack_from(reply)
@@ -127,7 +127,7 @@ async def push_all(targets: dict[str, str], messages: dict[str, Sequence[bytes]]
     async def one(host: str) -> None:
         async with gate:
             try:
-                conn = await _open(targets[host], f"{host}:50001", timeout)
+                conn = await _open(targets[host], f"{host}:{ACA_PORT}", timeout)
             except (TimeoutError, OSError) as exc:
                 out[host] = CallError(f"cannot connect to {targets[host]}: {exc or type(exc).__name__}")
                 return

@@ -24,14 +24,14 @@ from pathlib import Path
 from emulator.alcor import flows
 from emulator.alcor.agent import Agent, Reply
 from emulator.alcor.dataplane import LocalPort, NewVm, OvsDataplane
+from emulator.alcor.h2client import SERVICE
 from emulator.alcor.h2server import GrpcProtocol, Method
 from emulator.alcor.schema import common_pb2 as common
 from emulator.alcor.schema import goalstate_pb2
+from emulator.model import ACA_PORT
 from emulator.runtime import processes, tokens
 
 log = logging.getLogger("cloudemu.hollow")
-ACA_PORT = 50001
-SERVICE = "/alcor.schema.GoalStateProvisioner/"
 #: br-tun's fixed pipeline, the same for every node: shared, not copied into each.
 BASE_FLOWS: tuple[str, ...] = tuple(flows.base_flows())
 

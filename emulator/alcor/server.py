@@ -8,8 +8,8 @@ import grpc
 
 from emulator.alcor.agent import Agent
 from emulator.alcor.schema import goalstateprovisioner_pb2_grpc as rpc
+from emulator.model import ACA_PORT
 
-ACA_PORT = 50001
 #: A goal state with 100,000 neighbours is tens of megabytes; gRPC's default limit is 4 MB.
 MAX_MESSAGE = 512 * 1024 * 1024
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]

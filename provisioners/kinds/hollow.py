@@ -52,15 +52,16 @@ class HollowPack(NodeKind):
         return []
 
     def after_links(self, plan: Plan, nodes: list[PlanNode], journal: Journal, phases: Phases) -> None:
-        linked = {e.netns for link in plan.links for e in (link.a, link.b) if e.dev == "eth0"}
-        with phases.phase("hollow compute nodes", total=sum(len(n.options["hollow"]["nodes"]) for n in nodes)) as step:
+        linked = {e.netns for link in plan.links for e in (link.a, link.b)}
+        total = sum(len(n.options["hollow"]["nodes"]) for n in nodes)
+        with phases.phase("hollow compute nodes", total=total) as step:
             # The kernel takes a pack's addresses one by one (about 0.3 s per 4,000 here): two packs at a time,
             # each process starting as soon as its addresses are there.
             with ThreadPoolExecutor(2) as pool:
                 procs = dict(pool.map(lambda node: (node.name, self._start(node, node.netns in linked)), nodes))
             journal.mark([Resource("dir", str(base(n))) for n in nodes], "created")
             computenodes.wait_ready(nodes, procs=procs, base_of=base)
-            step.advance(sum(len(n.options["hollow"]["nodes"]) for n in nodes))
+            step.advance(total)
 
     def _start(self, node: PlanNode, linked: bool) -> subprocess.Popen:
         """The pack's directory, its nodes' addresses, and its process."""
