@@ -427,9 +427,9 @@ class Compiled:
             for i in links:
                 a, b = ends[2 * i], ends[2 * i + 1]
                 if a in self.hollow and b not in self.hollow:
-                    attach.setdefault(a, (b, 2 * i + 1))
+                    attach.setdefault(a, b)
                 elif b in self.hollow and a not in self.hollow:
-                    attach.setdefault(b, (a, 2 * i))
+                    attach.setdefault(b, a)
             node_list = [v for v in node_list if v not in self.hollow]
             links = [i for i in links if ends[2 * i] not in self.hollow and ends[2 * i + 1] not in self.hollow]
             tunnels = [(i, side) for i, side in tunnels if ends[2 * i] not in self.hollow and ends[2 * i + 1] not in self.hollow]
@@ -444,7 +444,7 @@ class Compiled:
             "vms": self.vm_rows(m),
         }
 
-    def pack_rows(self, m: int, hollow: list[int], attach: dict[int, tuple[int, int]]) -> tuple[list, list]:
+    def pack_rows(self, m: int, hollow: list[int], attach: dict[int, int]) -> tuple[list, list]:
         """Machine `m`'s hollow compute nodes, HOLLOW_PACK to a pack: one namespace and one process serving all of
         them, with every node's address on its one link, to the switch of its first node that has one here."""
         rows, links = [], []
@@ -459,11 +459,11 @@ class Compiled:
                              "dir": f"{COMPUTE_DIR}/{self.experiment}/{name}", "port": ACA_PORT,
                              "vm_prefix": self.netns_prefix,
                              "nodes": [[self.graph.names[v], self.ip_of(v)] for v in members]}}})
-            to = next((attach[v] for v in members if v in attach), None)
-            if to is None:
+            switch = next((attach[v] for v in members if v in attach), None)
+            if switch is None:
                 continue  # reached from this machine only (its unix socket): no switch of its nodes is here
-            switch, end = to
-            links.append({"id": self.graph.n_links + m * 1_000_000 + i, "params": {}, "kind": "veth", "machine": machine,
+            mtu = {"mtu": self.tunnel_mtu} if self.tunnel_mtu is not None else {}  # as every link: frames fit any tunnel
+            links.append({"id": self.graph.n_links + m * 1_000_000 + i, "params": mtu, "kind": "veth", "machine": machine,
                           "a": {"node": name, "iface": "eth0", "dev": "eth0", "netns": netns, "mac": mac, "ip": ip},
                           "b": {"node": self.graph.names[switch], "iface": f"_hp{m}.{i}", "dev": f"{self.tag}-_hp{m}.{i}",
                                 "netns": None, "mac": None, "ip": None}})

@@ -197,3 +197,23 @@ def test_the_load_clients_own_http2_gets_the_same_replies_as_grpcio(pack):
     assert made.nodes[ports[0].host_ip].messages == 4 and len(made.nodes[ports[0].host_ip].agent.neighbors) == 5002
     with pytest.raises(AgentError, match="10.7.0.77"):
         controller.push_each({"10.7.0.77": target}, {"10.7.0.77": [messages[ports[1].host_ip][0]]})
+
+
+def test_a_packs_link_fits_through_the_tunnels_as_every_link_does():
+    from emulator.compiler.compile import compile_cluster
+    from emulator.model import Cluster, Machine
+    from emulator.topology.loader import load_text
+
+    pins = {"  s1: {kind: switch}": "  s1: {kind: switch, machine: a}",
+            "  s2: {kind: switch}": "  s2: {kind: switch, machine: b}",
+            "  cn2: {kind: compute, agent: hollow}": "  cn2: {kind: compute, agent: hollow, machine: b}",
+            "  cn3: {kind: compute, agent: hollow}": "  cn3: {kind: compute, agent: hollow, machine: a}"}
+    text = HOLLOW_FILE
+    for old, new in pins.items():
+        text = text.replace(old, new)
+    compiled = compile_cluster(load_text(text), Cluster("c", [Machine("a", mtu=1500), Machine("b", mtu=1500)]))
+    plans = [compiled.plan(m) for m in range(2)]
+    assert any(p.tunnels for p in plans)  # s1-s2 crosses machines
+    pack_links = [lk for p in plans for lk in p.links if lk.a.node.startswith("hollow-")]
+    tunnelled = {t.params.get("mtu") for p in plans for t in p.tunnels}  # what every other link here got
+    assert len(pack_links) == 2 and {lk.params.get("mtu") for lk in pack_links} == tunnelled == {1450}
