@@ -217,3 +217,37 @@ def test_a_packs_link_fits_through_the_tunnels_as_every_link_does():
     pack_links = [lk for p in plans for lk in p.links if lk.a.node.startswith("hollow-")]
     tunnelled = {t.params.get("mtu") for p in plans for t in p.tunnels}  # what every other link here got
     assert len(pack_links) == 2 and {lk.params.get("mtu") for lk in pack_links} == tunnelled == {1450}
+
+
+def test_hostile_bytes_on_the_packs_socket_close_that_connection_only(pack):
+    """What arrives on a pack's socket is untrusted: HTTP/1, random bytes, a valid HTTP/2 preface followed by
+    garbage frames, a connection cut mid-frame. Each ends its own connection; the pack answers a real call after."""
+    import os
+    import random
+    import socket
+
+    made, target = pack
+    rng = random.Random(18)
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    payloads = [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x00" * 64, preface, preface + b"\x00\x00\x04\x04"]
+    payloads += [rng.randbytes(rng.randint(1, 4096)) for _ in range(40)]
+    payloads += [preface + rng.randbytes(rng.randint(9, 2048)) for _ in range(40)]
+    for data in payloads:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(target.removeprefix("unix:"))
+            try:
+                s.sendall(data)
+                s.shutdown(socket.SHUT_WR)
+                while s.recv(65536):  # the pack answers what it must (settings, GOAWAY), then closes
+                    pass
+            except (ConnectionResetError, BrokenPipeError):
+                pass  # closed before reading it all: also an end
+    assert os.path.exists(target.removeprefix("unix:"))
+    vpc = goalstates.Vpc("h", 1003, "10.202.0.0/24")
+    port = goalstates.Port("after", vpc, "10.7.0.3", "10.202.0.9", "fa:16:3e:00:03:09")
+    channel, s = stub(target, "10.7.0.3")
+    with channel:
+        (reply,) = list(s.PushGoalStatesStream(iter([goalstates.per_host([port])["10.7.0.3"]]), timeout=30))
+    assert {st.operation_status for st in reply.operation_statuses} == {common.SUCCESS}
+    assert made.nodes["10.7.0.3"].messages == 1
