@@ -48,8 +48,8 @@ VNI_MAX = (1 << 24) - 1
 #: Where a compute node keeps its OVS database, sockets and logs, and its agent's unix socket.
 COMPUTE_DIR = "/run/cloudemu"
 #: Hollow compute nodes served by one process (and one namespace, one link): a pack's nodes share one core.
-#: 100,000 nodes in packs of 4,000: up 11.7 s, 8.4 KB each; of 10,000: 17 s (the kernel adds a device's
-#: addresses in time growing with how many it has), 4.8 KB (fewer processes).
+#: 100,000 nodes in packs of 4,000: up 10.7 s, 8.3 KB each; of 10,000: 17.1 s (the kernel adds a device's
+#: addresses in time growing with how many it has), 5.0 KB (fewer processes). Medians of three runs (README).
 HOLLOW_PACK = 4000
 ETH_RE = re.compile(r"eth(\d+)")
 HOST, SWITCH, BRIDGE = KIND_CODE["host"], KIND_CODE["switch"], KIND_CODE["bridge"]
