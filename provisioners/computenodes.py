@@ -69,7 +69,8 @@ def write_peers(nodes: list[PlanNode], text: str) -> None:
     """One file for all of the experiment's compute nodes on this machine: O(N) bytes, not N^2."""
     prepare(nodes)
     for folder in {peers_dir(n) for n in nodes}:
-        staged = folder / f".{PEERS_FILE}.new"
+        # named by this process: machines that share a filesystem (the local testbed) stage theirs at once
+        staged = folder / f".{PEERS_FILE}.{os.getpid()}.new"
         staged.write_text(text)
         staged.chmod(0o444)
         staged.rename(folder / PEERS_FILE)
