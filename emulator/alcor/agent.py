@@ -36,6 +36,10 @@ MAC_RE = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}")
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,40}")
 VLAN_MAX = 4094
 VNI_LIMIT = 1 << 24  # a VXLAN network identifier has 24 bits
+#: The kinds ACA's V2 path (PushGoalStatesStream) gives a status in its reply; its V1 path and `all_statuses`
+#: give every resource one. The others are still checked, counted (Agent.failures) and logged.
+V2_REPORTED = frozenset({common.PORT, common.ROUTER, common.DHCP})
+ALL_KINDS = frozenset(common.ResourceType.values())
 
 
 @dataclass
@@ -61,10 +65,19 @@ class _Work:
     new_vnis: list[int] = field(default_factory=list)
     neighbors_before: dict[str, Neighbor | None] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # per stage, for the log
+    reported: frozenset[int] = ALL_KINDS  # the kinds whose statuses go in the reply
+    unreported: list[Status] = field(default_factory=list)  # the others' (few: VPCs, subnets, ...)
+    #: Neighbours have no status object unless reported (100,000 a message): their failures are counted.
+    silent_failures: int = 0
+    silent_flow_ops: int = 0  # unreported neighbour operations waiting on the flow bundle
 
     def status(self, rid: str, kind: int, op: int) -> Status:
-        return self.reply.operation_statuses.add(resource_id=rid, resource_type=kind, operation_type=op,
-                                                 operation_status=common.SUCCESS)
+        if kind in self.reported:
+            return self.reply.operation_statuses.add(resource_id=rid, resource_type=kind, operation_type=op,
+                                                     operation_status=common.SUCCESS)
+        status = Status(resource_id=rid, resource_type=kind, operation_type=op, operation_status=common.SUCCESS)
+        self.unreported.append(status)
+        return status
 
 
 def _collecting_after(method):
@@ -86,8 +99,11 @@ def _collecting_after(method):
 class Agent:
     """Goal states in, data plane programmed, one status per operation out."""
 
-    def __init__(self, dataplane: Dataplane, host_ip: str, vm_prefix: str):
+    def __init__(self, dataplane: Dataplane, host_ip: str, vm_prefix: str, *, all_statuses: bool = False):
+        """`all_statuses`: a V2 reply lists every resource's status, not only ACA's kinds (see V2_REPORTED)."""
         self.dp, self.host_ip, self.vm_prefix = dataplane, host_ip, vm_prefix
+        self.v2_reported = ALL_KINDS if all_statuses else V2_REPORTED
+        self.failures = 0  # operations that did not succeed, reported in a reply or not
         self.vpcs: dict[str, resources_pb2.VpcConfiguration] = {}
         self.subnets: dict[str, resources_pb2.SubnetConfiguration] = {}
         self.vlans: dict[int, int] = {}  # VNI -> local VLAN
@@ -108,7 +124,7 @@ class Agent:
             return ((rid, states[rid]) for rid in states if rid in wanted)
         return self._apply(pick(gs.vpc_states), pick(gs.subnet_states), pick(gs.port_states),
                            pick(gs.neighbor_states), pick(gs.router_states), pick(gs.dhcp_states),
-                           pick(gs.security_group_states), pick(gs.gateway_states))
+                           pick(gs.security_group_states), pick(gs.gateway_states), reported=self.v2_reported)
 
     @_collecting_after
     def push_v1(self, gs: goalstate_pb2.GoalState) -> Reply:
@@ -119,10 +135,11 @@ class Agent:
                            ids(gs.gateway_states))
 
     # -- one message -----------------------------------------------------------
-    def _apply(self, vpcs, subnets, ports, neighbors, routers, dhcps, security_groups, gateways) -> Reply:
+    def _apply(self, vpcs, subnets, ports, neighbors, routers, dhcps, security_groups, gateways, *,
+               reported: frozenset[int] = ALL_KINDS) -> Reply:
         started = time.perf_counter()
         with self.lock:
-            work = _Work(flows=self.dp.flow_sink())
+            work = _Work(flows=self.dp.flow_sink(), reported=reported)
             try:
                 for rid, s in vpcs:
                     self._lookup(self.vpcs, rid, s, common.VPC, work)
@@ -249,16 +266,18 @@ class Agent:
 
     def _neighbors(self, items: Iterable, work: _Work) -> None:
         """All of a message's neighbours in one tight loop: at 100,000 per message every attribute access counts."""
-        new_status, flow_ops, known, host_ip = work.reply.operation_statuses.add, work.flow_ops, self.neighbors, self.host_ip
+        reply_status = work.reply.operation_statuses.add if common.NEIGHBOR in work.reported else None
+        flow_ops, known, host_ip = work.flow_ops, self.neighbors, self.host_ip
         before, chunk = work.neighbors_before, self.dp.CHUNK
         lines: list[str] = []
         encap, delete, mac_ok = work.flows.encap, work.flows.delete, MAC_RE.fullmatch
         skip_ops, delete_op, neighbor = (common.INFO, common.GET), common.DELETE, common.NEIGHBOR
+        silent_failures = silent_flow_ops = 0
         for rid, state in items:
             cfg = state.configuration
             rid = rid or cfg.id
             op = state.operation_type
-            status = new_status(resource_id=rid, resource_type=neighbor, operation_type=op)
+            status = reply_status(resource_id=rid, resource_type=neighbor, operation_type=op) if reply_status else None
             if op in skip_ops:
                 continue
             old = known.pop(rid, None)
@@ -266,7 +285,10 @@ class Agent:
                 before[rid] = old
             if old is not None:
                 lines += delete(self.vlans[old.vni], old.mac, old.ip)
-                flow_ops.append(status)
+                if status is None:
+                    silent_flow_ops += 1
+                else:
+                    flow_ops.append(status)
             if op == delete_op:
                 continue
             fixed = _first_ipv4(cfg.fixed_ips)
@@ -274,7 +296,10 @@ class Agent:
             remote = cfg.host_ip_address
             vni = (fixed.tunnel_id or self._vni_of_subnet(fixed.subnet_id)) if fixed is not None else None
             if fixed is None or not mac_ok(mac) or not _ipv4(remote) or not (vni and vni < VNI_LIMIT):
-                status.operation_status = common.INVALID_ARG
+                if status is None:
+                    silent_failures += 1
+                else:
+                    status.operation_status = common.INVALID_ARG
                 continue
             if remote == host_ip:
                 continue  # a port on this host: br-int switches it locally
@@ -285,15 +310,25 @@ class Agent:
                     vlan = self._vlan(vni, work)
                 except DataplaneError as exc:
                     log.warning("neighbour %s: %s", rid, exc)
-                    status.operation_status = common.FAILURE
+                    if status is None:
+                        silent_failures += 1
+                    else:
+                        status.operation_status = common.FAILURE
                     continue
             known[rid] = Neighbor(rid, vni, mac, ip, remote)
             lines += encap(vni, vlan, mac, ip, remote)
-            flow_ops.append(status)
+            if status is None:
+                silent_flow_ops += 1
+            else:
+                flow_ops.append(status)
             if len(lines) >= chunk:
                 work.flows.add(lines)
                 lines = []
         work.flows.add(lines)
+        work.silent_failures += silent_failures
+        work.silent_flow_ops += silent_flow_ops
+        if silent_failures:
+            log.warning("%d neighbour(s) refused (not in the reply, as ACA's)", silent_failures)
 
     # -- the data plane, batched -------------------------------------------------------
     def _program(self, work: _Work, started: float) -> None:
@@ -306,6 +341,7 @@ class Agent:
         flows_applied = not work.flows.lines or self._stage(work, "flows", work.flow_ops, work.flows.commit)
         if not flows_applied:
             self._undo_tables(work)
+            work.silent_failures += work.silent_flow_ops
         if work.new_ports:  # after the flows (see the module's docstring)
             vms = [vm for _, vm in work.new_ports]
             created = [vm.port for vm in vms]
@@ -322,8 +358,12 @@ class Agent:
         if work.new_ports:
             self._configure_vms(work, started)
         done = _us(time.perf_counter() - started)
+        failed = work.silent_failures + sum(1 for s in work.unreported if s.operation_status != common.SUCCESS)
         for s in work.reply.operation_statuses:
             s.state_elapse_time = done
+            if s.operation_status:  # SUCCESS is 0
+                failed += 1
+        self.failures += failed
 
     def _stage(self, work: _Work, stage: str, statuses: list[Status], action) -> bool:
         """Run one batch; on failure its operations say FAILURE. Either way they carry its time."""

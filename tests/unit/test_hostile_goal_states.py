@@ -105,10 +105,13 @@ def test_a_fuzz_of_hostile_goal_states_is_refused_and_runs_nothing(agent):
     for i in range(400):
         gs, payload = (hostile_port if i % 3 else hostile_neighbour)(rng, i)
         agent.dp.calls.clear()
+        failures = agent.failures
         reply = agent.push_v2(gs)  # raises nothing: a reply for every message
         tried += 1
+        assert agent.failures == failures + 1, (payload, reply)  # neighbours have no status in a V2 reply (ACA)
         mine = [s for s in reply.operation_statuses if s.resource_type in (common.PORT, common.NEIGHBOR)]
-        assert mine and all(s.operation_status in (common.INVALID_ARG, common.FAILURE) for s in mine), (payload, reply)
+        assert all(s.operation_status in (common.INVALID_ARG, common.FAILURE) for s in mine), (payload, reply)
+        assert len(mine) == (1 if i % 3 else 0)
         ran = commands_text(agent.dp.calls)
         assert payload not in ran or payload in ("-", ".", "--"), (payload, agent.dp.calls)
         assert not any(c for c in agent.dp.calls if c[0] in ("ip", "ovs-vsctl", "links up")), agent.dp.calls
