@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -71,7 +72,7 @@ class Dataplane(Protocol):
     def make_vms(self, vms: list[NewVm]) -> None: ...
     def remove_vms(self, ports: list[LocalPort], *, force: bool = False) -> None: ...
     def configure_vms(self, vms: list[NewVm]) -> None: ...
-    def prime_tunnels(self, hosts: set[str]) -> None: ...
+    def prime_tunnels(self, neighbors: Iterable) -> None: ...  # each with its host_ip
 
 
 class OvsDataplane:
@@ -169,7 +170,7 @@ class OvsDataplane:
             raise DataplaneError(f"configuring {len(vms)} VM(s): {exc}") from exc
 
     # -- tunnels --------------------------------------------------------------------------
-    def prime_tunnels(self, hosts: set[str]) -> None:
+    def prime_tunnels(self, neighbors: Iterable) -> None:
         """Tell OVS the MAC of each new remote host now, not on a VM's first packet.
 
         A userspace datapath drops a packet to a tunnel endpoint whose MAC it does not know (it sends
@@ -177,7 +178,7 @@ class OvsDataplane:
         br-phy's neighbour table knows (cloudemu gives it its peers statically) into OVS's tunnel
         neighbour table; for an address it lacks, an empty UDP datagram makes the kernel ask. The
         message's reply does not wait: an endpoint may never answer."""
-        fresh = hosts - self.primed
+        fresh = {n.host_ip for n in neighbors} - self.primed
         self.primed |= fresh
         if fresh and self.datapath_type == "netdev":
             threading.Thread(target=self._resolve, args=(fresh,), name="prime-tunnels", daemon=True).start()
@@ -297,6 +298,6 @@ class RecordingDataplane:
     def configure_vms(self, vms: list[NewVm]) -> None:
         self.calls.append(("configure", *(vm.port.id for vm in vms)))
 
-    def prime_tunnels(self, hosts: set[str]) -> None:
+    def prime_tunnels(self, neighbors: Iterable) -> None:
         pass
 

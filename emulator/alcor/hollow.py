@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emulator.alcor import flows
-from emulator.alcor.agent import Agent, Reply
+from emulator.alcor.agent import Agent, NeighborIntake, Reply
 from emulator.alcor.dataplane import LocalPort, NewVm, OvsDataplane
 from emulator.alcor.h2client import SERVICE
 from emulator.alcor.h2server import GrpcProtocol, Method
 from emulator.alcor.schema import goalstate_pb2
+from emulator.alcor.wire import LeanGoalStateV2
 from emulator.model import ACA_PORT
 from emulator.runtime import processes, tokens
 
@@ -76,14 +77,70 @@ class ModelFlows:
         self.lines += lines
 
     def commit(self) -> None:
-        text, encaps, arps, key = self.dp.table, self.dp.encaps, self.dp.arps, flow_key
+        text, key = self.dp.table, flow_key
+        neighbour_items = []
         for item in self.lines:
-            if isinstance(item, str):
-                if item[0] == "d":  # delete_strict
-                    text.pop(key(item), None)
-                else:
-                    text[key(item)] = item[4:] if item.startswith("add ") else item
-            elif len(item) == 5:  # a neighbour's flows
+            if not isinstance(item, str):
+                neighbour_items.append(item)
+            elif item[0] == "d":  # delete_strict
+                text.pop(key(item), None)
+            else:
+                text[key(item)] = item[4:] if item.startswith("add ") else item
+        self.lines = []
+        if neighbour_items:
+            self.dp.apply(neighbour_items)
+
+    def abort(self) -> None:
+        self.lines = []
+
+
+class ModelDataplane:
+    """The data plane of a hollow node: what the full node would have, as data.
+
+    Its neighbours' flows are, as long as that is exact, the agent's neighbour table itself, drawn as flows
+    when asked: no second table of 100,000 entries per node, and a pack's nodes share the entries (see
+    agent.NeighborIntake). It is exact while every neighbour flow has one owner: flows keyed alike (a MAC or
+    an address given twice in a VLAN) or a neighbour changed after its table was made replace and remove
+    each other in OVS in an order the table alone does not say, so from then on the node keeps its flows as
+    OVS would (`encaps`, `arps`), every message applied in turn."""
+
+    CHUNK = OvsDataplane.CHUNK
+    __slots__ = ("table", "encaps", "arps", "vms", "exact", "neighbors", "vlans")
+
+    def __init__(self) -> None:
+        self.table: dict[str, str] = {}  # this node's other flows, as text (BASE_FLOWS besides)
+        self.encaps: dict[tuple[int, str], tuple[int, str]] = {}  # table 20: (VLAN, MAC) -> (VNI, host)
+        self.arps: dict[tuple[int, str], str] = {}  # table 51: (VLAN, address) -> MAC
+        self.vms = 0
+        self.exact = False  # the flows kept in encaps and arps, not drawn from the agent's table
+        self.neighbors: dict = {}
+        self.vlans: dict[int, int] = {}
+
+    def bind(self, agent: Agent) -> None:
+        """The agent whose neighbour table and VLANs this node's flows are drawn from."""
+        self.neighbors, self.vlans = agent.neighbors, agent.vlans
+
+    def before_neighbours(self) -> None:
+        """A message with neighbours is coming: past the first, the flows are kept from now on."""
+        if not self.exact and self.neighbors:
+            for n in self.neighbors.values():
+                vlan = self.vlans[n.vni]
+                self.encaps[vlan, n.mac] = (n.vni, n.host_ip)
+                self.arps[vlan, n.ip] = n.mac
+            self.exact = True
+
+    def apply(self, items: list[tuple]) -> None:
+        """One message's neighbour flow changes, in order. Drawn flows stay exact when the table had no
+        neighbour before (see before_neighbours), nothing is removed and no two flows share a key."""
+        if not self.exact:
+            adds = [i for i in items if len(i) == 5]
+            if (len(adds) == len(items) and len({(i[1], i[2]) for i in adds}) == len(adds)
+                    and len({(i[1], i[3]) for i in adds}) == len(adds)):
+                return
+            self.exact = True
+        encaps, arps = self.encaps, self.arps
+        for item in items:
+            if len(item) == 5:  # a neighbour's flows
                 vni, vlan, mac, ip, host_ip = item
                 encaps[vlan, mac] = (vni, host_ip)
                 if ip:
@@ -93,23 +150,6 @@ class ModelFlows:
                 encaps.pop((vlan, mac), None)
                 if ip:
                     arps.pop((vlan, ip), None)
-        self.lines = []
-
-    def abort(self) -> None:
-        self.lines = []
-
-
-class ModelDataplane:
-    """The data plane of a hollow node: what the full node would have, as data."""
-
-    CHUNK = OvsDataplane.CHUNK
-    __slots__ = ("table", "encaps", "arps", "vms")
-
-    def __init__(self) -> None:
-        self.table: dict[str, str] = {}  # this node's other flows, as text (BASE_FLOWS besides)
-        self.encaps: dict[tuple[int, str], tuple[int, str]] = {}  # table 20: (VLAN, MAC) -> (VNI, host)
-        self.arps: dict[tuple[int, str], str] = {}  # table 51: (VLAN, address) -> MAC
-        self.vms = 0
 
     def setup(self) -> None:
         pass
@@ -126,18 +166,26 @@ class ModelDataplane:
     def configure_vms(self, vms: list[NewVm]) -> None:
         pass
 
-    def prime_tunnels(self, hosts: set[str]) -> None:
+    def prime_tunnels(self, neighbors) -> None:
         pass
 
     def count(self) -> int:
-        return len(self.table) + len(self.encaps) + len(self.arps)
+        if self.exact:
+            return len(self.table) + len(self.encaps) + len(self.arps)
+        return len(self.table) + 2 * len(self.neighbors)
 
     def flows(self) -> list[str]:
         """br-tun's flows as the full node's would read (base pipeline and this node's own), written by the
         functions that write the full node's."""
-        encap = [flows.neighbor_flows(vni, vlan, mac, None, host)[0][4:]
-                 for (vlan, mac), (vni, host) in self.encaps.items()]
-        arp = [flows.neighbor_flows(0, vlan, mac, ip, "0.0.0.0")[1][4:] for (vlan, ip), mac in self.arps.items()]
+        if self.exact:
+            encaps = [(vlan, mac, vni, host) for (vlan, mac), (vni, host) in self.encaps.items()]
+            arps = [(vlan, ip, mac) for (vlan, ip), mac in self.arps.items()]
+        else:
+            drawn = [(self.vlans[n.vni], n) for n in self.neighbors.values()]
+            encaps = [(vlan, n.mac, n.vni, n.host_ip) for vlan, n in drawn]
+            arps = [(vlan, n.ip, n.mac) for vlan, n in drawn]
+        encap = [flows.neighbor_flows(vni, vlan, mac, None, host)[0][4:] for vlan, mac, vni, host in encaps]
+        arp = [flows.neighbor_flows(0, vlan, mac, ip, "0.0.0.0")[1][4:] for vlan, ip, mac in arps]
         return [*BASE_FLOWS, *self.table.values(), *encap, *arp]
 
 
@@ -149,6 +197,8 @@ class HollowNode:
     messages: int = 0
 
     def push(self, method, request) -> Reply:
+        if request.neighbor_states:
+            self.agent.dp.before_neighbours()
         reply = method(request)
         self.messages += 1
         return reply
@@ -173,9 +223,13 @@ class Pack:
 
     vm_prefix: str
     nodes: dict[str, HollowNode] = field(default_factory=dict)
+    intake: NeighborIntake = field(default_factory=NeighborIntake)  # one for the pack's nodes
 
     def add(self, name: str, host_ip: str) -> HollowNode:
-        node = HollowNode(name, host_ip, Agent(ModelDataplane(), host_ip, self.vm_prefix))
+        dp = ModelDataplane()
+        agent = Agent(dp, host_ip, self.vm_prefix, intake=self.intake)
+        dp.bind(agent)
+        node = HollowNode(name, host_ip, agent)
         self.nodes[host_ip] = node
         return node
 
@@ -195,7 +249,7 @@ class Pack:
 
 def methods() -> dict[str, Method]:
     return {
-        SERVICE + "PushGoalStatesStream": Method(True, goalstate_pb2.GoalStateV2.FromString,
+        SERVICE + "PushGoalStatesStream": Method(True, LeanGoalStateV2.FromString,
                                                  lambda node, gs: node.push(node.agent.push_v2, gs)),
         SERVICE + "PushNetworkResourceStates": Method(False, goalstate_pb2.GoalState.FromString,
                                                       lambda node, gs: node.push(node.agent.push_v1, gs)),

@@ -251,3 +251,48 @@ def test_hostile_bytes_on_the_packs_socket_close_that_connection_only(pack):
         (reply,) = list(s.PushGoalStatesStream(iter([goalstates.per_host([port])["10.7.0.3"]]), timeout=30))
     assert {st.operation_status for st in reply.operation_statuses} == {common.SUCCESS}
     assert made.nodes["10.7.0.3"].messages == 1
+
+
+def test_a_vpc_table_sent_to_every_node_of_a_pack_is_kept_once_and_draws_the_same_flows():
+    """A VPC's neighbour table, the same bytes to each node (as a controller sends it): every node holds the
+    same entry objects (read once by the pack), draws its flows from its own table, and draws what a node
+    that keeps every flow as OVS would (exact) holds; a later change moves a node to exact, still equal."""
+    from emulator.alcor.agent import read_neighbor
+
+    made = hollow.Pack("ce.x.")
+    hosts = [f"10.7.1.{i}" for i in range(1, 4)]
+    nodes = [made.add(f"cn{i}", ip) for i, ip in enumerate(hosts)]
+    reference = [made.add(f"ref{i}", ip) for i, ip in enumerate(hosts)]  # same addresses, kept exact
+    for ref in reference:
+        ref.agent.dp.exact = True
+    vpc = goalstates.Vpc("t", 1500, "10.203.0.0/16")
+    own = [goalstates.Port(f"own{i}", vpc, ip, f"10.203.0.{10 + i}", f"fa:16:3e:40:00:{i:02x}") for i, ip in enumerate(hosts)]
+    far = [goalstates.Port(f"n{i}", vpc, f"10.7.2.{1 + i % 200}", f"10.203.{1 + i // 250}.{1 + i % 250}",
+                           f"fa:16:3e:41:{i // 256:02x}:{i % 256:02x}") for i in range(2000)]
+    push = hollow.methods()[hollow.SERVICE + "PushGoalStatesStream"]
+    for i, ip in enumerate(hosts):
+        gs = goalstates.message_for({}, ip)
+        goalstates.add(gs, ip, own[i])
+        for p in [*own, *far]:  # the whole table, this node's own port too (skipped as local)
+            goalstates.add(gs, ip, p, neighbor=True)
+        data = gs.SerializeToString()
+        for node in (nodes[i], reference[i]):
+            reply = node.push(node.agent.push_v2, push.parse(data))
+            assert [s.operation_status for s in reply.operation_statuses] == [common.SUCCESS]
+    first = nodes[0].agent.neighbors
+    assert len(first) == 2002 and not any(n.agent.dp.exact for n in nodes)
+    assert all(nodes[1].agent.neighbors[k] is v for k, v in first.items() if k in nodes[1].agent.neighbors)
+    assert len({id(v) for n in nodes for v in n.agent.neighbors.values()}) == 2003  # 2,000 + 3 own ports, once
+    for node, ref in zip(nodes, reference, strict=True):
+        assert node.agent.dp.count() == ref.agent.dp.count()
+        assert sorted(node.agent.dp.flows()) == sorted(ref.agent.dp.flows())
+    moved = goalstates.Port("n7", vpc, "10.7.2.250", far[7].ip, far[7].mac)  # to another host
+    gone = far[8]
+    gs = goalstates.message_for({}, hosts[0])
+    goalstates.add(gs, hosts[0], moved, neighbor=True)
+    goalstates.add(gs, hosts[0], gone, neighbor=True, op=common.DELETE)
+    for node in (nodes[0], reference[0]):
+        node.push(node.agent.push_v2, push.parse(gs.SerializeToString()))
+    assert nodes[0].agent.dp.exact and sorted(nodes[0].agent.dp.flows()) == sorted(reference[0].agent.dp.flows())
+    assert nodes[0].agent.neighbors[moved.id].host_ip == "10.7.2.250" and gone.id not in nodes[0].agent.neighbors
+    assert read_neighbor(goalstates.neighbor_state(far[9])).neighbor == nodes[1].agent.neighbors[far[9].id]
