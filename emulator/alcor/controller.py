@@ -120,10 +120,11 @@ def stream(target: str, messages: Iterable[goalstate_pb2.GoalStateV2], *, host: 
     return out
 
 
-def push_each(targets: dict[str, str], messages: dict[str, list[goalstate_pb2.GoalStateV2]], *,
+def push_each(targets: dict[str, str], messages: dict[str, list], *,
               connections: int = 256, timeout: float = 600.0, on_host_done=None) -> list[Pushed]:
     """Like push_all, for many agents: an asyncio HTTP/2 client (h2client) instead of grpcio, one connection per
-    agent with at most `connections` open, each message on its own call, a host's messages in order."""
+    agent with at most `connections` open, each message on its own call, a host's messages in order. A message
+    is a GoalStateV2 or what makes its bytes when it is sent (a hundred hosts' whole VPC tables are GBs)."""
     import asyncio
 
     from emulator.alcor import h2client
@@ -132,7 +133,8 @@ def push_each(targets: dict[str, str], messages: dict[str, list[goalstate_pb2.Go
     if missing:
         raise AgentError(f"no agent for host {', '.join(missing)}")
     started = time.perf_counter()
-    encoded = {host: [m.SerializeToString() for m in msgs] for host, msgs in messages.items()}
+    encoded = {host: [m.SerializeToString if isinstance(m, goalstate_pb2.GoalStateV2) else m for m in msgs]
+               for host, msgs in messages.items()}
     answers = asyncio.run(h2client.push_all(targets, encoded, connections=connections, timeout=timeout,
                                             on_done=on_host_done))
     failed = {host: a for host, a in answers.items() if isinstance(a, Exception)}

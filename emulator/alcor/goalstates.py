@@ -142,3 +142,55 @@ def per_host(ports: Iterable[Port], *, op: int = common.CREATE) -> dict[str, goa
                 if p.host_ip != host:
                     add(gs, host, p, neighbor=True, op=op, made=made)
     return out
+
+
+# -- one VPC's neighbour table, encoded once for all its hosts ------------------------------------------------
+# A message's bytes are the concatenation of its fields, and a parser merges what it reads: map entries and
+# repeated items add up. So a host's message is its own part, serialized as usual, followed by bytes shared
+# by every host of the VPC (the table's neighbour entries) and its host_resources entry, whose list of
+# resources is the host's own ids followed by the table's ids (again shared bytes).
+
+_HOST_RESOURCES = goalstate_pb2.GoalStateV2.DESCRIPTOR.fields_by_name["host_resources"].number
+
+
+@dataclass(frozen=True)
+class Table:
+    """A VPC's neighbour entries and their ids, as bytes."""
+
+    states: bytes  # a GoalStateV2 holding only neighbor_states
+    ids: bytes  # a HostResources listing them
+    count: int
+
+
+def table(ports: Iterable[Port], *, op: int = common.CREATE) -> Table:
+    gs = goalstate_pb2.GoalStateV2()
+    listed = goalstate_pb2.HostResources()
+    n = 0
+    for p in ports:
+        gs.neighbor_states[p.id].CopyFrom(neighbor_state(p, op))
+        listed.resources.add(type=common.NEIGHBOR, id=p.id)
+        n += 1
+    return Table(gs.SerializeToString(), listed.SerializeToString(), n)
+
+
+def compose(own: goalstate_pb2.GoalStateV2, host: str, shared: list[Table]) -> bytes:
+    """The host's message: `own` (its ports, VPCs and subnets; its host_resources entry, if any, is replaced),
+    then the shared tables, then one host_resources entry for all."""
+    mine = own.host_resources[host] if host in own.host_resources else goalstate_pb2.HostResources()
+    rest = goalstate_pb2.GoalStateV2()
+    rest.CopyFrom(own)
+    rest.host_resources.clear()
+    resources = mine.SerializeToString() + b"".join(t.ids for t in shared)
+    key = host.encode()
+    entry = b"\x0a" + _varint(len(key)) + key + b"\x12" + _varint(len(resources)) + resources
+    tag = _varint(_HOST_RESOURCES << 3 | 2)  # a length-delimited field
+    return b"".join((rest.SerializeToString(), *(t.states for t in shared), tag, _varint(len(entry)), entry))
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)

@@ -159,11 +159,12 @@ async def _open(target: str, authority: str, timeout: float) -> _Connection:
     return protocol
 
 
-async def push_all(targets: dict[str, str], messages: dict[str, Sequence[bytes]], *, connections: int = 256,
-                   timeout: float = 600.0, on_done: Callable[[str, list[Answer]], None] | None = None
+async def push_all(targets: dict[str, str], messages: dict[str, Sequence[bytes | Callable[[], bytes]]], *,
+                   connections: int = 256, timeout: float = 600.0, on_done: Callable[[str, list[Answer]], None] | None = None
                    ) -> dict[str, list[Answer] | CallError]:
     """Each host's messages over its own connection to `targets[host]` (naming the host as the authority), one
-    call per message, in order; at most `connections` open at once. A host whose call failed gets its error."""
+    call per message, in order; at most `connections` open at once. A host whose call failed gets its error. A
+    message may be what makes its bytes, made when its turn comes."""
     gate = asyncio.Semaphore(max(1, connections))
     out: dict[str, list[Answer] | CallError] = {}
 
@@ -177,6 +178,8 @@ async def push_all(targets: dict[str, str], messages: dict[str, Sequence[bytes]]
             answers = []
             try:
                 for request in messages[host]:
+                    if callable(request):
+                        request = request()
                     t0 = time.perf_counter()
                     reply = await conn.call(PUSH_STREAM, request, timeout)
                     answers.append(Answer(reply, t0, time.perf_counter() - t0))

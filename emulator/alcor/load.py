@@ -25,6 +25,9 @@ from emulator.alcor.schema import goalstate_pb2
 
 VNI_BASE = 100_000
 VNIS_PER_RUN = 65_536
+MAX_PORTS_PER_VPC = 1_000_000
+#: Bytes of goal states in flight at once (whole VPC tables are tens of MB a message): connections are cut to fit.
+BYTES_IN_FLIGHT = 1 << 30
 FAKE_HOSTS = "198.51.100.0/24"  # TEST-NET-2: remote hosts that exist only in flows when driving one external agent
 
 
@@ -38,6 +41,10 @@ class LoadSpec:
     concurrency: int = controller.DEFAULT_CONCURRENCY  # messages in flight at once
     samples: int = 5
     run: int = 0  # 0..255: a load run's VPCs, VNIs, names and MACs differ from every other run's
+    #: Who learns of a port as a neighbour: "others" (every other host of its VPC, incrementally per batch),
+    #: "all" (the VPC's whole table to each of its hosts, as Alcor's DPM sends it: encoded once per VPC; the
+    #: agent skips its own), "none" (ports only).
+    neighbours: str = "others"
 
     @property
     def prefix(self) -> str:
@@ -85,16 +92,24 @@ def next_run(existing_names: list[str]) -> int:
     return free[0]
 
 
+def vpc_cidr(i: int, ports: int) -> str:
+    """VPC i's addresses: 10.(64+i%64).0.0/16, or for more than 65,000 ports the smallest 10.0.0.0/N that holds
+    them (VPCs may share addresses: they are isolated)."""
+    if ports <= 65_000:
+        return f"10.{64 + i % 64}.0.0/16"
+    return f"10.0.0.0/{32 - (ports + 2).bit_length()}"
+
+
 def generate_ports(spec: LoadSpec, hosts: list[str]) -> list[goalstates.Port]:
-    """VPC i of run r: VNI 100000+r*65536+i, 10.(64+i%64).0.0/16 (VPCs may share addresses: they are isolated);
-    ports round-robin on hosts; MACs 02:<r>:<port number>."""
-    if spec.ports_per_vpc > 65_000 or spec.vpcs > VNIS_PER_RUN:
-        raise ValueError(f"at most 65,000 ports per VPC and {VNIS_PER_RUN} VPCs per run")
+    """VPC i of run r: VNI 100000+r*65536+i, vpc_cidr's addresses; ports round-robin on hosts; MACs
+    02:<r>:<port number>."""
+    if spec.ports_per_vpc > MAX_PORTS_PER_VPC or spec.vpcs > VNIS_PER_RUN:
+        raise ValueError(f"at most {MAX_PORTS_PER_VPC:,} ports per VPC and {VNIS_PER_RUN} VPCs per run")
     out = []
     n = 0
     r = spec.run
     for i in range(spec.vpcs):
-        vpc = goalstates.Vpc(f"{spec.prefix}{i}", VNI_BASE + r * VNIS_PER_RUN + i, f"10.{64 + i % 64}.0.0/16")
+        vpc = goalstates.Vpc(f"{spec.prefix}{i}", VNI_BASE + r * VNIS_PER_RUN + i, vpc_cidr(i, spec.ports_per_vpc))
         base = ipaddress.ip_network(vpc.cidr).network_address
         for j in range(spec.ports_per_vpc):
             n += 1
@@ -104,8 +119,10 @@ def generate_ports(spec: LoadSpec, hosts: list[str]) -> list[goalstates.Port]:
     return out
 
 
-def batches(ports: list[goalstates.Port], size: int) -> Iterator[dict[str, goalstate_pb2.GoalStateV2]]:
-    """Per batch, per host: the message that programs the host's new ports and tells it of its new neighbours."""
+def batches(ports: list[goalstates.Port], size: int, *, neighbours: bool = True
+            ) -> Iterator[dict[str, goalstate_pb2.GoalStateV2]]:
+    """Per batch, per host: the message that programs the host's new ports and tells it of its new neighbours
+    (unless not `neighbours`)."""
     size = size or len(ports)
     seen_by_vpc: dict[str, list[goalstates.Port]] = defaultdict(list)
     host_vpcs: dict[str, set[str]] = defaultdict(set)
@@ -120,10 +137,12 @@ def batches(ports: list[goalstates.Port], size: int) -> Iterator[dict[str, goals
         messages: dict[str, goalstate_pb2.GoalStateV2] = {}
         for p in batch:
             goalstates.add(goalstates.message_for(messages, p.host_ip), p.host_ip, p)
+            if not neighbours:
+                continue
             for host, vpcs in host_vpcs.items():
                 if host != p.host_ip and p.vpc.name in vpcs:
                     goalstates.add(goalstates.message_for(messages, host), host, p, neighbor=True, made=made)
-        for host, vpcs in joined.items():  # a host new to a VPC learns the VPC's earlier ports elsewhere
+        for host, vpcs in joined.items() if neighbours else ():  # new to a VPC: its earlier ports elsewhere
             for p in (q for name in sorted(vpcs) for q in seen_by_vpc[name] if q.host_ip != host):
                 goalstates.add(goalstates.message_for(messages, host), host, p, neighbor=True, made=made)
         for p in batch:
@@ -131,31 +150,65 @@ def batches(ports: list[goalstates.Port], size: int) -> Iterator[dict[str, goals
         yield messages
 
 
+def whole_tables(ports: list[goalstates.Port]) -> dict[str, tuple[object, int]]:
+    """Host -> (its one message, made when sent, its port count): its ports, and each of its VPCs' whole
+    neighbour table, encoded once per VPC (goalstates.compose)."""
+    by_vpc: dict[str, list[goalstates.Port]] = defaultdict(list)
+    mine: dict[str, list[goalstates.Port]] = defaultdict(list)
+    for p in ports:
+        by_vpc[p.vpc.name].append(p)
+        mine[p.host_ip].append(p)
+    tables: dict[str, goalstates.Table] = {}
+
+    def message(host: str) -> bytes:
+        own: dict[str, goalstate_pb2.GoalStateV2] = {}
+        for p in mine[host]:
+            goalstates.add(goalstates.message_for(own, host), host, p)
+        vpcs = sorted({p.vpc.name for p in mine[host]})
+        for name in vpcs:
+            if name not in tables:
+                tables[name] = goalstates.table(by_vpc[name])
+        return goalstates.compose(own[host], host, [tables[name] for name in vpcs])
+    return {host: (lambda host=host: message(host), len(mine[host])) for host in mine}
+
+
 def run(spec: LoadSpec, targets: dict[str, str], hosts: list[str] | None = None, progress=None) -> LoadResult:
     """Streams every batch to the agents of `targets` (host IP -> gRPC address) and times each reply."""
+    if spec.neighbours not in ("others", "all", "none"):
+        raise ValueError("neighbours is others, all or none")
+    if spec.neighbours == "all" and (spec.batch or spec.rate or spec.ramp):
+        raise ValueError("whole VPC tables (neighbours: all) go as one message per host, unpaced: no batch or rate")
     hosts = hosts or sorted(targets)
     ports = generate_ports(spec, hosts)
-    plan = list(batches(ports, spec.batch))
-    per_host: dict[str, list[goalstate_pb2.GoalStateV2]] = defaultdict(list)
-    ports_in: dict[int, int] = {}  # id(message) -> ports it creates
+    per_host: dict[str, list] = defaultdict(list)  # messages, or what makes them when they are sent
+    counts: dict[str, list[int]] = defaultdict(list)  # ports each creates
     send_at: dict[str, list[float]] = defaultdict(list)  # host -> offset (s) of each of its messages
-    offsets = _schedule(spec, [sum(len(gs.port_states) for gs in m.values()) for m in plan])
-    for messages, offset in zip(plan, offsets, strict=True):
-        for host, gs in messages.items():
+    connections = spec.concurrency
+    if spec.neighbours == "all":
+        for host, (make, n) in whole_tables(ports).items():
             if host in targets:
-                per_host[host].append(gs)
-                ports_in[id(gs)] = len(gs.port_states)
-                send_at[host].append(offset)
+                per_host[host].append(make)
+                counts[host].append(n)
+        size = 300 * spec.ports_per_vpc * max(1, -(-len({p.vpc.name for p in ports}) // max(1, len(hosts))))
+        connections = max(1, min(connections, BYTES_IN_FLIGHT // size))  # ~300 bytes a neighbour entry
+    else:
+        plan = list(batches(ports, spec.batch, neighbours=spec.neighbours == "others"))
+        offsets = _schedule(spec, [sum(len(gs.port_states) for gs in m.values()) for m in plan])
+        for messages, offset in zip(plan, offsets, strict=True):
+            for host, gs in messages.items():
+                if host in targets:
+                    per_host[host].append(gs)
+                    counts[host].append(len(gs.port_states))
+                    send_at[host].append(offset)
     started = time.perf_counter()
-    done = (lambda h, _: progress(sum(ports_in[id(m)] for m in per_host[h]))) if progress else None
+    done = (lambda h, _: progress(sum(counts[h]))) if progress else None
     if not spec.rate and not spec.ramp:  # as fast as the agents take them: the asyncio client, a connection per host
-        pushed = controller.push_each(targets, dict(per_host), connections=spec.concurrency, on_host_done=done)
+        pushed = controller.push_each(targets, dict(per_host), connections=connections, on_host_done=done)
     else:  # paced: a thread per stream keeps each host's schedule
         pushed = controller.streams(targets, {h: _timed(per_host[h], send_at[h], started) for h in per_host},
                                     concurrency=spec.concurrency, started=started, on_stream_done=done)
     seconds = time.perf_counter() - started
     per_port, per_message, timeline = [], [], []
-    counts = {h: [ports_in[id(m)] for m in per_host[h]] for h in per_host}
     index: dict[str, int] = defaultdict(int)
     for p in pushed:
         n = counts[p.host][index[p.host]]
@@ -165,7 +218,7 @@ def run(spec: LoadSpec, targets: dict[str, str], hosts: list[str] | None = None,
         per_port += [ms] * n
         timeline.append((p.sent_at, ms))
     errors = [f"{p.host}: {f}" for p in pushed for f in p.failed]
-    return LoadResult(sum(len(gs.port_states) for msgs in per_host.values() for gs in msgs), len(pushed), seconds,
+    return LoadResult(sum(sum(c) for c in counts.values()), len(pushed), seconds,
                       errors, per_port, per_message, [p.agent_us / 1000 for p in pushed], timeline)
 
 

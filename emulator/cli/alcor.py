@@ -30,7 +30,10 @@ def _ramp(text: str | None) -> tuple[float, float] | None:
 @alcor.command("load")
 @click.argument("experiment", required=False)
 @click.option("--vpcs", type=click.IntRange(1, 100_000), default=2, show_default=True)
-@click.option("--ports-per-vpc", type=click.IntRange(1, 65_000), default=10, show_default=True)
+@click.option("--ports-per-vpc", type=click.IntRange(1, 1_000_000), default=10, show_default=True)
+@click.option("--neighbours", type=click.Choice(["others", "all", "none"]), default="others", show_default=True,
+              help="who learns of a port: every other host of its VPC, batch by batch (others); each host its VPCs' "
+                   "whole table, encoded once per VPC, as Alcor's DPM sends it (all: one message per host); nobody (none)")
 @click.option("--batch", type=click.IntRange(0, 10_000_000), default=0, show_default=True,
               help="ports per goal-state round (0: all ports in one message per host, as Alcor's test controller)")
 @click.option("--rate", type=click.FloatRange(0, None), default=0.0, help="ports/s, constant (k6 constant-arrival-rate)")
@@ -43,7 +46,7 @@ def _ramp(text: str | None) -> tuple[float, float] | None:
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), help="write latency over time as a PNG here")
 @OUTPUT
 @guarded
-def load(experiment: str | None, vpcs: int, ports_per_vpc: int, batch: int, rate: float, ramp: str | None,
+def load(experiment: str | None, vpcs: int, ports_per_vpc: int, neighbours: str, batch: int, rate: float, ramp: str | None,
          concurrency: int | None, samples: int, target: str | None, plot_file: str | None, output: str) -> None:
     """Program VPCs x ports through the agents; report latency percentiles, ports/s and errors."""
     from emulator.alcor import controller
@@ -51,8 +54,11 @@ def load(experiment: str | None, vpcs: int, ports_per_vpc: int, batch: int, rate
 
     if rate and ramp:
         raise click.BadParameter("--rate and --ramp exclude each other")
+    if neighbours == "all" and (batch or rate or ramp):
+        raise click.BadParameter("--neighbours all sends one message per host, unpaced: no --batch, --rate or --ramp")
     spec = loadtest.LoadSpec(vpcs, ports_per_vpc, batch=batch, rate=rate, ramp=_ramp(ramp),
-                             concurrency=concurrency or controller.DEFAULT_CONCURRENCY, samples=samples)
+                             concurrency=concurrency or controller.DEFAULT_CONCURRENCY, samples=samples,
+                             neighbours=neighbours)
     if experiment:
         prefix = f"ce.{experiment}."
         spec.run = loadtest.next_run([n[len(prefix):] for n in os.listdir("/run/netns") if n.startswith(prefix)]

@@ -296,3 +296,38 @@ def test_a_vpc_table_sent_to_every_node_of_a_pack_is_kept_once_and_draws_the_sam
     assert nodes[0].agent.dp.exact and sorted(nodes[0].agent.dp.flows()) == sorted(reference[0].agent.dp.flows())
     assert nodes[0].agent.neighbors[moved.id].host_ip == "10.7.2.250" and gone.id not in nodes[0].agent.neighbors
     assert read_neighbor(goalstates.neighbor_state(far[9])).neighbor == nodes[1].agent.neighbors[far[9].id]
+
+
+def test_a_vpc_table_encoded_once_composes_the_message_a_host_would_get_built_whole():
+    vpc = goalstates.Vpc("c", 1600, "10.204.0.0/16")
+    ports = [goalstates.Port(f"c{i}", vpc, f"10.7.3.{1 + i % 3}", f"10.204.0.{2 + i}", f"fa:16:3e:50:00:{i:02x}")
+             for i in range(9)]
+    host = "10.7.3.1"
+    own = goalstates.message_for({}, host)
+    for p in ports:
+        if p.host_ip == host:
+            goalstates.add(own, host, p)
+    whole = goalstate_pb2.GoalStateV2()
+    whole.CopyFrom(own)
+    for p in ports:
+        goalstates.add(whole, host, p, neighbor=True)
+    composed = goalstate_pb2.GoalStateV2.FromString(goalstates.compose(own, host, [goalstates.table(ports)]))
+    assert composed.neighbor_states == whole.neighbor_states and composed.port_states == whole.port_states
+    assert sorted(map(str, composed.host_resources[host].resources)) == sorted(map(str, whole.host_resources[host].resources))
+    assert list(composed.host_resources) == [host] and composed.vpc_states == whole.vpc_states
+
+
+@pytest.mark.parametrize("mode", ["all", "none"])
+def test_alcor_load_sends_whole_vpc_tables_or_none_and_each_node_learns_what_others_mode_teaches(pack, mode):
+    from emulator.alcor import load as loadtest
+
+    made, target = pack
+    targets = {ip: target for ip in NODES}
+    result = loadtest.run(loadtest.LoadSpec(2, 12, neighbours=mode, samples=0), targets)
+    assert result.ports == 24 and result.messages == 3 and result.errors == []
+    ports = loadtest.generate_ports(loadtest.LoadSpec(2, 12), sorted(targets))
+    for ip in NODES:
+        node = made.nodes[ip].agent
+        assert sorted(node.ports) == sorted(p.id for p in ports if p.host_ip == ip)
+        others = {p.id for p in ports if p.host_ip != ip}  # both VPCs span every node here
+        assert set(node.neighbors) == (others if mode == "all" else set())
