@@ -8,8 +8,14 @@ full compute node's memory from the last alcor_scale run for the ratio.
     sudo .venv/bin/python benchmarks/hollow_scale.py --nodes 100000
 
 Targets (issue 18): 100,000 hollow nodes up in <= 60 s, down in <= 20 s, <= 50 KB per node everything
-included, nothing left. Then one goal state (VPC, subnet, one port) to `--messages` of them, each over its
-node's own stream: messages/s and latency percentiles.
+included, nothing left. Then, as asked:
+  --messages M       one goal state (VPC, subnet, one port) to M of them, each over its node's own stream:
+                     messages/s (target >= 2,000), latency percentiles, CPU of each side;
+  --neighbours N     1 port + N neighbours to one node, then the same table to two more (target < 0.5 s);
+  --vpc-ports P      one VPC of P ports over every node, each node sent the VPC's whole neighbour table
+                     (`alcor load --neighbours all`): total time, per-host convergence, memory.
+
+    sudo .venv/bin/python benchmarks/hollow_scale.py --nodes 1000 --vpc-ports 100000
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from emulator import Emulation, load_text  # noqa: E402
 from emulator.alcor import controller, goalstates  # noqa: E402
+from emulator.alcor import load as loadtest  # noqa: E402
 from emulator.compiler.compile import HOLLOW_PACK  # noqa: E402
 
 FULL_NODE_MB = 34.3  # alcor_scale, 20 nodes x 50 VMs: memory per full compute node (README)
@@ -82,7 +89,7 @@ def settle(seconds: float = 2.0) -> None:
     time.sleep(seconds)
 
 
-def run_cloudemu(nodes: int, messages: int, concurrency: int) -> dict:
+def run_cloudemu(nodes: int, messages: int, concurrency: int, neighbours: int = 0, vpc_ports: int = 0) -> dict:
     name = "hollowbench"
     emu = Emulation(load_text(topology(nodes, name)))
     settle()
@@ -100,6 +107,11 @@ def run_cloudemu(nodes: int, messages: int, concurrency: int) -> dict:
         if messages:
             out["load"] = push_one_port_each(emu, messages, concurrency)
             out["per_node_kb_after_load"] = round((used_memory_mb() - before) * 1024 / nodes, 1)
+        if neighbours:
+            out["neighbours"] = one_port_and_neighbours(emu, neighbours)
+        if vpc_ports:
+            out["vpc"] = whole_vpc(emu, vpc_ports, concurrency)
+            out["vpc"]["machine_memory_mb_after"] = round(used_memory_mb() - before, 1)
     finally:
         t0 = time.perf_counter()
         res = emu.down()
@@ -133,6 +145,43 @@ def push_one_port_each(emu: Emulation, count: int, concurrency: int) -> dict:
                 p.agent_us for p in pushed) / 1000, 2)}
 
 
+def one_port_and_neighbours(emu: Emulation, count: int) -> dict:
+    """1 port + `count` neighbours to one node, then the same table (each with its own port) to two more: the
+    first read by the pack, the others found again by their bytes."""
+    targets = controller.agent_targets(emu.plan)
+    hosts = sorted(targets)[:3]
+    vpc = goalstates.Vpc("nb", 4002, "10.128.0.0/9")
+    far = [goalstates.Port(f"f{i}", vpc, f"10.9.{(i >> 8) & 255}.{1 + (i & 127)}", f"10.{129 + (i >> 16)}."
+                           f"{(i >> 8) & 255}.{i & 255}", f"fa:16:3e:{1 + (i >> 16):02x}:{(i >> 8) & 255:02x}:{i & 255:02x}")
+           for i in range(count)]
+    table = goalstates.table(far)
+    calls = []
+    for k, host in enumerate(hosts):
+        own = goalstates.message_for({}, host)
+        goalstates.add(own, host, goalstates.Port(f"me{k}", vpc, host, f"10.128.0.{5 + k}", f"fa:16:3e:00:00:{5 + k:02x}"))
+        data = goalstates.compose(own, host, [table])
+        t0 = time.perf_counter()
+        (pushed,) = controller.push_each({host: targets[host]}, {host: [lambda data=data: data]})
+        calls.append({"round_trip_s": round(time.perf_counter() - t0, 3), "call_s": round(pushed.seconds, 3),
+                      "agent_s": round(pushed.agent_us / 1e6, 3), "failed": len(pushed.failed)})
+    return {"neighbours": count, "message_mb": round(len(data) / 1e6, 1), "first": calls[0], "again": calls[1:]}
+
+
+def whole_vpc(emu: Emulation, ports: int, concurrency: int) -> dict:
+    """One VPC of `ports` ports over every hollow node; each node gets its ports and the VPC's whole table."""
+    targets = controller.agent_targets(emu.plan)
+    spec = loadtest.LoadSpec(1, ports, neighbours="all", concurrency=concurrency, samples=0)
+    packs_before = cpu_seconds(f"emulator.alcor.hollow --dir /run/cloudemu/{emu.name}/")
+    cpu0 = time.process_time()
+    result = loadtest.run(spec, targets)
+    summary = result.summary()
+    packs_cpu = cpu_seconds(f"emulator.alcor.hollow --dir /run/cloudemu/{emu.name}/") - packs_before
+    return {"ports": ports, "hosts": len(targets), "entries": ports * len(targets), "seconds": summary["seconds"],
+            "host_convergence_ms": summary["message_latency_ms"], "agent_ms": summary["agent_time_ms"],
+            "errors": summary["errors"], "cpu_s": {"controller": round(time.process_time() - cpu0, 1),
+                                                  "hollow packs": round(packs_cpu, 1)}}
+
+
 def run_bare(nodes: int) -> dict:
     """The floor: the same layout (a namespace and a veth per HOLLOW_PACK nodes, their addresses on it), one
     `ip -batch` for the namespaces and veths and one per namespace for its addresses; no process, no journal."""
@@ -157,10 +206,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", type=int, default=100_000)
     ap.add_argument("--messages", type=int, default=0, help="one port to this many nodes, each on its own stream")
+    ap.add_argument("--neighbours", type=int, default=0, help="1 port + this many neighbours to one node, then two more")
+    ap.add_argument("--vpc-ports", type=int, default=0, help="one VPC of this many ports, its whole table to every node")
     ap.add_argument("--concurrency", type=int, default=256, help="connections open at once")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    result = {"cloudemu": run_cloudemu(args.nodes, args.messages, args.concurrency), "bare addresses": run_bare(args.nodes)}
+    result = {"cloudemu": run_cloudemu(args.nodes, args.messages, args.concurrency, args.neighbours, args.vpc_ports),
+              "bare addresses": run_bare(args.nodes)}
     c, b = result["cloudemu"], result["bare addresses"]
     result["ratio_up_vs_bare"] = round(c["up_s"] / max(b["up_s"], 1e-3), 2)
     result["memory_vs_full_node"] = round(FULL_NODE_MB * 1024 / max(c["per_node_kb"], 1e-3), 0)
@@ -176,6 +228,15 @@ def main() -> int:
                   f"{ld['latency_ms']['p50']} p90 {ld['latency_ms']['p90']} p99 {ld['latency_ms']['p99']} ms, "
                   f"errors {ld['errors']}; CPU: controller {ld['cpu_s']['controller']} s, packs "
                   f"{ld['cpu_s']['hollow packs']} s")
+        if "neighbours" in c:
+            nb = c["neighbours"]
+            print(f"1 port + {nb['neighbours']} neighbours ({nb['message_mb']} MB): first {nb['first']}; "
+                  f"the same table again {nb['again']}")
+        if "vpc" in c:
+            v = c["vpc"]
+            print(f"a VPC of {v['ports']} ports over {v['hosts']} nodes ({v['entries']:,} neighbour entries): "
+                  f"{v['seconds']} s, host convergence {v['host_convergence_ms']}, errors {v['errors']}, CPU "
+                  f"{v['cpu_s']}, machine memory {v['machine_memory_mb_after']} MB")
     return 0 if c["clean"] else 1
 
 

@@ -101,13 +101,10 @@ class NeighborIntake:
             found = self.known[raw] = (entry.key, read_neighbor(entry.value))
         return found
 
-    def entries(self, entries: list[bytes], wanted: set[str] | None) -> Iterable[tuple[str, Reading]]:
+    def entries(self, entries: list[bytes]) -> Iterable[tuple[str, Reading]]:
         """(id, Reading) of a lean message's neighbour entries: the last entry of an id wins, as in a map."""
         get, read = self.known.get, self.read
-        table = dict(get(raw) or read(raw) for raw in entries)
-        if wanted is not None and not wanted.issuperset(table):
-            return [(rid, r) for rid, r in table.items() if rid in wanted]
-        return table.items()
+        return dict(get(raw) or read(raw) for raw in entries).items()
 
 
 @dataclass
@@ -178,18 +175,14 @@ class Agent:
     @_collecting_after
     def push_v2(self, gs: goalstate_pb2.GoalStateV2) -> Reply:
         started = time.perf_counter()  # reading the neighbours below counts in the message's time
-        mine = gs.host_resources.get(self.host_ip)
-        wanted = {r.id for r in mine.resources} if mine is not None else None
 
         def pick(states):  # a map's items() iterates in Python (collections.abc); its keys do not
-            if wanted is None or wanted.issuperset(states):  # the usual case, tested in C, not per item
-                return ((rid, states[rid]) for rid in states)  # lazily: each entry's wrapper dies after use
-            return ((rid, states[rid]) for rid in states if rid in wanted)
+            return ((rid, states[rid]) for rid in states)  # lazily: each entry's wrapper dies after use
+        # host_resources is not read, as ACA does not read it: a host takes every resource of its message
         if isinstance(gs, goalstate_pb2.GoalStateV2):
-            states = gs.neighbor_states
-            neighbors = ((rid, read_neighbor(state)) for rid, state in pick(states))
+            neighbors = ((rid, read_neighbor(state)) for rid, state in pick(gs.neighbor_states))
         else:  # wire.LeanGoalStateV2: the same message, its neighbour states as bytes
-            neighbors = self.intake.entries(list(gs.neighbor_states), wanted)
+            neighbors = self.intake.entries(list(gs.neighbor_states))
         return self._apply(pick(gs.vpc_states), pick(gs.subnet_states), pick(gs.port_states),
                            neighbors, pick(gs.router_states), pick(gs.dhcp_states),
                            pick(gs.security_group_states), pick(gs.gateway_states), reported=self.v2_reported,

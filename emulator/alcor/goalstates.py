@@ -2,7 +2,7 @@
 
 Pure: VMs (ports) in, messages out. VPC and subnet go as INFO, the host's own ports as CREATE
 with FULL updates, and an L2 neighbour entry for every port of the same VPCs on other hosts;
-`host_resources[host IP]` lists what the host must program.
+`host_resources[host IP]` lists what the host must program (as Alcor's DPM writes it; ACA does not read it).
 """
 
 from __future__ import annotations

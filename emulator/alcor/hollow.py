@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import logging
+import operator
 import resource
 import signal
 import sys
@@ -37,6 +38,7 @@ BASE_FLOWS: tuple[str, ...] = tuple(flows.base_flows())
 
 
 _ADD = f"add cookie={flows.COOKIE},"
+_VLAN_MAC, _VLAN_IP = operator.itemgetter(1, 2), operator.itemgetter(1, 3)  # keys of a neighbour's two flows
 _DELETE = "delete_strict "
 
 
@@ -133,9 +135,8 @@ class ModelDataplane:
         """One message's neighbour flow changes, in order. Drawn flows stay exact when the table had no
         neighbour before (see before_neighbours), nothing is removed and no two flows share a key."""
         if not self.exact:
-            adds = [i for i in items if len(i) == 5]
-            if (len(adds) == len(items) and len({(i[1], i[2]) for i in adds}) == len(adds)
-                    and len({(i[1], i[3]) for i in adds}) == len(adds)):
+            if (set(map(len, items)) == {5} and len(set(map(_VLAN_MAC, items))) == len(items)
+                    and len(set(map(_VLAN_IP, items))) == len(items)):
                 return
             self.exact = True
         encaps, arps = self.encaps, self.arps
