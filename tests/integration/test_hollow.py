@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from emulator.alcor import controller, goalstates
+from emulator.alcor import calibrate, controller, goalstates, hollow
 from emulator.alcor.schema import common_pb2 as common
 from emulator.api import Emulation
 from emulator.runtime import ovsinstance
@@ -42,7 +42,7 @@ links:
 CLIENT = """
 import sys
 sys.path.insert(0, {root!r})
-from emulator.alcor import controller, goalstates
+from emulator.alcor import calibrate, controller, goalstates, hollow
 vpc = goalstates.Vpc("v", 3001, "10.210.0.0/24")
 port = goalstates.Port("tcp1", vpc, {ip!r}, "10.210.0.5", "fa:16:3e:30:00:05")
 (pushed,) = controller.stream({ip!r} + ":50001", [goalstates.per_host([port])[{ip!r}]])
@@ -92,6 +92,21 @@ def test_hollow_nodes_serve_on_their_own_addresses_and_leave_nothing(state_dir):
         summary = json.loads(load.stdout)
         assert summary["errors"] == 0 and summary["ports"] == 16
         assert hollow_kind.ask(pack, {"op": "summary"})["ports"] >= 2 + 12  # 3 of the 4 agents are hollow
+        # the full node measured, its model given to the hollow ones: they now answer (and report) as it would
+        model_file = state_dir.parent / "model.json"
+        model = json.loads(cli("alcor", "calibrate", name, "--repeats", "1", "--out", str(model_file), "-o",
+                               "json").stdout)
+        assert model["node"] == "cn1" and model["per_port_ms"] > 0 and model["applied_to"] == [pack.name]
+        assert len(model["samples"]) == len(calibrate.SHAPES) and json.loads(model_file.read_text())["node"] == "cn1"
+        port = goalstates.Port("timed", goalstates.Vpc("t", 3002, "10.211.0.0/24"), addresses["cn2"], "10.211.0.5",
+                               "fa:16:3e:30:00:06")
+        targets = controller.agent_targets(emu.plan)
+        (pushed,) = controller.stream(targets[port.host_ip], [goalstates.per_host([port])[port.host_ip]],
+                                      host=port.host_ip)
+        assert pushed.failed == [] and pushed.agent_us == int(hollow.DelayModel.from_dict(model).seconds(1, 0) * 1e6)
+        assert json.loads(cli("alcor", "delays", name, "off", "-o", "json").stdout)["applied_to"] == [pack.name]
+        assert hollow_kind.ask(pack, {"op": "summary"})["delays"] is None
+        assert cli("alcor", "delays", name, str(state_dir / "none.json"), check=False).returncode == 2
     finally:
         result = emu.down()
     assert result.clean and leftovers(name) == {}

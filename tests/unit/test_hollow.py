@@ -331,3 +331,24 @@ def test_alcor_load_sends_whole_vpc_tables_or_none_and_each_node_learns_what_oth
         assert sorted(node.ports) == sorted(p.id for p in ports if p.host_ip == ip)
         others = {p.id for p in ports if p.host_ip != ip}  # both VPCs span every node here
         assert set(node.neighbors) == (others if mode == "all" else set())
+
+
+def test_under_a_delay_model_a_node_answers_no_sooner_than_the_model_one_message_at_a_time(pack):
+    import time
+
+    made, target = pack
+    made.model = hollow.DelayModel.from_dict({"per_message_ms": 50, "per_port_ms": 10, "per_neighbour_us": 0})
+    assert made.summary()["delays"] == {"per_message_ms": 50.0, "per_port_ms": 10.0, "per_neighbour_us": 0.0}
+    vpc = goalstates.Vpc("d", 1700, "10.205.0.0/24")
+    messages = [goalstates.per_host([goalstates.Port(f"d{i}", vpc, "10.7.0.1", f"10.205.0.{10 + i}",
+                                                     f"fa:16:3e:60:00:{i:02x}")])["10.7.0.1"] for i in range(2)]
+    channel, s = stub(target, "10.7.0.1")
+    with channel:
+        t0 = time.monotonic()
+        replies = list(s.PushGoalStatesStream(iter(messages), timeout=30))
+        took = time.monotonic() - t0
+    assert [r.message_total_operation_time for r in replies] == [60_000, 60_000]  # 50 ms + 1 port x 10 ms, each
+    assert took >= 0.12  # the second waited for the first: one message at a time, as the agent's lock has it
+    for bad in ({"per_message_ms": -1, "per_port_ms": 0, "per_neighbour_us": 0}, {"per_message_ms": "1"}, [1]):
+        with pytest.raises(ValueError):
+            hollow.DelayModel.from_dict(bad)
