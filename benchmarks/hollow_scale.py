@@ -112,6 +112,7 @@ def run_cloudemu(nodes: int, messages: int, concurrency: int, neighbours: int = 
         if vpc_ports:
             out["vpc"] = whole_vpc(emu, vpc_ports, concurrency)
             out["vpc"]["machine_memory_mb_after"] = round(used_memory_mb() - before, 1)
+            out["vpc"]["pack_rss_mb_after"] = round(rss_mb(f"emulator.alcor.hollow --dir /run/cloudemu/{name}/")[1], 1)
     finally:
         t0 = time.perf_counter()
         res = emu.down()
@@ -236,7 +237,7 @@ def main() -> int:
             v = c["vpc"]
             print(f"a VPC of {v['ports']} ports over {v['hosts']} nodes ({v['entries']:,} neighbour entries): "
                   f"{v['seconds']} s, host convergence {v['host_convergence_ms']}, errors {v['errors']}, CPU "
-                  f"{v['cpu_s']}, machine memory {v['machine_memory_mb_after']} MB")
+                  f"{v['cpu_s']}, machine memory {v['machine_memory_mb_after']} MB (packs' RSS {v['pack_rss_mb_after']} MB)")
     return 0 if c["clean"] else 1
 
 

@@ -234,8 +234,10 @@ class Agent:
         rid = rid or state.configuration.id
         if state.operation_type == common.DELETE:
             table.pop(rid, None)
-        else:
-            table[rid] = state.configuration
+        else:  # a copy: a part of the message would keep the whole message's memory (tens of MB) alive
+            kept = type(state.configuration)()
+            kept.CopyFrom(state.configuration)
+            table[rid] = kept
         work.status(rid, kind, state.operation_type)
 
     def _vni_of_subnet(self, subnet_id: str) -> int | None:

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from emulator.alcor.agent import Agent
@@ -26,6 +27,7 @@ from emulator.runtime import ovsinstance, processes, tokens
 from provisioners import nsconfig
 
 VXLAN_OVERHEAD = 50
+log = logging.getLogger("cloudemu.node")
 
 
 def underlay_of(dev: str) -> tuple[str, int, int, str]:
@@ -101,12 +103,18 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     processes.log_to(args.log, logging.INFO)
 
+    started = time.monotonic()
+
+    def step(what: str) -> None:  # an agent that never says ready shows in its log how far it got
+        log.info("%s (%.1f s)", what, time.monotonic() - started)
     writable_sysctls()
     # Taps, bridges and br-phy come up without IPv6 (the underlay is IPv4, VMs have none). Each IPv6
     # address the kernel gives a new tap makes this node's ovs-vswitchd re-read every interface's
     # addresses (it tracks tunnel endpoints): 100 ports beside 200 cost it 1.7 s of CPU instead of 0.4 s.
     nsconfig.no_ipv6_on_new_devices()
+    step("starting OVS")
     ovsinstance.start(args.dir)
+    step("OVS started")
     datapath = args.datapath
     if datapath == "auto":
         datapath = "system" if Path("/sys/module/openvswitch").exists() else "netdev"
@@ -115,10 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     host_ip, _, mtu, _ = found
     dp = OvsDataplane(datapath_type=datapath, mtu=mtu - VXLAN_OVERHEAD, env=ovsinstance.env(args.dir))
     dp.setup()
+    step(f"bridges laid out ({datapath} datapath)")
     if datapath == "netdev":
         move_underlay_to_br_phy(dp, underlay, found)
+        step("underlay address on br-phy")
     if args.underlay_peers:
-        static_peers(dp, "br-phy" if datapath == "netdev" else underlay, found, args.underlay_peers)
+        peers = static_peers(dp, "br-phy" if datapath == "netdev" else underlay, found, args.underlay_peers)
+        step(f"{peers} peers' addresses known")
     address = args.listen.replace("underlay:", f"{host_ip}:", 1) if args.listen.startswith("underlay:") else args.listen
     listen = [address] + ([f"unix:{args.socket}"] if args.socket else [])
     server = serve(Agent(dp, host_ip, tokens.identifier(args.vm_prefix, "--vm-prefix")), *listen)
