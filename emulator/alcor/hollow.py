@@ -38,7 +38,9 @@ BASE_FLOWS: tuple[str, ...] = tuple(flows.base_flows())
 
 
 _ADD = f"add cookie={flows.COOKIE},"
-_VLAN_MAC, _VLAN_IP = operator.itemgetter(1, 2), operator.itemgetter(1, 3)  # keys of a neighbour's two flows
+# a neighbour's flow items: (vni, vlan, mac, ip, host); its two flows are keyed by (vlan, mac) and (vlan, ip)
+_VLAN, _MAC, _IP = operator.itemgetter(1), operator.itemgetter(2), operator.itemgetter(3)
+_VLAN_MAC, _VLAN_IP = operator.itemgetter(1, 2), operator.itemgetter(1, 3)
 _DELETE = "delete_strict "
 
 
@@ -135,9 +137,13 @@ class ModelDataplane:
         """One message's neighbour flow changes, in order. Drawn flows stay exact when the table had no
         neighbour before (see before_neighbours), nothing is removed and no two flows share a key."""
         if not self.exact:
-            if (set(map(len, items)) == {5} and len(set(map(_VLAN_MAC, items))) == len(items)
-                    and len(set(map(_VLAN_IP, items))) == len(items)):
-                return
+            if set(map(len, items)) == {5}:  # only additions
+                if len(set(map(_VLAN, items))) == 1:  # one VLAN (the usual message): the MACs and addresses alone
+                    unique = len(set(map(_MAC, items))) == len(set(map(_IP, items))) == len(items)
+                else:
+                    unique = len(set(map(_VLAN_MAC, items))) == len(set(map(_VLAN_IP, items))) == len(items)
+                if unique:
+                    return
             self.exact = True
         encaps, arps = self.encaps, self.arps
         for item in items:
