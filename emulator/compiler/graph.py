@@ -39,6 +39,7 @@ class Graph:
     pin: np.ndarray  # int32 machine index, -1 where free
     where: list[Where]  # per node for object topologies; one shared entry for a bulk
     slots: np.ndarray | None = None  # float64 share of a machine's max_nodes per node (None: 1 each)
+    hollow: np.ndarray | None = None  # bool per node: a hollow compute node (None: none)
 
     @property
     def n_nodes(self) -> int:
@@ -105,7 +106,7 @@ def _from_bulk(topo: Topology) -> Graph:
     hollow, full = labels == "hollow", labels == "compute"
     memory = np.where(hollow, HOLLOW_MIB, np.where(full, FULL_COMPUTE_MIB, 0.0))
     return Graph(names, np.concatenate(kinds), src, dst, bw, np.zeros(n), memory, np.full(n, -1, np.int32),
-                 [topo.bulk[0].where], np.where(hollow, HOLLOW_SLOT, 1.0))
+                 [topo.bulk[0].where], np.where(hollow, HOLLOW_SLOT, 1.0), hollow)
 
 
 def _from_objects(topo: Topology, machines: dict[str, int] | None) -> Graph:
@@ -124,6 +125,7 @@ def _from_objects(topo: Topology, machines: dict[str, int] | None) -> Graph:
         pin=np.fromiter((_pin(n, machines) for n in nodes), np.int32, len(nodes)),
         where=[n.where for n in nodes],
         slots=np.fromiter((HOLLOW_SLOT if _hollow(n) else 1.0 for n in nodes), np.float64, len(nodes)),
+        hollow=np.fromiter((_hollow(n) for n in nodes), bool, len(nodes)),
     )
 
 

@@ -107,10 +107,27 @@ def place(graph: Graph, cluster: Cluster, algorithm: str = "metis") -> Placement
         part = (np.arange(graph.n_nodes) % k).astype(np.int32)
     else:
         part = _greedy(graph, cap)
+    _with_their_switch(graph, part)
     pinned = graph.pin >= 0
     part[pinned] = graph.pin[pinned]
     _repair(graph, cap, part)
     return Placement(algorithm, part, time.perf_counter() - started)
+
+
+def _with_their_switch(graph: Graph, part: np.ndarray) -> None:
+    """A hollow compute node goes where a switch it links to is: its address lives on its machine's pack, which
+    links to its nodes' switch there (a pack whose nodes' switches are all elsewhere would have no link). METIS
+    weighs a hollow node at 1% of a slot and may cut its one link to even out a machine."""
+    if graph.hollow is None or not graph.hollow.any() or graph.n_links == 0:
+        return
+    switching = graph.switching()
+    follow = np.full(graph.n_nodes, -1, dtype=np.int64)
+    for a, b in ((graph.dst, graph.src), (graph.src, graph.dst)):
+        mask = graph.hollow[a] & switching[b]
+        nodes, first = np.unique(a[mask], return_index=True)  # each node's first such link
+        follow[nodes] = b[mask][first]
+    moved = follow >= 0
+    part[moved] = part[follow[moved]]
 
 
 def _metis(graph: Graph, cap: Capacity, k: int) -> np.ndarray:

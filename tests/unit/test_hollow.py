@@ -352,3 +352,23 @@ def test_under_a_delay_model_a_node_answers_no_sooner_than_the_model_one_message
     for bad in ({"per_message_ms": -1, "per_port_ms": 0, "per_neighbour_us": 0}, {"per_message_ms": "1"}, [1]):
         with pytest.raises(ValueError):
             hollow.DelayModel.from_dict(bad)
+
+
+def test_placement_keeps_each_hollow_node_with_its_switch_so_every_pack_has_a_link():
+    from emulator.compiler.compile import compile_cluster
+    from emulator.model import Cluster, Machine
+    from emulator.topology.loader import load_text
+
+    text = ("version: 1\nname: reg\ndefaults: {subnet: 10.80.0.0/12}\n"
+            "topology: {generator: region, racks: 50, hosts_per_rack: 40, spines: 2, uplinks: 2, compute: hollow, "
+            "full_racks: 2}\n")
+    compiled = compile_cluster(load_text(text), Cluster("c", [Machine("a"), Machine("b"), Machine("c")]))
+    g, part = compiled.graph, compiled.part
+    switching = g.switching()
+    for a, b in zip(g.src.tolist(), g.dst.tolist(), strict=True):
+        if g.hollow[a] and switching[b] or g.hollow[b] and switching[a]:
+            assert part[a] == part[b], (g.names[a], g.names[b])
+    plans = [compiled.plan(m) for m in range(3)]
+    packs = [n for p in plans for n in p.nodes if "hollow" in n.options]
+    assert packs and all(any(lk.a.node == n.name for p in plans for lk in p.links) for n in packs)
+    assert len({n.machine for n in packs}) == 3
