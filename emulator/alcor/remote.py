@@ -1,4 +1,4 @@
-"""The machine side of the Alcor layer: what a cluster worker does for it (`goalstates`)."""
+"""The machine side of the Alcor layer: what a cluster worker does for it (`goalstates`, `hollow`)."""
 
 from __future__ import annotations
 
@@ -16,3 +16,27 @@ def goalstates(req: dict[str, Any]) -> dict[str, Any]:
     pushed = push_all(req["targets"], messages)
     return {"pushed": [{"host": p.host, "seconds": p.seconds, "agent_us": p.agent_us, "failed": p.failed}
                        for p in pushed]}
+
+
+def ask_packs(plan, requests: dict[str, dict]) -> dict[str, dict | Exception]:
+    """Packs of hollow compute nodes on this machine, each asked over its control socket."""
+    from provisioners.kinds import hollow
+
+    nodes = {n.name: n for n in plan.nodes if "hollow" in n.options}
+    out: dict[str, dict | Exception] = {}
+    for pack, request in requests.items():
+        try:
+            out[pack] = hollow.ask(nodes[pack], request)
+        except KeyError:
+            out[pack] = OSError(f"{pack} is not a pack of hollow compute nodes of {plan.experiment}")
+        except (OSError, ValueError) as exc:
+            out[pack] = OSError(f"{pack} does not answer: {exc}")
+    return out
+
+
+def hollow(req: dict[str, Any]) -> dict[str, Any]:
+    """This machine's packs of an experiment, each asked what the controller asks (state, summary, delays)."""
+    from emulator.runtime import orchestrator
+
+    answers = ask_packs(orchestrator.load_plan(req["experiment"]), req["requests"])
+    return {"answers": {p: ({"unreachable": str(a)} if isinstance(a, Exception) else a) for p, a in answers.items()}}

@@ -118,18 +118,17 @@ def load(experiment: str | None, vpcs: int, ports_per_vpc: int, neighbours: str,
 @guarded
 def state(experiment: str, node: str, output: str) -> None:
     """One hollow compute node's recorded state: VPCs, subnets, ports, neighbours, and the flows it models."""
-    from provisioners.kinds import hollow
-
     emu = Emulation.attach(experiment)
     pack = next((n for n in emu.plan.nodes if any(name == node for name, _ in n.options.get("hollow", {}).get("nodes", ()))),
                 None)
     if pack is None:
-        fail(f"{node} is not a hollow compute node of experiment {experiment} on this machine", 2, output)
-    try:
-        answer = hollow.ask(pack, {"op": "state", "node": node})
-    except OSError as exc:
-        fail(f"the process serving {node} ({pack.name}) does not answer: {exc}; 'cloudemu status {experiment}' "
-             "says whether it runs", 1, output)
+        fail(f"{node} is not a hollow compute node of experiment {experiment}", 2, output)
+    answer = emu.target.ask_packs(emu.plan, {pack.name: {"op": "state", "node": node}})[pack.name]
+    if isinstance(answer, Exception):
+        fail(f"the process serving {node} ({pack.name} on {pack.machine}) does not answer: {answer}; "
+             f"'cloudemu status {experiment}' says whether it runs", 1, output)
+    if "error" in answer:
+        fail(f"{pack.name}: {answer['error']}", 1, output)
     table = table_of(f"hollow compute node {node} ({answer['host_ip']})", "measure", "value")
     for key in ("messages", "errors", "neighbours"):
         table.add_row(key, str(answer[key]))
@@ -171,7 +170,7 @@ def calibrate(experiment: str, node: str | None, repeats: int, out_file: str | N
     if out_file:
         with open(out_file, "w") as f:
             json.dump(model, f, indent=2)
-    took, missed = hollow.set_delays(emu.plan, model) if apply else ([], [])
+    took, missed = hollow.set_delays(emu.plan, model, emu.target.ask_packs) if apply else ([], [])
     model["applied_to"], model["not_reached"] = took, missed
     table = table_of(f"agent model of {measured.name} ({model['machine']}, {model['cores']} cores)", "measure", "value")
     table.add_row("per message", f"{model['per_message_ms']} ms")
@@ -202,7 +201,7 @@ def delays(experiment: str, model: str, output: str) -> None:
         except (OSError, ValueError) as exc:
             fail(f"{model}: not a model file ({exc}); make one with 'cloudemu alcor calibrate EXP --out FILE'", 2, output)
     try:
-        took, missed = hollow.set_delays(emu.plan, figures)
+        took, missed = hollow.set_delays(emu.plan, figures, emu.target.ask_packs)
     except ValueError as exc:
         fail(f"{model}: {exc}", 2, output)
     answer = {"model": figures, "applied_to": took, "not_reached": missed}

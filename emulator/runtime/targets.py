@@ -37,6 +37,7 @@ class Target(Protocol):
     def start(self, node: PlanNode, argv: list[str], **kwargs: Any) -> Any: ...
     def ping(self, name: str, pairs: Pairs, timeout: float, wait: float, plan: Plan | None = None) -> Pairs: ...
     def push_goal_states(self, plan: Plan, on_reply: Callable[[int], None]) -> None: ...
+    def ask_packs(self, plan: Plan, requests: dict[str, dict]) -> dict[str, dict | Exception]: ...
     def close(self) -> None: ...
 
 
@@ -74,6 +75,12 @@ class ThisMachine:
         from emulator.alcor.controller import program_vms
 
         program_vms(plan, on_reply=on_reply)
+
+    def ask_packs(self, plan: Plan, requests: dict[str, dict]) -> dict[str, dict | Exception]:
+        """Each named pack of hollow compute nodes asked over its control socket: its answer, or why it did not."""
+        from emulator.alcor.remote import ask_packs
+
+        return ask_packs(plan, requests)
 
     def close(self) -> None:
         pass
@@ -157,6 +164,23 @@ class SshMachines:
             if isinstance(result, Exception):
                 raise AgentError(f"goal states for the compute nodes on {machine}: {result}")
             out += [Pushed(r["host"], 0.0, r["seconds"], r["agent_us"], failed_names=r["failed"]) for r in result["pushed"]]
+        return out
+
+    def ask_packs(self, plan: Plan, requests: dict[str, dict]) -> dict[str, dict | Exception]:
+        """Through each pack's machine's worker: one round trip per machine."""
+        machine_of = {n.name: n.machine for n in plan.nodes}
+        by_machine: dict[str, dict[str, dict]] = {}
+        for pack, request in requests.items():
+            by_machine.setdefault(machine_of[pack], {})[pack] = request
+        out: dict[str, dict | Exception] = {}
+        for machine, result in self.workers.each(by_machine, lambda m: {
+                "command": "hollow", "experiment": plan.experiment, "requests": by_machine[m]}).items():
+            for pack in by_machine[machine]:
+                if isinstance(result, Exception):
+                    out[pack] = result
+                else:
+                    answer = result["answers"][pack]
+                    out[pack] = OSError(answer["unreachable"]) if "unreachable" in answer else answer
         return out
 
     def close(self) -> None:

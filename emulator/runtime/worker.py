@@ -163,7 +163,7 @@ def ping(req: dict[str, Any]) -> dict[str, Any]:
 
 COMMANDS = {"facts": facts, "preflight": preflight, "up": up, "down": down, "status": status, "ping": ping}
 #: Commands of the layers above, imported only when asked for (the worker itself stays below them).
-EXTENSIONS = {"goalstates": "emulator.alcor.remote:goalstates"}
+EXTENSIONS = {"goalstates": "emulator.alcor.remote:goalstates", "hollow": "emulator.alcor.remote:hollow"}
 
 
 def _extension(target: str):

@@ -40,21 +40,18 @@ def ask(node: PlanNode, request: dict, timeout: float = 10.0) -> dict:
     return json.loads(data)
 
 
-def set_delays(plan: Plan, model: dict | None) -> tuple[list[str], list[str]]:
-    """Gives every pack of `plan` this delay model (None: none): the packs that took it, and those that did not
-    answer (a pack on another machine is not reached from here)."""
+def set_delays(plan: Plan, model: dict | None, ask_packs) -> tuple[list[str], list[str]]:
+    """Gives every pack of `plan` this delay model (None: none), through `ask_packs` (the experiment's Target):
+    the packs that took it, and those that did not answer."""
+    answers = ask_packs(plan, {n.name: {"op": "delays", "model": model} for n in plan.nodes if "hollow" in n.options})
     took, missed = [], []
-    for node in plan.nodes:
-        if "hollow" not in node.options:
-            continue
-        try:
-            answer = ask(node, {"op": "delays", "model": model})
-        except (OSError, ValueError):
-            missed.append(node.name)
-            continue
-        if "error" in answer:
+    for pack, answer in answers.items():
+        if isinstance(answer, Exception):
+            missed.append(pack)
+        elif "error" in answer:
             raise ValueError(answer["error"])
-        took.append(node.name)
+        else:
+            took.append(pack)
     return took, missed
 
 

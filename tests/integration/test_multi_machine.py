@@ -19,7 +19,7 @@ from emulator.checks import iperf
 from emulator.runtime import distributed
 from emulator.runtime.journal import Journal
 from emulator.topology.cluster import load_cluster, load_cluster_text
-from tests.conftest import NEEDS_ROOT_OVS, ROOT
+from tests.conftest import NEEDS_ROOT_OVS, ROOT, cli
 
 pytestmark = NEEDS_ROOT_OVS
 MACHINES = ["m1", "m2", "m3"]
@@ -263,6 +263,11 @@ def test_a_hollow_region_across_machines_has_packs_on_each_and_leaves_nothing(st
             return any(emu.node(a.name).run(["ping", "-c", "1", "-W", "1", ip]).returncode == 0 for _ in range(10))
         assert reaches(b.ip.split("/")[0])  # full to full, across machines
         assert reaches(hollow_ip)  # a hollow node's own address answers across the tunnels
+        far_node = far_pack.options["hollow"]["nodes"][-1][0]  # asked through its machine's worker
+        shown = json.loads(cli("alcor", "state", name, far_node, "-o", "json").stdout)
+        assert shown["node"] == far_node and shown["host_ip"] == hollow_ip and shown["messages"] == 0
+        off = json.loads(cli("alcor", "delays", name, "off", "-o", "json").stdout)
+        assert sorted(off["applied_to"]) == sorted(p.name for p in packs) and off["not_reached"] == []
     finally:
         result = emu.down()
     assert result.clean, result.left
