@@ -262,25 +262,41 @@ class Agent:
         return vlan
 
     def _port(self, rid: str, state: resources_pb2.PortState, work: _Work) -> None:
+        """As ACA: CREATE makes the port (again, if what it says changed), DELETE removes it, UPDATE removes it when
+        it no longer names a device (Nova's unbind) and is refused otherwise; INFO and GET are not port work."""
         cfg = state.configuration
         rid = rid or cfg.id
         op = state.operation_type
         status = work.status(rid, common.PORT, op)
         if op in (common.INFO, common.GET):
+            status.operation_status = common.FAILURE  # ACA's answer: a port is programmed, never only described
             return
+        if op == common.UPDATE:
+            if cfg.device_id or cfg.device_owner:
+                status.operation_status = common.INVALID_ARG  # ACA changes a port by CREATE, unbinds by UPDATE
+                return
+            op = common.DELETE
         if op == common.DELETE:
             port = self.ports.get(rid)
             if port is not None:
                 self._forget([port])
                 work.gone_ports.append((status, port))
             return
-        if rid in self.ports:
-            return  # CREATE or UPDATE of a port already programmed: nothing changes on the data plane
+        old = self.ports.get(rid)
+        if old is not None:
+            self._forget([old])  # its tap and namespace are free for what it becomes
         made = self._local_port(rid, cfg)
         if made is None:
+            if old is not None:
+                self._remember(old)
             status.operation_status = common.INVALID_ARG
             return
         port, gateway = made
+        if old is not None:
+            if old == port:
+                self._remember(old)
+                return  # the same port again: nothing changes on the data plane
+            work.gone_ports.append((status, old))  # changed (MAC, address, VPC): the old VM goes, the new one comes
         try:
             vlan = self._vlan(port.vni, work)
         except DataplaneError as exc:
@@ -299,8 +315,8 @@ class Agent:
             return None
         fixed = _first_ipv4(cfg.fixed_ips)
         mac = cfg.mac_address.lower()
-        if (cfg.update_type != common.FULL or cfg.revision_number <= 0 or fixed is None or not MAC_RE.fullmatch(mac)
-                or int(mac[:2], 16) & 1):
+        if (cfg.update_type != common.FULL or cfg.revision_number <= 0 or not cfg.admin_state_up or fixed is None
+                or not MAC_RE.fullmatch(mac) or int(mac[:2], 16) & 1):
             return None
         subnet = self.subnets.get(fixed.subnet_id)
         vni = self._vni_of_subnet(fixed.subnet_id)
@@ -337,7 +353,7 @@ class Agent:
         before, chunk = work.neighbors_before, self.dp.CHUNK
         lines: list = []
         encap, delete = work.flows.encap, work.flows.delete
-        skip_ops, delete_op, neighbor = (common.INFO, common.GET), common.DELETE, common.NEIGHBOR
+        skip_ops, delete_op, neighbor = (common.GET,), common.DELETE, common.NEIGHBOR  # INFO is programmed (ACA)
         silent_failures = silent_flow_ops = 0
         for rid, r in items:
             rid = rid or r.id

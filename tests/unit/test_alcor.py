@@ -131,7 +131,8 @@ def test_agent_programs_a_message_in_one_batch_per_kind(agent):
 def test_agent_refuses_what_aca_refuses(agent):
     agent.push_v2(goalstates.per_host(PORTS[:1])["10.9.0.1"])  # learns the blue VPC and subnet
     cases = {"delta": {"update_type": common.DELTA}, "revision": {"revision_number": 0},
-             "mac": {"mac_address": "01:00:5e:00:00:01"}, "nomac": {"mac_address": "nonsense"}}
+             "mac": {"mac_address": "01:00:5e:00:00:01"}, "nomac": {"mac_address": "nonsense"},
+             "down": {"admin_state_up": False}}
     gs = goalstate_pb2.GoalStateV2()
     for name, change in cases.items():
         state = goalstates.port_state(goalstates.Port(name, BLUE, "10.9.0.1", "10.1.0.50", "fa:16:3e:00:00:50"))
@@ -142,7 +143,40 @@ def test_agent_refuses_what_aca_refuses(agent):
     gs.port_states[unknown.configuration.id].CopyFrom(unknown)
     reply = agent.push_v2(gs)
     assert {s.operation_status for s in reply.operation_statuses} == {common.INVALID_ARG}
-    assert len(reply.operation_statuses) == 5 and len(agent.ports) == 1
+    assert len(reply.operation_statuses) == 6 and len(agent.ports) == 1
+
+
+def test_port_operations_as_aca_reads_them(agent):
+    """CREATE again with a new MAC re-makes the VM; UPDATE unbinding (no device) deletes, any other UPDATE is refused;
+    INFO and GET of a port are FAILURE; an INFO neighbour is programmed."""
+    host = "10.9.0.1"
+    b1 = PORTS[0]
+    agent.push_v2(goalstates.per_host([b1])[host])
+    same = agent.push_v2(goalstates.per_host([b1])[host])
+    assert [s.operation_status for s in same.operation_statuses] == [common.SUCCESS]
+    moved = goalstates.Port(b1.name, BLUE, host, b1.ip, "fa:16:3e:00:00:99", id=b1.id)
+    agent.dp.calls.clear()
+    reply = agent.push_v2(goalstates.per_host([moved])[host])
+    assert [s.operation_status for s in reply.operation_statuses] == [common.SUCCESS]
+    assert agent.ports[b1.id].mac == "fa:16:3e:00:00:99"
+    texts = [" ".join(c) for c in agent.dp.calls]
+    gone = next(i for i, t in enumerate(texts) if "netns del ce.x.b1" in t)
+    made = next(i for i, t in enumerate(texts) if "netns add ce.x.b1" in t and "fa:16:3e:00:00:99" in t)
+    assert "del-port" in texts[0] and gone < made  # the old VM went before the new one was made
+    for op, device, expected in ((common.UPDATE, "vm-1", common.INVALID_ARG), (common.INFO, "vm-1", common.FAILURE),
+                                 (common.GET, "vm-1", common.FAILURE), (common.UPDATE, "", common.SUCCESS)):
+        state = goalstates.port_state(moved, op)
+        state.configuration.device_id = device
+        state.configuration.device_owner = device
+        gs = goalstate_pb2.GoalStateV2()
+        gs.port_states[moved.id].CopyFrom(state)
+        (status,) = agent.push_v2(gs).operation_statuses
+        assert status.operation_status == expected, (op, device)
+    assert b1.id not in agent.ports  # the unbinding UPDATE removed it
+    info = goalstate_pb2.GoalStateV2()
+    info.neighbor_states[PORTS[1].id].CopyFrom(goalstates.neighbor_state(PORTS[1], common.INFO))
+    agent.push_v2(info)
+    assert PORTS[1].id in agent.neighbors
 
 
 def test_neighbours_on_this_host_are_skipped_and_deletes_remove_flows(agent):
