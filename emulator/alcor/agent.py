@@ -209,15 +209,13 @@ class Agent:
                     self._lookup(self.vpcs, rid, s, common.VPC, work)
                 for rid, s in subnets:
                     self._lookup(self.subnets, rid, s, common.SUBNET, work)
-                for rid, s in routers:
-                    work.status(rid, common.ROUTER, s.operation_type)
+                self._not_emulated(common.ROUTER, routers, work)
                 for rid, s in ports:
                     self._port(rid, s, work)
                 self._neighbors(neighbors, work)
                 for kind, states in ((common.DHCP, dhcps), (common.SECURITYGROUP, security_groups),
-                                     (common.GATEWAY, gateways)):  # acknowledged, each as its own kind
-                    for rid, s in states:
-                        work.status(rid, kind, s.operation_type)
+                                     (common.GATEWAY, gateways)):
+                    self._not_emulated(kind, states, work)
                 work.seconds["read"] = time.perf_counter() - started
                 self._program(work, started)
             finally:
@@ -228,6 +226,18 @@ class Agent:
                  len(work.gone_ports), len(work.flows.lines), ", ".join(f"{k} {v:.3f} s" for k, v in work.seconds.items()),
                  time.perf_counter() - started)
         return reply
+
+    @staticmethod
+    def _not_emulated(kind: int, states, work: _Work) -> None:
+        """Routers, DHCP, security groups and gateways are not programmed yet: each answers FAILURE (in the reply
+        for routers and DHCP, as ACA reports those), never a SUCCESS for work not done."""
+        names = []
+        for rid, s in states:
+            work.status(rid, kind, s.operation_type).operation_status = common.FAILURE
+            names.append(rid)
+        if names:
+            log.warning("%d %s state(s) not emulated, answered FAILURE: %s", len(names), common.ResourceType.Name(kind),
+                        ", ".join(names[:5]))
 
     def _lookup(self, table: dict, rid: str, state, kind: int, work: _Work) -> None:
         """VPC and subnet states only feed the lookup tables later ports and neighbours need."""
