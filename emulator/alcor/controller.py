@@ -43,12 +43,20 @@ class Pushed:
 
     @property
     def failed(self) -> list[str]:
+        """Operations that did not succeed; PENDING is not among them (ACA's answer while a port's VIF is not there
+        yet: it keeps trying, see `pending`)."""
         if self.failed_names is not None:
             return list(self.failed_names)
         if self.reply is None:
             return []
         return [f"{s.resource_id} ({STATUS_NAMES.get(s.operation_status, s.operation_status)})"
-                for s in self.reply.operation_statuses if s.operation_status != common.SUCCESS]
+                for s in self.reply.operation_statuses if s.operation_status not in (common.SUCCESS, common.PENDING)]
+
+    @property
+    def pending(self) -> list[str]:
+        if self.reply is None:
+            return []
+        return [s.resource_id for s in self.reply.operation_statuses if s.operation_status == common.PENDING]
 
 
 def agent_targets(plan: Plan) -> dict[str, str]:

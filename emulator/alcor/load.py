@@ -63,6 +63,7 @@ class LoadResult:
     agent_ms: list[float]
     timeline: list[tuple[float, float]]  # (sent at s, latency ms) per message
     reach: dict[str, list[Any]] = field(default_factory=dict)
+    pending: int = 0  # operations an agent answered PENDING (ACA, while a port's VIF is not there yet)
 
     def summary(self) -> dict[str, Any]:
         def pct(values: list[float]) -> dict[str, float]:
@@ -72,7 +73,7 @@ class LoadResult:
             return {"p50": round(q[49], 2), "p90": round(q[89], 2), "p99": round(q[98], 2), "max": round(max(values), 2)}
         return {"ports": self.ports, "messages": self.messages, "seconds": round(self.seconds, 3),
                 "ports_per_s": round(self.ports / self.seconds, 1) if self.seconds else None,
-                "errors": len(self.errors), "first_errors": self.errors[:10],
+                "errors": len(self.errors), "first_errors": self.errors[:10], "pending": self.pending,
                 "port_latency_ms": pct(self.per_port_ms), "message_latency_ms": pct(self.per_message_ms),
                 "agent_time_ms": pct(self.agent_ms), "reachability": self.reach}
 
@@ -219,7 +220,8 @@ def run(spec: LoadSpec, targets: dict[str, str], hosts: list[str] | None = None,
         timeline.append((p.sent_at, ms))
     errors = [f"{p.host}: {f}" for p in pushed for f in p.failed]
     return LoadResult(sum(sum(c) for c in counts.values()), len(pushed), seconds,
-                      errors, per_port, per_message, [p.agent_us / 1000 for p in pushed], timeline)
+                      errors, per_port, per_message, [p.agent_us / 1000 for p in pushed], timeline,
+                      pending=sum(len(p.pending) for p in pushed))
 
 
 def _schedule(spec: LoadSpec, sizes: list[int]) -> list[float]:

@@ -100,6 +100,8 @@ def load(experiment: str | None, vpcs: int, ports_per_vpc: int, neighbours: str,
             table.add_row(key.replace("_", " "), f"p50 {q['p50']}  p90 {q['p90']}  p99 {q['p99']}  max {q['max']}")
     table.add_row("errors", str(summary["errors"]) + ("" if not summary["first_errors"] else
                                                       f" (first: {summary['first_errors'][0]})"))
+    if summary["pending"]:
+        table.add_row("pending", f"{summary['pending']} (the agent answered PENDING: it keeps trying, as ACA does)")
     reach = summary["reachability"]
     if reach:
         table.add_row("same VPC pings", f"{reach['same_vpc_sampled'][0] - len(reach['same_vpc_failed'])}/"

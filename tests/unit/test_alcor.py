@@ -394,3 +394,13 @@ def test_the_agent_runs_over_a_recording_data_plane_without_patching_anything():
     gone = goalstates.per_host([PORTS[0]], op=common.DELETE)["10.9.0.1"]
     agent.push_v2(gone)
     assert PORTS[0].id not in dp.vms and dp.calls[-1] == ("remove", PORTS[0].id)
+
+
+def test_the_controller_counts_pending_apart_from_failures():
+    from emulator.alcor.controller import Pushed
+
+    reply = goalstateprovisioner_pb2.GoalStateOperationReply()
+    for rid, status in (("ok", common.SUCCESS), ("vif", common.PENDING), ("bad", common.INVALID_ARG)):
+        reply.operation_statuses.add(resource_id=rid, operation_status=status)
+    pushed = Pushed("10.0.0.1", 0.0, 0.1, 5, reply)
+    assert pushed.failed == ["bad (INVALID_ARG)"] and pushed.pending == ["vif"]
