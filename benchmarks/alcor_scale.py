@@ -194,7 +194,8 @@ def main() -> None:
         report["goal_states"] = {k: summary[k] for k in ("ports", "messages", "seconds", "ports_per_s", "errors",
                                                          "port_latency_ms", "message_latency_ms", "agent_time_ms")}
         generated = loadtest.generate_ports(spec, sorted(targets))
-        report["reachability"] = loadtest.sample_reachability(generated, lambda q: f"ce.{emu.name}.{q.name}", 10)
+        report["reachability"] = loadtest.sample_reachability(generated, loadtest.vm_pinger(emu.plan, emu.target.run),
+                                                              10)
         report["memory"] = {
             "machine_used_gb": round((before - after_vms) / 1024 / 1024, 2),
             "per_compute_node_mb": round((before - after_nodes) / 1024 / (args.nodes + spare), 1),

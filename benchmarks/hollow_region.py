@@ -77,7 +77,7 @@ def main() -> int:
         ping_spec = loadtest.LoadSpec(2, len(mixed), neighbours="all", samples=0, run=1)
         ping_load = loadtest.run(ping_spec, {ip: targets[ip] for ip in mixed}, mixed)
         vms = [p for p in loadtest.generate_ports(ping_spec, mixed) if p.host_ip in set(full_ips)]
-        reach = loadtest.sample_reachability(vms, lambda p: f"ce.{NAME}.{p.name}", 10)
+        reach = loadtest.sample_reachability(vms, loadtest.vm_pinger(emu.plan, emu.target.run), 10)
         out["ping_load_errors"] = len(ping_load.errors)
         out["pings"] = {"same_vpc": f"{reach['same_vpc_sampled'][0] - len(reach['same_vpc_failed'])}/"
                                     f"{reach['same_vpc_sampled'][0]}",

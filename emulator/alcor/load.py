@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,8 +102,8 @@ def vpc_cidr(i: int, ports: int) -> str:
 
 
 def generate_ports(spec: LoadSpec, hosts: list[str]) -> list[goalstates.Port]:
-    """VPC i of run r: VNI 100000+r*65536+i, vpc_cidr's addresses; ports round-robin on hosts; MACs
-    02:<r>:<port number>."""
+    """VPC i of run r: VNI 100000+r*65536+i, vpc_cidr's addresses; port number n on host n (mod hosts), so every
+    host gets its share; MACs 02:<r>:<port number>."""
     if spec.ports_per_vpc > MAX_PORTS_PER_VPC or spec.vpcs > VNIS_PER_RUN:
         raise ValueError(f"at most {MAX_PORTS_PER_VPC:,} ports per VPC and {VNIS_PER_RUN} VPCs per run")
     out = []
@@ -114,7 +114,7 @@ def generate_ports(spec: LoadSpec, hosts: list[str]) -> list[goalstates.Port]:
         base = ipaddress.ip_network(vpc.cidr).network_address
         for j in range(spec.ports_per_vpc):
             n += 1
-            out.append(goalstates.Port(f"{spec.prefix}{i}p{j}", vpc, hosts[(i + j) % len(hosts)], str(base + j + 2),
+            out.append(goalstates.Port(f"{spec.prefix}{i}p{j}", vpc, hosts[(n - 1) % len(hosts)], str(base + j + 2),
                                        f"02:{r:02x}:{n >> 24 & 255:02x}:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}:"
                                        f"{n & 255:02x}"))
     return out
@@ -248,8 +248,33 @@ def _timed(messages: list, offsets: list[float], started: float) -> Iterator:
         yield msg
 
 
-def sample_reachability(ports: list[goalstates.Port], netns_of, samples: int, seed: int = 1) -> dict[str, list[Any]]:
-    """Pings between sampled VMs: same VPC on different hosts must answer, different VPCs must not."""
+def vm_pinger(plan, run) -> Callable[[goalstates.Port, str], bool]:
+    """What pings from a load's VM (a port on a compute node of `plan`) to an address, wherever the node runs:
+    `run(PlanNode, argv, timeout)` is the experiment's Target.run (here, or over the machine's SSH session)."""
+    from emulator.compiler.plan import PlanNode
+
+    computes = {n.ip.split("/")[0]: n for n in plan.nodes if "compute" in n.options and n.ip}
+    prefix = f"ce.{plan.experiment}."
+
+    def ping(port: goalstates.Port, ip: str) -> bool:
+        on = computes[port.host_ip]
+        where = {k: on.options[k] for k in ("engine", "container") if k in on.options}  # a VM in a container node
+        vm = PlanNode(port.name, "vm", on.machine, prefix + port.name, options=where)
+        return run(vm, ["ping", "-c", "1", "-W", "1", ip], 10).returncode == 0
+    return ping
+
+
+def local_pinger(netns_of) -> Callable[[goalstates.Port, str], bool]:
+    """Pings from a VM's namespace on this machine (`netns_of(port)` names it)."""
+    def ping(port: goalstates.Port, ip: str) -> bool:
+        return subprocess.run(["ip", "netns", "exec", netns_of(port), "ping", "-c", "1", "-W", "1", ip],
+                              capture_output=True).returncode == 0
+    return ping
+
+
+def sample_reachability(ports: list[goalstates.Port], ping_from, samples: int, seed: int = 1) -> dict[str, list[Any]]:
+    """Pings between sampled VMs: same VPC on different hosts must answer, different VPCs must not.
+    `ping_from(port, ip)` pings (vm_pinger, or local_pinger for namespaces on this machine)."""
     rng = random.Random(seed)
     by_vpc: dict[str, list[goalstates.Port]] = defaultdict(list)
     for p in ports:
@@ -273,11 +298,7 @@ def sample_reachability(ports: list[goalstates.Port], netns_of, samples: int, se
 
     def ping(pair) -> bool:
         a, b = pair
-        for _ in range(3):
-            if subprocess.run(["ip", "netns", "exec", netns_of(a), "ping", "-c", "1", "-W", "1", b.ip],
-                              capture_output=True).returncode == 0:
-                return True
-        return False
+        return any(ping_from(a, b.ip) for _ in range(3))
     with ThreadPoolExecutor(max_workers=8) as pool:
         same_ok = list(pool.map(ping, same))
         other_ok = list(pool.map(ping, other))

@@ -86,8 +86,7 @@ def load(experiment: str | None, vpcs: int, ports_per_vpc: int, neighbours: str,
     if emu is not None and samples:
         hollow = {ip.split("/")[0] for n in emu.plan.nodes for _, ip in n.options.get("hollow", {}).get("nodes", ())}
         ports = [p for p in loadtest.generate_ports(spec, hosts) if p.host_ip not in hollow]  # only full nodes make VMs
-        prefix = f"ce.{experiment}."
-        result.reach = loadtest.sample_reachability(ports, lambda p: prefix + p.name, samples)
+        result.reach = loadtest.sample_reachability(ports, loadtest.vm_pinger(emu.plan, emu.target.run), samples)
     if plot_file:
         loadtest.plot(result, plot_file)
     summary = result.summary()

@@ -165,7 +165,7 @@ def test_generated_region_of_compute_nodes_takes_a_load(state_dir):
         result = loadtest.run(spec, targets)
         assert result.errors == [] and result.ports == 24
         ports = loadtest.generate_ports(spec, sorted(targets))
-        reach = loadtest.sample_reachability(ports, lambda p: f"ce.{name}.{p.name}", 4)
+        reach = loadtest.sample_reachability(ports, loadtest.vm_pinger(emu.plan, emu.target.run), 4)
         assert reach["same_vpc_failed"] == [] and reach["other_vpc_reached"] == []
     finally:
         result = emu.down()
