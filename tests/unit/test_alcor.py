@@ -45,6 +45,62 @@ def test_wire_facts_match_alcor():
     assert (common.NEIGHBOR, common.DELETE, common.INVALID_ARG, common.FULL) == (3, 4, 2, 1)
 
 
+#: Alcor's schema/proto3 (ACA-BEHAVIOUR section 4): message -> field -> (number, type name or scalar kind).
+ALCOR_FIELDS = {
+    "SecurityGroupConfiguration": {"revision_number": 1, "request_id": 2, "id": 3, "update_type": 4, "vpc_id": 5,
+                                   "name": 6, "security_group_rules": 7},
+    "SecurityGroupConfiguration.SecurityGroupRule": {
+        "operation_type": 1, "security_group_id": 2, "id": 3, "direction": 4, "ethertype": 5, "protocol": 6,
+        "port_range_min": 7, "port_range_max": 8, "remote_ip_prefix": 9, "remote_group_id": 10},
+    "DHCPConfiguration": {"revision_number": 1, "request_id": 2, "id": 3, "update_type": 4, "subnet_id": 5,
+                          "mac_address": 6, "ipv4_address": 7, "ipv6_address": 8, "port_host_name": 9},
+    "RouterConfiguration": {"revision_number": 1, "request_id": 2, "id": 3, "update_type": 4,
+                            "host_dvr_mac_address": 5, "subnet_routing_tables": 6},
+    "RouterConfiguration.RoutingRule": {"operation_type": 1, "id": 2, "name": 3, "destination": 4, "next_hop_ip": 5,
+                                        "priority": 6, "routing_rule_extra_info": 7},
+    "RouterConfiguration.RoutingRuleExtraInfo": {"destination_type": 1, "next_hop_mac": 2},
+    "RouterConfiguration.SubnetRoutingTable": {"subnet_id": 1, "routing_rules": 2},
+    "GatewayConfiguration": {"revision_number": 1, "request_id": 2, "id": 3, "gateway_type": 4, "destinations": 5,
+                             "zeta_info": 6, "arion_info": 7},
+    "GatewayConfiguration.arion": {"vpc_id": 1, "vni": 2, "subnet_id": 3, "port_inband_operation": 4},
+    "HostRequest.ResourceStateRequest": {"request_type": 1, "request_id": 2, "tunnel_id": 3, "source_ip": 4,
+                                         "source_port": 5, "destination_ip": 6, "destination_port": 7, "ethertype": 8,
+                                         "protocol": 9},
+    "HostRequestReply": {"format_version": 1, "operation_statuses": 2, "total_operation_time": 3},
+    "NeighborRulesRequest": {"format_version": 1, "request_id": 2, "neigborstates": 3},
+}
+ALCOR_ENUMS = {"RequestType": {"ON_DEMAND": 0, "AGENT_RESTARTED": 1}, "EtherType": {"IPV4": 0, "IPV6": 1},
+               "Protocol": {"TCP": 0, "UDP": 1, "ICMP": 2, "HTTP": 3, "ARP": 4},
+               "GatewayType": {"DEFAULT": 0, "ZETA": 1, "TGW": 2, "IGW": 3, "NGW": 4, "ARION": 5},
+               "DestinationType": {"INTERNET": 0, "VPC_GW": 1}}
+
+
+def test_every_goal_state_kind_is_declared_with_alcors_field_numbers():
+    """Security groups, DHCP, routers, gateways and the on-demand request, field by field as Alcor numbers them;
+    and a message written by Alcor's numbering reads right here: a ZETA gateway is not a FULL update, a real ACA's
+    source_port is not lost into a destination_ip."""
+    from google.protobuf import descriptor_pool
+
+    pool = descriptor_pool.Default()
+    for name, expected in ALCOR_FIELDS.items():
+        message = pool.FindMessageTypeByName(f"alcor.schema.{name}")
+        assert {f.name: f.number for f in message.fields} == expected, name
+    for name, values in ALCOR_ENUMS.items():
+        enum = pool.FindEnumTypeByName(f"alcor.schema.{name}")
+        assert {v.name: v.number for v in enum.values} == values, name
+    service = goalstateprovisioner_pb2.DESCRIPTOR.services_by_name["GoalStateProvisioner"]
+    assert service.methods_by_name["PushGoalstates"].input_type.full_name == "alcor.schema.NeighborRulesRequest"
+    # bytes as Alcor's writer lays them out, by hand: GatewayConfiguration field 4 = 1 (ZETA), field 6 = zeta {1: 7}
+    gateway = resources_pb2.GatewayConfiguration.FromString(bytes([4 << 3, 1, 6 << 3 | 2, 2, 1 << 3, 7]))
+    assert gateway.gateway_type == resources_pb2.ZETA and gateway.zeta_info.port_inband_operation == 7
+    # ResourceStateRequest: source_port (5, varint 4789), destination_ip (6, "10.0.0.9")
+    ip = b"10.0.0.9"
+    raw = bytes([5 << 3, 0xB5, 0x25, 6 << 3 | 2, len(ip)]) + ip
+    request = goalstateprovisioner_pb2.HostRequest.ResourceStateRequest.FromString(raw)
+    assert (request.source_port, request.destination_ip) == (4789, "10.0.0.9")
+    assert request.SerializeToString() == raw  # and written back the same way
+
+
 BLUE = goalstates.Vpc("blue", 1001, "10.1.0.0/24")
 RED = goalstates.Vpc("red", 1002, "10.2.0.0/24")
 PORTS = [goalstates.Port("b1", BLUE, "10.9.0.1", "10.1.0.11", "fa:16:3e:00:00:01"),

@@ -24,27 +24,30 @@ _sym_db = _symbol_database.Default()
 
 from emulator.alcor.schema import common_pb2 as emulator_dot_alcor_dot_schema_dot_common__pb2
 from emulator.alcor.schema import goalstate_pb2 as emulator_dot_alcor_dot_schema_dot_goalstate__pb2
+from emulator.alcor.schema import resources_pb2 as emulator_dot_alcor_dot_schema_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0emulator/alcor/schema/goalstateprovisioner.proto\x12\x0c\x61lcor.schema\x1a\"emulator/alcor/schema/common.proto\x1a%emulator/alcor/schema/goalstate.proto\"\xe9\x03\n\x17GoalStateOperationReply\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12Z\n\x12operation_statuses\x18\x02 \x03(\x0b\x32>.alcor.schema.GoalStateOperationReply.GoalStateOperationStatus\x12$\n\x1cmessage_total_operation_time\x18\x03 \x01(\r\x1a\xb3\x02\n\x18GoalStateOperationStatus\x12\x13\n\x0bresource_id\x18\x01 \x01(\t\x12\x31\n\rresource_type\x18\x02 \x01(\x0e\x32\x1a.alcor.schema.ResourceType\x12\x33\n\x0eoperation_type\x18\x03 \x01(\x0e\x32\x1b.alcor.schema.OperationType\x12\x37\n\x10operation_status\x18\x04 \x01(\x0e\x32\x1d.alcor.schema.OperationStatus\x12\"\n\x1a\x64\x61taplane_programming_time\x18\x05 \x01(\r\x12\"\n\x1anetwork_configuration_time\x18\x06 \x01(\r\x12\x19\n\x11state_elapse_time\x18\x07 \x01(\r\"\x8a\x02\n\x0bHostRequest\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12\x46\n\x0estate_requests\x18\x02 \x03(\x0b\x32..alcor.schema.HostRequest.ResourceStateRequest\x1a\x9a\x01\n\x14ResourceStateRequest\x12\x30\n\x0crequest_type\x18\x01 \x01(\x0e\x32\x1a.alcor.schema.ResourceType\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x11\n\ttunnel_id\x18\x03 \x01(\r\x12\x11\n\tsource_ip\x18\x04 \x01(\t\x12\x16\n\x0e\x64\x65stination_ip\x18\x05 \x01(\t\"\xec\x01\n\x10HostRequestReply\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12U\n\x12operation_statuses\x18\x02 \x03(\x0b\x32\x39.alcor.schema.HostRequestReply.HostRequestOperationStatus\x1ai\n\x1aHostRequestOperationStatus\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x37\n\x10operation_status\x18\x02 \x01(\x0e\x32\x1d.alcor.schema.OperationStatus2\xa7\x02\n\x14GoalStateProvisioner\x12]\n\x19PushNetworkResourceStates\x12\x17.alcor.schema.GoalState\x1a%.alcor.schema.GoalStateOperationReply\"\x00\x12^\n\x14PushGoalStatesStream\x12\x19.alcor.schema.GoalStateV2\x1a%.alcor.schema.GoalStateOperationReply\"\x00(\x01\x30\x01\x12P\n\x11RequestGoalStates\x12\x19.alcor.schema.HostRequest\x1a\x1e.alcor.schema.HostRequestReply\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0emulator/alcor/schema/goalstateprovisioner.proto\x12\x0c\x61lcor.schema\x1a\"emulator/alcor/schema/common.proto\x1a%emulator/alcor/schema/goalstate.proto\x1a%emulator/alcor/schema/resources.proto\"v\n\x14NeighborRulesRequest\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x32\n\rneigborstates\x18\x03 \x03(\x0b\x32\x1b.alcor.schema.NeighborState\"\xe9\x03\n\x17GoalStateOperationReply\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12Z\n\x12operation_statuses\x18\x02 \x03(\x0b\x32>.alcor.schema.GoalStateOperationReply.GoalStateOperationStatus\x12$\n\x1cmessage_total_operation_time\x18\x03 \x01(\r\x1a\xb3\x02\n\x18GoalStateOperationStatus\x12\x13\n\x0bresource_id\x18\x01 \x01(\t\x12\x31\n\rresource_type\x18\x02 \x01(\x0e\x32\x1a.alcor.schema.ResourceType\x12\x33\n\x0eoperation_type\x18\x03 \x01(\x0e\x32\x1b.alcor.schema.OperationType\x12\x37\n\x10operation_status\x18\x04 \x01(\x0e\x32\x1d.alcor.schema.OperationStatus\x12\"\n\x1a\x64\x61taplane_programming_time\x18\x05 \x01(\r\x12\"\n\x1anetwork_configuration_time\x18\x06 \x01(\r\x12\x19\n\x11state_elapse_time\x18\x07 \x01(\r\"\x8e\x03\n\x0bHostRequest\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12\x46\n\x0estate_requests\x18\x02 \x03(\x0b\x32..alcor.schema.HostRequest.ResourceStateRequest\x1a\x9e\x02\n\x14ResourceStateRequest\x12/\n\x0crequest_type\x18\x01 \x01(\x0e\x32\x19.alcor.schema.RequestType\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x11\n\ttunnel_id\x18\x03 \x01(\r\x12\x11\n\tsource_ip\x18\x04 \x01(\t\x12\x13\n\x0bsource_port\x18\x05 \x01(\r\x12\x16\n\x0e\x64\x65stination_ip\x18\x06 \x01(\t\x12\x18\n\x10\x64\x65stination_port\x18\x07 \x01(\r\x12*\n\tethertype\x18\x08 \x01(\x0e\x32\x17.alcor.schema.EtherType\x12(\n\x08protocol\x18\t \x01(\x0e\x32\x16.alcor.schema.Protocol\"\x8a\x02\n\x10HostRequestReply\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12U\n\x12operation_statuses\x18\x02 \x03(\x0b\x32\x39.alcor.schema.HostRequestReply.HostRequestOperationStatus\x12\x1c\n\x14total_operation_time\x18\x03 \x01(\r\x1ai\n\x1aHostRequestOperationStatus\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x37\n\x10operation_status\x18\x02 \x01(\x0e\x32\x1d.alcor.schema.OperationStatus2\x86\x03\n\x14GoalStateProvisioner\x12]\n\x19PushNetworkResourceStates\x12\x17.alcor.schema.GoalState\x1a%.alcor.schema.GoalStateOperationReply\"\x00\x12^\n\x14PushGoalStatesStream\x12\x19.alcor.schema.GoalStateV2\x1a%.alcor.schema.GoalStateOperationReply\"\x00(\x01\x30\x01\x12P\n\x11RequestGoalStates\x12\x19.alcor.schema.HostRequest\x1a\x1e.alcor.schema.HostRequestReply\"\x00\x12]\n\x0ePushGoalstates\x12\".alcor.schema.NeighborRulesRequest\x1a%.alcor.schema.GoalStateOperationReply\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'emulator.alcor.schema.goalstateprovisioner_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GOALSTATEOPERATIONREPLY']._serialized_start=142
-  _globals['_GOALSTATEOPERATIONREPLY']._serialized_end=631
-  _globals['_GOALSTATEOPERATIONREPLY_GOALSTATEOPERATIONSTATUS']._serialized_start=324
-  _globals['_GOALSTATEOPERATIONREPLY_GOALSTATEOPERATIONSTATUS']._serialized_end=631
-  _globals['_HOSTREQUEST']._serialized_start=634
-  _globals['_HOSTREQUEST']._serialized_end=900
-  _globals['_HOSTREQUEST_RESOURCESTATEREQUEST']._serialized_start=746
-  _globals['_HOSTREQUEST_RESOURCESTATEREQUEST']._serialized_end=900
-  _globals['_HOSTREQUESTREPLY']._serialized_start=903
-  _globals['_HOSTREQUESTREPLY']._serialized_end=1139
-  _globals['_HOSTREQUESTREPLY_HOSTREQUESTOPERATIONSTATUS']._serialized_start=1034
-  _globals['_HOSTREQUESTREPLY_HOSTREQUESTOPERATIONSTATUS']._serialized_end=1139
-  _globals['_GOALSTATEPROVISIONER']._serialized_start=1142
-  _globals['_GOALSTATEPROVISIONER']._serialized_end=1437
+  _globals['_NEIGHBORRULESREQUEST']._serialized_start=180
+  _globals['_NEIGHBORRULESREQUEST']._serialized_end=298
+  _globals['_GOALSTATEOPERATIONREPLY']._serialized_start=301
+  _globals['_GOALSTATEOPERATIONREPLY']._serialized_end=790
+  _globals['_GOALSTATEOPERATIONREPLY_GOALSTATEOPERATIONSTATUS']._serialized_start=483
+  _globals['_GOALSTATEOPERATIONREPLY_GOALSTATEOPERATIONSTATUS']._serialized_end=790
+  _globals['_HOSTREQUEST']._serialized_start=793
+  _globals['_HOSTREQUEST']._serialized_end=1191
+  _globals['_HOSTREQUEST_RESOURCESTATEREQUEST']._serialized_start=905
+  _globals['_HOSTREQUEST_RESOURCESTATEREQUEST']._serialized_end=1191
+  _globals['_HOSTREQUESTREPLY']._serialized_start=1194
+  _globals['_HOSTREQUESTREPLY']._serialized_end=1460
+  _globals['_HOSTREQUESTREPLY_HOSTREQUESTOPERATIONSTATUS']._serialized_start=1355
+  _globals['_HOSTREQUESTREPLY_HOSTREQUESTOPERATIONSTATUS']._serialized_end=1460
+  _globals['_GOALSTATEPROVISIONER']._serialized_start=1463
+  _globals['_GOALSTATEPROVISIONER']._serialized_end=1853
 # @@protoc_insertion_point(module_scope)

@@ -50,6 +50,11 @@ class GoalStateProvisionerStub:
                 request_serializer=emulator_dot_alcor_dot_schema_dot_goalstateprovisioner__pb2.HostRequest.SerializeToString,
                 response_deserializer=emulator_dot_alcor_dot_schema_dot_goalstateprovisioner__pb2.HostRequestReply.FromString,
                 _registered_method=True)
+        self.PushGoalstates = channel.unary_unary(
+                '/alcor.schema.GoalStateProvisioner/PushGoalstates',
+                request_serializer=emulator_dot_alcor_dot_schema_dot_goalstateprovisioner__pb2.NeighborRulesRequest.SerializeToString,
+                response_deserializer=emulator_dot_alcor_dot_schema_dot_goalstateprovisioner__pb2.GoalStateOperationReply.FromString,
+                _registered_method=True)
 
 
 class GoalStateProvisionerServicer:
@@ -76,6 +81,13 @@ class GoalStateProvisionerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PushGoalstates(self, request, context):
+        """Neighbour rules for Arion gateways; declared as Alcor does, served by neither ACA nor cloudemu.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GoalStateProvisionerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +105,11 @@ def add_GoalStateProvisionerServicer_to_server(servicer, server):
                     servicer.RequestGoalStates,
                     request_deserializer=emulator_dot_alcor_dot_schema_dot_goalstateprovisioner__pb2.HostRequest.FromString,
                     response_serializer=emulator_dot_alcor_dot_schema_dot_goalstateprovisioner__pb2.HostRequestReply.SerializeToString,
+            ),
+            'PushGoalstates': grpc.unary_unary_rpc_method_handler(
+                    servicer.PushGoalstates,
+                    request_deserializer=emulator_dot_alcor_dot_schema_dot_goalstateprovisioner__pb2.NeighborRulesRequest.FromString,
+                    response_serializer=emulator_dot_alcor_dot_schema_dot_goalstateprovisioner__pb2.GoalStateOperationReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +193,33 @@ class GoalStateProvisioner:
             '/alcor.schema.GoalStateProvisioner/RequestGoalStates',
             emulator_dot_alcor_dot_schema_dot_goalstateprovisioner__pb2.HostRequest.SerializeToString,
             emulator_dot_alcor_dot_schema_dot_goalstateprovisioner__pb2.HostRequestReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushGoalstates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/alcor.schema.GoalStateProvisioner/PushGoalstates',
+            emulator_dot_alcor_dot_schema_dot_goalstateprovisioner__pb2.NeighborRulesRequest.SerializeToString,
+            emulator_dot_alcor_dot_schema_dot_goalstateprovisioner__pb2.GoalStateOperationReply.FromString,
             options,
             channel_credentials,
             insecure,
