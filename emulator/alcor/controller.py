@@ -40,6 +40,7 @@ class Pushed:
     #: in protobuf's object cache: inserting them cost the controller 7 s of CPU, from 100 threads at once.
     reply: goalstateprovisioner_pb2.GoalStateOperationReply | None = None
     failed_names: list[str] | None = None  # when it came back from a worker as names only
+    pending_names: list[str] | None = None
 
     @property
     def failed(self) -> list[str]:
@@ -54,6 +55,8 @@ class Pushed:
 
     @property
     def pending(self) -> list[str]:
+        if self.pending_names is not None:
+            return list(self.pending_names)
         if self.reply is None:
             return []
         return [s.resource_id for s in self.reply.operation_statuses if s.operation_status == common.PENDING]

@@ -173,8 +173,11 @@ def whole_tables(ports: list[goalstates.Port]) -> dict[str, tuple[object, int]]:
     return {host: (lambda host=host: message(host), len(mine[host])) for host in mine}
 
 
-def run(spec: LoadSpec, targets: dict[str, str], hosts: list[str] | None = None, progress=None) -> LoadResult:
-    """Streams every batch to the agents of `targets` (host IP -> gRPC address) and times each reply."""
+def run(spec: LoadSpec, targets: dict[str, str], hosts: list[str] | None = None, progress=None,
+        push=None) -> LoadResult:
+    """Streams every batch to the agents of `targets` (host IP -> gRPC address) and times each reply. An unpaced
+    load goes through `push(targets, messages, connections=, on_host_done=)` (Target.push_messages: on a cluster,
+    each machine's worker pushes to its own agents), by default straight from here (controller.push_each)."""
     if spec.neighbours not in ("others", "all", "none"):
         raise ValueError("neighbours is others, all or none")
     if spec.neighbours == "all" and (spec.batch or spec.rate or spec.ramp):
@@ -204,7 +207,7 @@ def run(spec: LoadSpec, targets: dict[str, str], hosts: list[str] | None = None,
     started = time.perf_counter()
     done = (lambda h, _: progress(sum(counts[h]))) if progress else None
     if not spec.rate and not spec.ramp:  # as fast as the agents take them: the asyncio client, a connection per host
-        pushed = controller.push_each(targets, dict(per_host), connections=connections, on_host_done=done)
+        pushed = (push or controller.push_each)(targets, dict(per_host), connections=connections, on_host_done=done)
     else:  # paced: a thread per stream keeps each host's schedule
         pushed = controller.streams(targets, {h: _timed(per_host[h], send_at[h], started) for h in per_host},
                                     concurrency=spec.concurrency, started=started, on_stream_done=done)

@@ -5,17 +5,16 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from emulator.alcor.controller import push_all
-from emulator.alcor.schema import goalstate_pb2
+from emulator.alcor.controller import push_each
 
 
 def goalstates(req: dict[str, Any]) -> dict[str, Any]:
-    """Goal states for this machine's compute nodes, pushed to their agents' local sockets (one request per machine)."""
-    messages = {host: [goalstate_pb2.GoalStateV2.FromString(base64.b64decode(m)) for m in msgs]
-                for host, msgs in req["messages"].items()}
-    pushed = push_all(req["targets"], messages)
-    return {"pushed": [{"host": p.host, "seconds": p.seconds, "agent_us": p.agent_us, "failed": p.failed}
-                       for p in pushed]}
+    """Goal states for this machine's compute nodes (full or hollow), pushed as they came to their agents' local
+    sockets, a connection per agent (one request per machine)."""
+    messages = {host: [(lambda raw=base64.b64decode(m): raw) for m in msgs] for host, msgs in req["messages"].items()}
+    pushed = push_each(req["targets"], messages)
+    return {"pushed": [{"host": p.host, "seconds": p.seconds, "agent_us": p.agent_us, "failed": p.failed,
+                        "pending": p.pending} for p in pushed]}
 
 
 def ask_packs(plan, requests: dict[str, dict]) -> dict[str, dict | Exception]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 
@@ -82,7 +83,8 @@ def load(experiment: str | None, vpcs: int, ports_per_vpc: int, neighbours: str,
     with Progress(TextColumn("goal states"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
                   disable=output == "json" or not err.is_terminal) as bar:
         task = bar.add_task("ports", total=total)
-        result = loadtest.run(spec, targets, hosts, progress=lambda n: bar.advance(task, n))
+        push = functools.partial(emu.target.push_messages, emu.plan) if emu is not None else None
+        result = loadtest.run(spec, targets, hosts, progress=lambda n: bar.advance(task, n), push=push)
     if emu is not None and samples:
         hollow = {ip.split("/")[0] for n in emu.plan.nodes for _, ip in n.options.get("hollow", {}).get("nodes", ())}
         ports = [p for p in loadtest.generate_ports(spec, hosts) if p.host_ip not in hollow]  # only full nodes make VMs

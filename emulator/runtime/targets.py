@@ -37,6 +37,8 @@ class Target(Protocol):
     def start(self, node: PlanNode, argv: list[str], **kwargs: Any) -> Any: ...
     def ping(self, name: str, pairs: Pairs, timeout: float, wait: float, plan: Plan | None = None) -> Pairs: ...
     def push_goal_states(self, plan: Plan, on_reply: Callable[[int], None]) -> None: ...
+    def push_messages(self, plan: Plan, targets: dict[str, str], messages: dict[str, list], connections: int,
+                      on_host_done=None) -> list: ...
     def ask_packs(self, plan: Plan, requests: dict[str, dict]) -> dict[str, dict | Exception]: ...
     def close(self) -> None: ...
 
@@ -75,6 +77,13 @@ class ThisMachine:
         from emulator.alcor.controller import program_vms
 
         program_vms(plan, on_reply=on_reply)
+
+    def push_messages(self, plan: Plan, targets: dict[str, str], messages: dict[str, list], connections: int,
+                      on_host_done=None) -> list:
+        """Goal states (or what makes their bytes) to agents here, a connection per agent (controller.push_each)."""
+        from emulator.alcor.controller import push_each
+
+        return push_each(targets, messages, connections=connections, on_host_done=on_host_done)
 
     def ask_packs(self, plan: Plan, requests: dict[str, dict]) -> dict[str, dict | Exception]:
         """Each named pack of hollow compute nodes asked over its control socket: its answer, or why it did not."""
@@ -145,11 +154,23 @@ class SshMachines:
 
         program_vms(plan, on_reply=on_reply, push=lambda targets, messages: self._push(plan, targets, messages))
 
+    def push_messages(self, plan: Plan, targets: dict[str, str], messages: dict[str, list], connections: int,
+                      on_host_done=None) -> list:
+        """Through each agent's machine's worker, which pushes to its local agents: one round trip per machine."""
+        pushed = self._push(plan, targets, messages)
+        if on_host_done:
+            for host in messages:
+                on_host_done(host, None)
+        return pushed
+
     def _push(self, plan: Plan, targets: dict[str, str], messages: dict[str, list]) -> list:
+        """Messages are GoalStateV2s or what makes their bytes; each machine's are sent as bytes to its worker."""
         from emulator.alcor.controller import Pushed
         from emulator.alcor.errors import AgentError
 
         machine_of = {n.ip.split("/")[0]: n.machine for n in plan.nodes if n.ip and "compute" in n.options}
+        machine_of.update((ip.split("/")[0], n.machine) for n in plan.nodes for _, ip in n.options.get("hollow", {}).get(
+            "nodes", ()))
         by_machine: dict[str, list[str]] = {}
         for host in messages:
             by_machine.setdefault(machine_of[host], []).append(host)
@@ -157,13 +178,14 @@ class SshMachines:
         def request(machine: str) -> dict[str, Any]:
             hosts = by_machine[machine]
             return {"command": "goalstates", "targets": {h: targets[h] for h in hosts},
-                    "messages": {h: [base64.b64encode(m.SerializeToString()).decode() for m in messages[h]]
-                                 for h in hosts}}
+                    "messages": {h: [base64.b64encode(m() if callable(m) else m.SerializeToString()).decode()
+                                     for m in messages[h]] for h in hosts}}
         out = []
         for machine, result in self.workers.each(by_machine, request).items():
             if isinstance(result, Exception):
                 raise AgentError(f"goal states for the compute nodes on {machine}: {result}")
-            out += [Pushed(r["host"], 0.0, r["seconds"], r["agent_us"], failed_names=r["failed"]) for r in result["pushed"]]
+            out += [Pushed(r["host"], 0.0, r["seconds"], r["agent_us"], failed_names=r["failed"],
+                           pending_names=r.get("pending", [])) for r in result["pushed"]]
         return out
 
     def ask_packs(self, plan: Plan, requests: dict[str, dict]) -> dict[str, dict | Exception]:

@@ -268,6 +268,13 @@ def test_a_hollow_region_across_machines_has_packs_on_each_and_leaves_nothing(st
         assert shown["node"] == far_node and shown["host_ip"] == hollow_ip and shown["messages"] == 0
         off = json.loads(cli("alcor", "delays", name, "off", "-o", "json").stdout)
         assert sorted(off["applied_to"]) == sorted(p.name for p in packs) and off["not_reached"] == []
+        # a load over the region: each machine's worker pushes to its own agents, full and hollow
+        load = json.loads(cli("alcor", "load", name, "--vpcs", "6", "--ports-per-vpc", "100", "--neighbours", "all",
+                              "-o", "json").stdout)
+        assert load["errors"] == 0 and load["ports"] == 600 and load["messages"] == 600
+        served = {p.machine for p in packs if json.loads(cli("alcor", "state", name, p.options["hollow"]["nodes"][0][0],
+                                                              "-o", "json").stdout)["messages"] == 1}
+        assert served == set(MACHINES)
     finally:
         result = emu.down()
     assert result.clean, result.left
