@@ -22,7 +22,7 @@ from emulator.alcor.schema import common_pb2 as common
 from emulator.alcor.schema import goalstate_pb2, goalstateprovisioner_pb2
 from emulator.alcor.schema import goalstateprovisioner_pb2_grpc as rpc
 from emulator.alcor.server import ACA_PORT, CHANNEL_OPTIONS
-from emulator.compiler.plan import Plan
+from emulator.compiler.plan import Plan, PlanNode
 from emulator.runtime import processes
 
 STATUS_NAMES = {v: k for k, v in common.OperationStatus.items()}
@@ -62,17 +62,25 @@ class Pushed:
         return [s.resource_id for s in self.reply.operation_statuses if s.operation_status == common.PENDING]
 
 
-def agent_targets(plan: Plan) -> dict[str, str]:
-    """Compute node underlay IP -> where cloudemu reaches its agent (the unix socket in the node's directory)."""
+def agent_nodes(plan: Plan) -> dict[str, PlanNode]:
+    """Compute node underlay IP -> the plan node its agent runs in: the full compute node itself (with cloudemu's
+    agent), or the pack of a hollow one."""
     out = {}
     for n in plan.nodes:
         spec = n.options.get("compute")
         if spec and spec["agent"] == "builtin" and n.ip:
-            out[n.ip.split("/")[0]] = f"unix:{spec['dir']}/agent.sock"
+            out[n.ip.split("/")[0]] = n
         pack = n.options.get("hollow")
-        if pack:  # one socket for the pack's nodes: each call names its node (see stream)
-            out.update((ip.split("/")[0], f"unix:{pack['dir']}/agent.sock") for _, ip in pack["nodes"])
+        if pack:
+            out.update((ip.split("/")[0], n) for _, ip in pack["nodes"])
     return out
+
+
+def agent_targets(plan: Plan) -> dict[str, str]:
+    """Compute node underlay IP -> where cloudemu reaches its agent (the unix socket in the node's directory; a
+    pack's one socket serves all its nodes, each call naming its node: see stream)."""
+    return {ip: f"unix:{(n.options.get('compute') or n.options['hollow'])['dir']}/agent.sock"
+            for ip, n in agent_nodes(plan).items()}
 
 
 def plan_ports(plan: Plan) -> list[goalstates.Port]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ipaddress
 import random
 import statistics
-import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -256,7 +255,7 @@ def vm_pinger(plan, run) -> Callable[[goalstates.Port, str], bool]:
     `run(PlanNode, argv, timeout)` is the experiment's Target.run (here, or over the machine's SSH session)."""
     from emulator.compiler.plan import PlanNode
 
-    computes = {n.ip.split("/")[0]: n for n in plan.nodes if "compute" in n.options and n.ip}
+    computes = controller.agent_nodes(plan)  # a VM lives on a full node, never on a pack
     prefix = f"ce.{plan.experiment}."
 
     def ping(port: goalstates.Port, ip: str) -> bool:
@@ -267,17 +266,9 @@ def vm_pinger(plan, run) -> Callable[[goalstates.Port, str], bool]:
     return ping
 
 
-def local_pinger(netns_of) -> Callable[[goalstates.Port, str], bool]:
-    """Pings from a VM's namespace on this machine (`netns_of(port)` names it)."""
-    def ping(port: goalstates.Port, ip: str) -> bool:
-        return subprocess.run(["ip", "netns", "exec", netns_of(port), "ping", "-c", "1", "-W", "1", ip],
-                              capture_output=True).returncode == 0
-    return ping
-
-
 def sample_reachability(ports: list[goalstates.Port], ping_from, samples: int, seed: int = 1) -> dict[str, list[Any]]:
     """Pings between sampled VMs: same VPC on different hosts must answer, different VPCs must not.
-    `ping_from(port, ip)` pings (vm_pinger, or local_pinger for namespaces on this machine)."""
+    `ping_from(port, ip)` pings (see vm_pinger)."""
     rng = random.Random(seed)
     by_vpc: dict[str, list[goalstates.Port]] = defaultdict(list)
     for p in ports:

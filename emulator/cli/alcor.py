@@ -86,8 +86,8 @@ def load(experiment: str | None, vpcs: int, ports_per_vpc: int, neighbours: str,
         push = functools.partial(emu.target.push_messages, emu.plan) if emu is not None else None
         result = loadtest.run(spec, targets, hosts, progress=lambda n: bar.advance(task, n), push=push)
     if emu is not None and samples:
-        hollow = {ip.split("/")[0] for n in emu.plan.nodes for _, ip in n.options.get("hollow", {}).get("nodes", ())}
-        ports = [p for p in loadtest.generate_ports(spec, hosts) if p.host_ip not in hollow]  # only full nodes make VMs
+        full = {ip for ip, n in controller.agent_nodes(emu.plan).items() if "compute" in n.options}
+        ports = [p for p in loadtest.generate_ports(spec, hosts) if p.host_ip in full]  # only full nodes make VMs
         result.reach = loadtest.sample_reachability(ports, loadtest.vm_pinger(emu.plan, emu.target.run), samples)
     if plot_file:
         loadtest.plot(result, plot_file)
@@ -159,7 +159,7 @@ def calibrate(experiment: str, node: str | None, repeats: int, out_file: str | N
     from provisioners.kinds import hollow
 
     emu = Emulation.attach(experiment)
-    full = [n for n in emu.plan.nodes if n.options.get("compute", {}).get("agent") == "builtin" and n.ip]
+    full = [n for n in controller.agent_nodes(emu.plan).values() if "compute" in n.options]
     if node:
         full = [n for n in full if n.name == node]
     if not full:

@@ -165,12 +165,10 @@ class SshMachines:
 
     def _push(self, plan: Plan, targets: dict[str, str], messages: dict[str, list]) -> list:
         """Messages are GoalStateV2s or what makes their bytes; each machine's are sent as bytes to its worker."""
-        from emulator.alcor.controller import Pushed
+        from emulator.alcor.controller import Pushed, agent_nodes
         from emulator.alcor.errors import AgentError
 
-        machine_of = {n.ip.split("/")[0]: n.machine for n in plan.nodes if n.ip and "compute" in n.options}
-        machine_of.update((ip.split("/")[0], n.machine) for n in plan.nodes for _, ip in n.options.get("hollow", {}).get(
-            "nodes", ()))
+        machine_of = {ip: n.machine for ip, n in agent_nodes(plan).items()}
         by_machine: dict[str, list[str]] = {}
         for host in messages:
             by_machine.setdefault(machine_of[host], []).append(host)
