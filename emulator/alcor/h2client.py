@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from emulator.alcor import http2
-from emulator.alcor.h2server import PREFIX, WINDOW
+from emulator.alcor.h2server import PREFIX, WINDOW, Http2Protocol
 from emulator.model import ACA_PORT
 
 #: The path prefix of Alcor's GoalStateProvisioner methods (as its .proto names the service).
@@ -44,30 +44,18 @@ class _Call:
         self.done = done
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(Http2Protocol):
     """One connection to an agent (or a pack of them, naming each call's node as its authority)."""
 
     def __init__(self, authority: str):
+        super().__init__(client=True, settings=SETTINGS)
         self.authority = authority.encode()
-        self.h2 = http2.Connection(self, client=True, settings=SETTINGS, window=WINDOW)
         self.calls: dict[int, _Call] = {}
-        self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
 
     # -- asyncio ---------------------------------------------------------------------
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        self._flush()
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.h2.receive(data)
-        except http2.ProtocolError as exc:
-            self._fail(CallError(f"the agent broke HTTP/2: {exc}"))
-            self._flush()
-            self.transport.close()
-            return
-        self._flush()
+    def broken(self, exc: http2.ProtocolError) -> None:
+        self._fail(CallError(f"the agent broke HTTP/2: {exc}"))
 
     def connection_lost(self, exc) -> None:
         self._fail(CallError("the agent closed the connection"))
@@ -78,10 +66,6 @@ class _Connection(asyncio.Protocol):
             if not call.done.done():
                 call.done.set_exception(error)
         self.calls.clear()
-
-    def _flush(self) -> None:
-        if self.h2.out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(self.h2.take())
 
     # -- HTTP/2 events ---------------------------------------------------------------
     def on_headers(self, sid: int, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:

@@ -59,33 +59,54 @@ class _Stream:
     ending: bool = False  # the client has ended the call: it ends once the held replies are out
 
 
-class GrpcProtocol(asyncio.Protocol):
-    """One HTTP/2 connection. `route(local address or authority host)` gives the node, or None."""
+class Http2Protocol(asyncio.Protocol):
+    """An asyncio connection carrying an http2.Connection: what it has to send goes out after each event; a peer
+    that breaks HTTP/2 gets its GOAWAY and the connection closes. The gRPC server and client on top."""
 
-    def __init__(self, methods: dict[str, Method], route: Callable[[str], object | None]):
-        self.methods, self.route = methods, route
-        self.streams: dict[int, _Stream] = {}
-        self.local: str | None = None
-        self.last_request = 0
+    def __init__(self, *, client: bool, settings: dict[int, int]):
         self.transport: asyncio.Transport | None = None
-        self.h2 = http2.Connection(self, client=False, settings=SETTINGS, window=WINDOW)
+        self.h2 = http2.Connection(self, client=client, settings=settings, window=WINDOW)
 
-    # -- asyncio ---------------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
-        name = transport.get_extra_info("sockname")
-        self.local = name[0] if isinstance(name, tuple) else None  # a unix socket: routed by :authority
         self._flush()
 
     def data_received(self, data: bytes) -> None:
         try:
             self.h2.receive(data)
         except http2.ProtocolError as exc:
-            log.info("closing a connection that broke HTTP/2: %s", exc)
+            self.broken(exc)
             self._flush()
             self.transport.close()
             return
         self._flush()
+
+    def broken(self, exc: http2.ProtocolError) -> None:
+        """The peer broke HTTP/2 (its GOAWAY is being sent)."""
+
+    def _flush(self) -> None:
+        if self.h2.out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(self.h2.take())
+
+
+class GrpcProtocol(Http2Protocol):
+    """One HTTP/2 connection. `route(local address or authority host)` gives the node, or None."""
+
+    def __init__(self, methods: dict[str, Method], route: Callable[[str], object | None]):
+        super().__init__(client=False, settings=SETTINGS)
+        self.methods, self.route = methods, route
+        self.streams: dict[int, _Stream] = {}
+        self.local: str | None = None
+        self.last_request = 0
+
+    # -- asyncio ---------------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        name = transport.get_extra_info("sockname")
+        self.local = name[0] if isinstance(name, tuple) else None  # a unix socket: routed by :authority
+        super().connection_made(transport)
+
+    def broken(self, exc: http2.ProtocolError) -> None:
+        log.info("closing a connection that broke HTTP/2: %s", exc)
 
     def connection_lost(self, exc) -> None:
         self.streams.clear()
@@ -218,9 +239,6 @@ class GrpcProtocol(asyncio.Protocol):
     def _trailers_only(self, sid: int, status: int, message: str) -> None:
         self.h2.send_headers(sid, RESPONSE + _status(status, message), end_stream=True)
 
-    def _flush(self) -> None:
-        if self.h2.out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(self.h2.take())
 
 
 def _status(status: int, message: str) -> bytes:
