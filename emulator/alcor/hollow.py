@@ -124,13 +124,14 @@ class ModelDataplane:
         """The agent whose neighbour table and VLANs this node's flows are drawn from."""
         self.neighbors, self.vlans = agent.neighbors, agent.vlans
 
+    def _drawn(self) -> list[tuple]:
+        """The flow items (vni, vlan, mac, ip, host) the agent's neighbour table stands for."""
+        return [(n.vni, self.vlans[n.vni], n.mac, n.ip, n.host_ip) for n in self.neighbors.values()]
+
     def before_neighbours(self) -> None:
         """A message with neighbours is coming: past the first, the flows are kept from now on."""
         if not self.exact and self.neighbors:
-            for n in self.neighbors.values():
-                vlan = self.vlans[n.vni]
-                self.encaps[vlan, n.mac] = (n.vni, n.host_ip)
-                self.arps[vlan, n.ip] = n.mac
+            _keep(self._drawn(), self.encaps, self.arps)
             self.exact = True
 
     def apply(self, items: list[tuple]) -> None:
@@ -145,18 +146,7 @@ class ModelDataplane:
                 if unique:
                     return
             self.exact = True
-        encaps, arps = self.encaps, self.arps
-        for item in items:
-            if len(item) == 5:  # a neighbour's flows
-                vni, vlan, mac, ip, host_ip = item
-                encaps[vlan, mac] = (vni, host_ip)
-                if ip:
-                    arps[vlan, ip] = mac
-            else:  # a neighbour's flows gone
-                vlan, mac, ip = item
-                encaps.pop((vlan, mac), None)
-                if ip:
-                    arps.pop((vlan, ip), None)
+        _keep(items, self.encaps, self.arps)
 
     def setup(self) -> None:
         pass
@@ -184,16 +174,27 @@ class ModelDataplane:
     def flows(self) -> list[str]:
         """br-tun's flows as the full node's would read (base pipeline and this node's own), written by the
         functions that write the full node's."""
-        if self.exact:
-            encaps = [(vlan, mac, vni, host) for (vlan, mac), (vni, host) in self.encaps.items()]
-            arps = [(vlan, ip, mac) for (vlan, ip), mac in self.arps.items()]
-        else:
-            drawn = [(self.vlans[n.vni], n) for n in self.neighbors.values()]
-            encaps = [(vlan, n.mac, n.vni, n.host_ip) for vlan, n in drawn]
-            arps = [(vlan, n.ip, n.mac) for vlan, n in drawn]
-        encap = [flows.neighbor_flows(vni, vlan, mac, None, host)[0][4:] for vlan, mac, vni, host in encaps]
-        arp = [flows.neighbor_flows(0, vlan, mac, ip, "0.0.0.0")[1][4:] for vlan, ip, mac in arps]
+        encaps, arps = (self.encaps, self.arps) if self.exact else _keep(self._drawn(), {}, {})
+        encap = [flows.neighbor_flows(vni, vlan, mac, None, host)[0][4:] for (vlan, mac), (vni, host) in encaps.items()]
+        arp = [flows.neighbor_flows(0, vlan, mac, ip, "0.0.0.0")[1][4:] for (vlan, ip), mac in arps.items()]
         return [*BASE_FLOWS, *self.table.values(), *encap, *arp]
+
+
+def _keep(items: list[tuple], encaps: dict, arps: dict) -> tuple[dict, dict]:
+    """Neighbour flow items applied in order to tables keyed as OVS keys their flows: (vni, vlan, mac, ip, host)
+    adds a neighbour's two flows, (vlan, mac, ip) removes them."""
+    for item in items:
+        if len(item) == 5:
+            vni, vlan, mac, ip, host_ip = item
+            encaps[vlan, mac] = (vni, host_ip)
+            if ip:
+                arps[vlan, ip] = mac
+        else:
+            vlan, mac, ip = item
+            encaps.pop((vlan, mac), None)
+            if ip:
+                arps.pop((vlan, ip), None)
+    return encaps, arps
 
 
 @dataclass(frozen=True)
