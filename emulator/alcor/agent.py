@@ -364,7 +364,13 @@ class Agent:
         lines: list = []
         encap, delete = work.flows.encap, work.flows.delete
         skip_ops, delete_op, neighbor = (common.GET,), common.DELETE, common.NEIGHBOR  # INFO is programmed (ACA)
-        silent_failures = silent_flow_ops = 0
+        silent_flow_ops = 0
+
+        def refuse(status: Status | None, outcome: int) -> None:  # rare: a status when reported, else a count
+            if status is None:
+                work.silent_failures += 1
+            else:
+                status.operation_status = outcome
         for rid, r in items:
             rid = rid or r.id
             op = r.op
@@ -386,10 +392,7 @@ class Agent:
             if made is None:  # refused, or its VNI is its subnet's (this host's tables, from earlier messages)
                 vni = (r.tunnel_id or self._vni_of_subnet(r.subnet_id)) if r.ok else None
                 if not (vni and vni < VNI_LIMIT):
-                    if status is None:
-                        silent_failures += 1
-                    else:
-                        status.operation_status = common.INVALID_ARG
+                    refuse(status, common.INVALID_ARG)
                     continue
                 made = Neighbor(vni, r.mac, r.ip, r.host_ip)
             if made.host_ip == host_ip:
@@ -400,10 +403,7 @@ class Agent:
                     vlan = self._vlan(made.vni, work)
                 except DataplaneError as exc:
                     log.warning("neighbour %s: %s", rid, exc)
-                    if status is None:
-                        silent_failures += 1
-                    else:
-                        status.operation_status = common.FAILURE
+                    refuse(status, common.FAILURE)
                     continue
             known[rid] = made
             lines += encap(made.vni, vlan, made.mac, made.ip, made.host_ip)
@@ -415,10 +415,9 @@ class Agent:
                 work.flows.add(lines)
                 lines = []
         work.flows.add(lines)
-        work.silent_failures += silent_failures
         work.silent_flow_ops += silent_flow_ops
-        if silent_failures:
-            log.warning("%d neighbour(s) refused (not in the reply, as ACA's)", silent_failures)
+        if work.silent_failures:
+            log.warning("%d neighbour(s) refused (not in the reply, as ACA's)", work.silent_failures)
 
     # -- the data plane, batched -------------------------------------------------------
     def _program(self, work: _Work, started: float) -> None:
