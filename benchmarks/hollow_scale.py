@@ -13,7 +13,8 @@ included, nothing left. Then, as asked:
                      messages/s (target >= 2,000), latency percentiles, CPU of each side;
   --neighbours N     1 port + N neighbours to one node, then the same table to two more (target < 0.5 s);
   --vpc-ports P      one VPC of P ports over every node, each node sent the VPC's whole neighbour table
-                     (`alcor load --neighbours all`): total time, per-host convergence, memory.
+                     (`alcor load --neighbours all`): total time, per-host convergence, memory;
+  --idle-connections C  alone: a pack of C nodes and C idle HTTP/2 connections to it, its memory per connection.
 
     sudo .venv/bin/python benchmarks/hollow_scale.py --nodes 1000 --vpc-ports 100000
 """
@@ -183,6 +184,42 @@ def whole_vpc(emu: Emulation, ports: int, concurrency: int) -> dict:
                                                   "hollow packs": round(packs_cpu, 1)}}
 
 
+def idle_connections(count: int) -> dict:
+    """A pack process of `count` nodes on its own (no namespace), then `count` connections that only say
+    HTTP/2's preface and SETTINGS: what an idle connection costs the pack (the gRPC stack's choice, issue 18)."""
+    import socket
+    import tempfile
+
+    from emulator.alcor import http2
+
+    with tempfile.TemporaryDirectory() as tmp:
+        nodes = Path(tmp, "nodes")
+        nodes.write_text("".join(f"cn{i} 10.70.{i >> 8 & 255}.{i & 255}\n" for i in range(count)))
+        pack = subprocess.Popen([sys.executable, "-m", "emulator.alcor.hollow", "--dir", tmp, "--nodes", str(nodes),
+                                 "--vm-prefix", "bench.", "--listen", ""], stdout=subprocess.PIPE)
+        try:
+            pack.stdout.readline()  # ready
+
+            def rss_kb() -> float:
+                return int(Path(f"/proc/{pack.pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024
+            settle(0.5)
+            idle = rss_kb()
+            conns = []
+            for _ in range(count):
+                s = socket.socket(socket.AF_UNIX)
+                s.connect(f"{tmp}/agent.sock")
+                s.sendall(http2.PREFACE + http2.frame(http2.SETTINGS, 0, 0))
+                conns.append(s)
+            settle()
+            per_connection = (rss_kb() - idle) / count
+            for s in conns:
+                s.close()
+        finally:
+            pack.terminate()
+            pack.wait()
+    return {"nodes": count, "pack_mb": round(idle / 1024, 1), "per_connection_kb": round(per_connection, 2)}
+
+
 def run_bare(nodes: int) -> dict:
     """The floor: the same layout (a namespace and a veth per HOLLOW_PACK nodes, their addresses on it), one
     `ip -batch` for the namespaces and veths and one per namespace for its addresses; no process, no journal."""
@@ -210,8 +247,12 @@ def main() -> int:
     ap.add_argument("--neighbours", type=int, default=0, help="1 port + this many neighbours to one node, then two more")
     ap.add_argument("--vpc-ports", type=int, default=0, help="one VPC of this many ports, its whole table to every node")
     ap.add_argument("--concurrency", type=int, default=256, help="connections open at once")
+    ap.add_argument("--idle-connections", type=int, default=0, help="alone: memory per idle connection to a pack")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.idle_connections:
+        print(json.dumps(idle_connections(args.idle_connections)))
+        return 0
     result = {"cloudemu": run_cloudemu(args.nodes, args.messages, args.concurrency, args.neighbours, args.vpc_ports),
               "bare addresses": run_bare(args.nodes)}
     c, b = result["cloudemu"], result["bare addresses"]
