@@ -15,6 +15,8 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from google.protobuf.message import DecodeError
+
 from emulator.alcor import http2
 
 log = logging.getLogger("cloudemu.h2server")
@@ -186,6 +188,9 @@ class GrpcProtocol(Http2Protocol):
             return
         try:
             reply = stream.method.call(stream.node, request)
+        except DecodeError:  # a part read only when taken (a pack's neighbour entries): the request does not parse
+            self._close(sid, INTERNAL, "the request does not parse")
+            return
         except Exception as exc:  # noqa: BLE001 - a node's fault ends this call, never the process
             log.exception("a call failed")
             self._close(sid, UNKNOWN, f"{type(exc).__name__}: {exc}"[:200])

@@ -372,3 +372,23 @@ def test_placement_keeps_each_hollow_node_with_its_switch_so_every_pack_has_a_li
     packs = [n for p in plans for n in p.nodes if "hollow" in n.options]
     assert packs and all(any(lk.a.node == n.name for p in plans for lk in p.links) for n in packs)
     assert len({n.machine for n in packs}) == 3
+
+
+def test_a_neighbour_entry_that_does_not_parse_fails_the_call_as_a_message_that_does_not_parse(pack):
+    """A pack reads neighbour entries only when the agent takes them: garbage inside one must still end the call as
+    the full agent's server ends it (the whole message does not parse), not as a fault of the node."""
+    from google.protobuf.message import DecodeError
+
+    from emulator.alcor import h2client
+    from emulator.runtime import processes
+
+    made, target = pack
+    good = goalstates.per_host([goalstates.Port("g", goalstates.Vpc("g", 1800, "10.206.0.0/24"), "10.7.0.1",
+                                                 "10.206.0.9", "fa:16:3e:70:00:09")])["10.7.0.1"].SerializeToString()
+    bad = good + bytes([7 << 3 | 2, 2, 0xFF, 0xFF])  # a neighbor_states entry whose bytes are no message
+    with pytest.raises(DecodeError):
+        goalstate_pb2.GoalStateV2.FromString(bad)  # what the full agent's server meets first
+    answers = processes.run_async(h2client.push_all({"10.7.0.1": target}, {"10.7.0.1": [bad]}))
+    assert isinstance(answers["10.7.0.1"], h2client.CallError)
+    assert "gRPC status 13: the request does not parse" in str(answers["10.7.0.1"])
+    assert made.nodes["10.7.0.1"].agent.ports == {}  # nothing of it was taken
