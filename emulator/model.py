@@ -204,12 +204,15 @@ class Bulk:
 
 @dataclass
 class Vpc:
-    """A tenant network: VXLAN VNI and the subnet its VMs take addresses from (None: chosen by the compiler)."""
+    """A tenant network: VXLAN VNI and the subnet its VMs take addresses from (None: chosen by the compiler), or
+    several named subnets (`cidr` is then the VPC's range), connected by a router (DVR) when `router`."""
 
     name: str
     vni: int | None = None
     cidr: str | None = None
     where: Where = field(default_factory=Where)
+    subnets: dict[str, str] = field(default_factory=dict)  # name -> cidr
+    router: bool = False
 
 
 @dataclass
@@ -222,6 +225,7 @@ class Vm:
     ip: str | None = None  # "10.1.0.5/24"
     mac: str | None = None
     where: Where = field(default_factory=Where)
+    subnet: str | None = None  # in a VPC of several subnets: which (else the one holding `ip`, else the first)
 
 
 class Topology:
@@ -316,13 +320,13 @@ class Topology:
         return link
 
     def add_vm(self, name: str, on: str, vpc: str, *, ip: str | None = None, mac: str | None = None,
-               where: Where | None = None) -> Vm:
+               where: Where | None = None, subnet: str | None = None) -> Vm:
         """A VM; its compute node may be declared later, so `check_vms` runs once everything is in."""
         where = where or Where(self.source)
         check_name(name, "node", where)
         if name in self.vms or name in self.nodes:
             raise TopologyError(f"duplicate node {name!r}", where=where, field=f"nodes.{name}")
-        vm = Vm(name, on, vpc, ip, mac, where)
+        vm = Vm(name, on, vpc, ip, mac, where, subnet)
         self.vms[name] = vm
         return vm
 
@@ -342,18 +346,41 @@ class Topology:
             if vm.name in self.nodes:
                 raise TopologyError(f"duplicate node {vm.name!r}", where=vm.where, field=f"nodes.{vm.name}")
             vpc = self.vpcs.setdefault(vm.vpc, Vpc(vm.vpc, where=vm.where))
-            if vm.ip:
+            if vpc.subnets:
+                self._subnet_of(vm, vpc)
+            elif vm.subnet is not None:
+                raise TopologyError(f"VPC {vm.vpc} declares no subnets (subnets: {{name: cidr}}), so a vm names none",
+                                    where=vm.where, field=f"nodes.{vm.name}.subnet")
+            if vm.ip and not vpc.subnets:
                 net = ipaddress.ip_interface(vm.ip).network
                 if vpc.cidr is None:
                     vpc.cidr = str(net)
                 elif ipaddress.ip_interface(vm.ip).ip not in ipaddress.ip_network(vpc.cidr):
                     raise TopologyError(f"{vm.ip} is outside VPC {vm.vpc}'s subnet {vpc.cidr}", where=vm.where,
                                         field=f"nodes.{vm.name}.ip")
+            if vm.ip:
                 key = (vm.vpc, vm.ip.split("/")[0])
                 if key in taken:
                     raise TopologyError(f"{key[1]} is already {taken[key]}'s address in VPC {vm.vpc}", where=vm.where,
                                         field=f"nodes.{vm.name}.ip")
                 taken[key] = vm.name
+
+    @staticmethod
+    def _subnet_of(vm: Vm, vpc: Vpc) -> None:
+        """A VM of a VPC of several subnets: the subnet it names, or the one its address is in, else the first."""
+        if vm.subnet is not None and vm.subnet not in vpc.subnets:
+            raise TopologyError(f"VPC {vpc.name} has no subnet {vm.subnet!r}; its subnets: {', '.join(vpc.subnets)}",
+                                where=vm.where, field=f"nodes.{vm.name}.subnet")
+        if vm.ip:
+            address = ipaddress.ip_interface(vm.ip).ip
+            found = next((n for n, c in vpc.subnets.items() if address in ipaddress.ip_network(c)), None)
+            if found is None or (vm.subnet is not None and found != vm.subnet):
+                where_to = vm.subnet or ", ".join(f"{n} {c}" for n, c in vpc.subnets.items())
+                raise TopologyError(f"{vm.ip} is outside VPC {vpc.name}'s subnets ({where_to})", where=vm.where,
+                                    field=f"nodes.{vm.name}.ip")
+            vm.subnet = found
+        elif vm.subnet is None:
+            vm.subnet = next(iter(vpc.subnets))
 
     def check_services(self) -> None:
         """depends_on names services, and never comes back round to where it started."""

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 from emulator.alcor import flows
 from emulator.alcor.dataplane import Dataplane, DataplaneError, FlowSink, LocalPort, NewVm
+from emulator.alcor.routers import Routed, RouterRefused, Routers, read_subnet
 from emulator.alcor.schema import common_pb2 as common
 from emulator.alcor.schema import goalstate_pb2, goalstateprovisioner_pb2, resources_pb2
 from emulator.alcor.wire import NeighborEntry
@@ -66,6 +67,7 @@ class Reading(NamedTuple):
     tunnel_id: int
     subnet_id: str
     neighbor: Neighbor | None  # made once when the VNI is the message's own (fixed IP's tunnel id)
+    l3: bool = False  # routed to from the other subnets of its subnet's router (its fixed IP's neighbor_type)
 
 
 def read_neighbor(state: resources_pb2.NeighborState) -> Reading:
@@ -79,7 +81,8 @@ def read_neighbor(state: resources_pb2.NeighborState) -> Reading:
         return Reading(state.operation_type, cfg.id, False, mac, "", remote, 0, "", None)
     tunnel_id, ip = fixed.tunnel_id, fixed.ip_address
     made = Neighbor(tunnel_id, mac, ip, remote) if ok and 0 < tunnel_id < VNI_LIMIT else None
-    return Reading(state.operation_type, cfg.id, ok, mac, ip, remote, tunnel_id, fixed.subnet_id, made)
+    return Reading(state.operation_type, cfg.id, ok, mac, ip, remote, tunnel_id, fixed.subnet_id, made,
+                   fixed.neighbor_type == common.L3)
 
 
 class NeighborIntake:
@@ -126,6 +129,9 @@ class _Work:
     #: Neighbours have no status object unless reported (100,000 a message): their failures are counted.
     silent_failures: int = 0
     silent_flow_ops: int = 0  # unreported neighbour operations waiting on the flow bundle
+    #: The message's own subnet states given as INFO: where a router reads its subnets, as ACA's does.
+    subnets: dict[str, resources_pb2.SubnetConfiguration] = field(default_factory=dict)
+    routers_before: Routers | None = None  # the host's routers before this message changed them
 
     def status(self, rid: str, kind: int, op: int) -> Status:
         if kind in self.reported:
@@ -168,6 +174,7 @@ class Agent:
         self.vlans: dict[int, int] = {}  # VNI -> local VLAN
         self.ports: dict[str, LocalPort] = {}
         self.neighbors: dict[str, Neighbor] = {}
+        self.routers = Routers()
         self.names: set[str] = set()  # the taps and VM namespaces of self.ports: two ports never share one
         self.lock = threading.Lock()  # one message at a time, as ACA's per-host queue
 
@@ -208,8 +215,11 @@ class Agent:
                 for rid, s in vpcs:
                     self._lookup(self.vpcs, rid, s, common.VPC, work)
                 for rid, s in subnets:
-                    self._lookup(self.subnets, rid, s, common.SUBNET, work)
-                self._not_emulated(common.ROUTER, routers, work)
+                    kept = self._lookup(self.subnets, rid, s, common.SUBNET, work)
+                    if s.operation_type == common.INFO:
+                        work.subnets[kept.id] = kept
+                for rid, s in routers:
+                    self._router(rid, s, work)
                 for rid, s in ports:
                     self._port(rid, s, work)
                 self._neighbors(neighbors, work)
@@ -229,8 +239,8 @@ class Agent:
 
     @staticmethod
     def _not_emulated(kind: int, states, work: _Work) -> None:
-        """Routers, DHCP, security groups and gateways are not programmed yet: each answers FAILURE (in the reply
-        for routers and DHCP, as ACA reports those), never a SUCCESS for work not done."""
+        """DHCP, security groups and gateways are not programmed yet: each answers FAILURE (in the reply for DHCP,
+        as ACA reports it), never a SUCCESS for work not done."""
         names = []
         for rid, s in states:
             work.status(rid, kind, s.operation_type).operation_status = common.FAILURE
@@ -239,16 +249,63 @@ class Agent:
             log.warning("%d %s state(s) not emulated, answered FAILURE: %s", len(names), common.ResourceType.Name(kind),
                         ", ".join(names[:5]))
 
-    def _lookup(self, table: dict, rid: str, state, kind: int, work: _Work) -> None:
-        """VPC and subnet states only feed the lookup tables later ports and neighbours need."""
+    def _lookup(self, table: dict, rid: str, state, kind: int, work: _Work):
+        """VPC and subnet states only feed the lookup tables later ports and neighbours need; returns the copy kept."""
         rid = rid or state.configuration.id
+        # a copy: a part of the message would keep the whole message's memory (tens of MB) alive
+        kept = type(state.configuration)()
+        kept.CopyFrom(state.configuration)
         if state.operation_type == common.DELETE:
             table.pop(rid, None)
-        else:  # a copy: a part of the message would keep the whole message's memory (tens of MB) alive
-            kept = type(state.configuration)()
-            kept.CopyFrom(state.configuration)
+        else:
             table[rid] = kept
         work.status(rid, kind, state.operation_type)
+        return kept
+
+    def _routers_changing(self, work: _Work) -> Routers:
+        if work.routers_before is None:
+            work.routers_before = self.routers.copy()
+        return self.routers
+
+    def _router(self, rid: str, state: resources_pb2.RouterState, work: _Work) -> None:
+        """As ACA's L3 programmer: CREATE, UPDATE and INFO make the router (a FULL one anew, a DELTA one merged
+        into what it was), DELETE removes it; its subnets must be INFO subnet states of the same message. Unlike
+        ACA's, a removed router's routes go with it (ACA leaves them in table 0)."""
+        cfg = state.configuration
+        rid = cfg.id or rid
+        op = state.operation_type
+        status = work.status(rid, common.ROUTER, op)
+        try:
+            if not tokens.IDENTIFIER_RE.fullmatch(rid) or cfg.revision_number <= 0:
+                raise RouterRefused(f"router {rid!r}: no valid id or revision")
+            if op == common.DELETE:
+                lines = self._routers_changing(work).remove(rid)
+                if lines is None:
+                    raise RouterRefused(f"router {rid}: not on this host", common.FAILURE)
+            elif op in (common.CREATE, common.UPDATE, common.INFO):
+                dvr_mac = cfg.host_dvr_mac_address.lower()
+                if not MAC_RE.fullmatch(dvr_mac):
+                    raise RouterRefused(f"router {rid}: host DVR MAC {cfg.host_dvr_mac_address!r} is not a MAC")
+                subnets = {}
+                for table in cfg.subnet_routing_tables:
+                    found = work.subnets.get(table.subnet_id)
+                    if found is None:
+                        raise RouterRefused(f"router {rid}: subnet {table.subnet_id} is not an INFO subnet state of "
+                                            "the message", common.FAILURE)
+                    subnets[found.id] = read_subnet(found, lambda m: MAC_RE.fullmatch(m) is not None)
+                old = self.routers.routers.get(rid)
+                if old is not None and cfg.update_type == common.DELTA:
+                    subnets = {**old.subnets, **subnets}
+                lines = self._routers_changing(work).set(rid, subnets, dvr_mac, lambda vni: self._vlan(vni, work))
+            else:
+                raise RouterRefused(f"router {rid}: operation {common.OperationType.Name(op)} is not router work",
+                                    common.FAILURE)
+        except (RouterRefused, DataplaneError) as exc:
+            log.warning("%s", exc)
+            status.operation_status = exc.status if isinstance(exc, RouterRefused) else common.FAILURE
+            return
+        work.flows.add(lines)
+        work.flow_ops.append(status)
 
     def _vni_of_subnet(self, subnet_id: str) -> int | None:
         subnet = self.subnets.get(subnet_id)
@@ -360,6 +417,7 @@ class Agent:
         """All of a message's neighbours in one tight loop: at 100,000 per message every attribute access counts."""
         reply_status = work.reply.operation_statuses.add if common.NEIGHBOR in work.reported else None
         flow_ops, known, host_ip, vlans = work.flow_ops, self.neighbors, self.host_ip, self.vlans
+        routed = self.routers.routed
         before, chunk = work.neighbors_before, self.dp.CHUNK
         lines: list = []
         encap, delete = work.flows.encap, work.flows.delete
@@ -380,6 +438,8 @@ class Agent:
             old = known.pop(rid, None)
             if rid not in before:
                 before[rid] = old
+            if routed and rid in routed:
+                lines += self._routers_changing(work).remove_neighbor(rid)
             if old is not None:
                 lines += delete(vlans[old.vni], old.mac, old.ip)
                 if status is None:
@@ -395,6 +455,25 @@ class Agent:
                     refuse(status, common.INVALID_ARG)
                     continue
                 made = Neighbor(vni, r.mac, r.ip, r.host_ip)
+            carried = True
+            if r.l3:  # its routes first; as ACA, its L2 flows whether a router carries it or not
+                try:
+                    more, carried = self._routers_changing(work).add_neighbor(
+                        rid, Routed(r.subnet_id, made.vni, made.mac, made.ip, made.host_ip == host_ip),
+                        lambda v: self._vlan(v, work))
+                except DataplaneError as exc:
+                    log.warning("neighbour %s: %s", rid, exc)
+                    refuse(status, common.FAILURE)
+                    continue
+                lines += more
+                if not carried:  # kept: a router that comes later routes it; failed now, as ACA fails it
+                    log.warning("neighbour %s: no router on this host has its subnet %s", rid, r.subnet_id)
+                    refuse(status, common.FAILURE)
+                elif made.host_ip == host_ip:
+                    if status is None:
+                        silent_flow_ops += 1
+                    else:
+                        flow_ops.append(status)
             if made.host_ip == host_ip:
                 continue  # a port on this host: br-int switches it locally
             vlan = vlans.get(made.vni)
@@ -407,7 +486,9 @@ class Agent:
                     continue
             known[rid] = made
             lines += encap(made.vni, vlan, made.mac, made.ip, made.host_ip)
-            if status is None:
+            if not carried:
+                pass  # already failed
+            elif status is None:
                 silent_flow_ops += 1
             else:
                 flow_ops.append(status)
@@ -475,6 +556,8 @@ class Agent:
         """The bundle was not applied: the agent's tables go back to what the data plane still has."""
         for vni in work.new_vnis:
             self.vlans.pop(vni, None)
+        if work.routers_before is not None:
+            self.routers = work.routers_before
         for rid, old in work.neighbors_before.items():
             if old is None:
                 self.neighbors.pop(rid, None)

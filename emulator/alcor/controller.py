@@ -84,9 +84,10 @@ def agent_targets(plan: Plan) -> dict[str, str]:
 
 
 def plan_ports(plan: Plan) -> list[goalstates.Port]:
-    vpcs = {vm["vpc"]: goalstates.Vpc(vm["vpc"], vm["vni"], vm["cidr"]) for vm in plan.vms}
-    return [goalstates.Port(vm["name"], vpcs[vm["vpc"]], vm["host_ip"], vm["ip"].split("/")[0], vm["mac"])
-            for vm in plan.vms]
+    subnets = {(vm["vpc"], vm["cidr"]): goalstates.Vpc(vm["vpc"], vm["vni"], vm["cidr"], router=vm.get("router", ""))
+               for vm in plan.vms}
+    return [goalstates.Port(vm["name"], subnets[(vm["vpc"], vm["cidr"])], vm["host_ip"], vm["ip"].split("/")[0],
+                            vm["mac"]) for vm in plan.vms]
 
 
 #: Streams open at once (a thread each); beyond it, hosts wait for a stream to end.

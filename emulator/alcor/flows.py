@@ -3,12 +3,19 @@
 Pure, so the layout is unit-tested without OVS. `br-int` switches VM ports by VLAN (one local
 VLAN per VNI); `br-tun` turns VLANs into VXLAN keys and back:
 
-    table 0   from patch-int -> 2, from vxlan-generic -> 4
-    table 2   ARP requests -> 51 (answered here), unicast -> 20, the rest dropped
-    table 4   tun_id=VNI -> VLAN, to br-int
+    table 0   from patch-int -> 2, from vxlan-generic -> 4; routed packets (DVR, below) rewritten -> 2
+    table 2   ARP requests -> 51 (answered here), ICMP echo requests -> 52, unicast -> 20, the rest dropped
+    table 4   tun_id=VNI -> VLAN, to br-int (a routed packet's source MAC restored to its gateway's)
     table 20  dl_vlan + dl_dst of a remote VM -> VNI, tun_dst=its host, out vxlan-generic
-    table 51  ARP requests for a known remote VM: its MAC into a register -> 52
-    table 52  the ARP reply, made once for all of them (eth and ARP addresses swapped, the MAC set)
+    table 51  ARP requests for a known remote VM or a router's gateway: its MAC into a register -> 52
+    table 52  the ARP reply, made once for all of them (eth and ARP addresses swapped, the MAC set);
+              a gateway's echo reply; other ICMP -> 20
+
+Routing between subnets is ACA's distributed router (DVR): a VM sends to its gateway's MAC; table 0
+matches (VLAN, destination IP, gateway MAC) and rewrites the frame for the destination VM (its VLAN and
+MAC, and this host's DVR MAC as source), which then leaves as any frame to that VM does. The receiving
+host gives it back the gateway's MAC as source (table 4 here; ACA does it on br-int: one bridge keeps a
+message's flows in one bundle). A destination on this host goes straight back to br-int.
 
 Tables 20 and 51 get two flows per remote VM, so at 100,000 neighbours their length is the cost:
 the reply's eight actions live once in table 52, and each table-51 flow carries only the MAC.
@@ -54,6 +61,7 @@ def base_flows() -> list[str]:
         f"{c},table=0,priority=1,in_port={PATCH_INT_OFPORT},actions=resubmit(,2)",
         f"{c},table=0,priority=1,in_port={VXLAN_OFPORT},actions=resubmit(,4)",
         f"{c},table=0,priority=0,actions=drop",
+        f"{c},table=2,priority=25,icmp,icmp_type=8,actions=resubmit(,52)",
         f"{c},table=2,priority=2,arp,arp_op=1,actions=resubmit(,51)",
         f"{c},table=2,priority=1,dl_dst=00:00:00:00:00:00/01:00:00:00:00:00,actions=resubmit(,20)",
         f"{c},table=2,priority=0,actions=drop",
@@ -64,6 +72,7 @@ def base_flows() -> list[str]:
         "load:0x2->NXM_OF_ARP_OP[],move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],"
         f"{MAC_REG.format('NXM_NX_ARP_SHA[]')},move:NXM_OF_ARP_TPA[]->NXM_NX_REG4[],"
         "move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],move:NXM_NX_REG4[]->NXM_OF_ARP_SPA[],in_port",
+        f"{c},table=52,priority=1,icmp,actions=resubmit(,20)",
         f"{c},table=52,priority=0,actions=drop",
     ]
 
@@ -95,3 +104,43 @@ def port_commands(tap: str, vlan: int, port_id: str, mac: str) -> list[list[str]
     """A VM's port on br-int, on its VPC's VLAN, named as ACA and Neutron name it."""
     return [["--may-exist", "add-port", "br-int", tap, f"tag={vlan}"],
             ["set", "Interface", tap, f"external_ids:iface-id={port_id}", f"external_ids:attached-mac={mac}"]]
+
+
+# -- routers (DVR) ------------------------------------------------------------------------------------------------
+#: The DVR MACs Alcor gives hosts share this prefix: a frame from one is a routed frame (ACA's HOST_DVR_MAC_MATCH).
+DVR_MAC_MATCH = "fe:16:11:00:00:00/ff:ff:ff:00:00:00"
+
+
+def _hex_mac(mac: str) -> str:
+    return "0x" + mac.replace(":", "")
+
+
+def gateway_flows(vni: int, vlan: int, cidr: str, gateway_ip: str, gateway_mac: str) -> list[tuple[str, str]]:
+    """A router's interface in one subnet: ARP and ping of the gateway answered, and routed frames arriving for
+    the subnet given the gateway's MAC as source. Each flow as (add line, its strict delete)."""
+    c = f"cookie={COOKIE}"
+    arp = f"table=51,priority=50,arp,dl_vlan={vlan},arp_tpa={gateway_ip}"
+    echo = f"table=52,priority=50,icmp,icmp_type=8,dl_vlan={vlan},nw_dst={gateway_ip}"
+    restore = f"table=4,priority=2,tun_id={vni:#x},ip,nw_dst={cidr},dl_src={DVR_MAC_MATCH}"
+    return [
+        (f"add {c},{arp},actions=load:{_hex_mac(gateway_mac)}->{MAC_FIELD},resubmit(,52)", f"delete_strict {arp}"),
+        (f"add {c},{echo},actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],mod_dl_src:{gateway_mac},"
+         f"move:NXM_OF_IP_SRC[]->NXM_OF_IP_DST[],mod_nw_src:{gateway_ip},load:0xff->NXM_NX_IP_TTL[],"
+         "load:0->NXM_OF_ICMP_TYPE[],in_port", f"delete_strict {echo}"),
+        (f"add {c},{restore},actions=mod_dl_src:{gateway_mac},mod_vlan_vid:{vlan},output:{PATCH_INT_OFPORT}",
+         f"delete_strict {restore}"),
+    ]
+
+
+def route_flow(from_vlan: int, from_gateway_mac: str, vlan: int, mac: str, ip: str, *,
+               dvr_mac: str | None, gateway_mac: str) -> tuple[str, str]:
+    """A VM `ip` reached from another subnet of its router (VLAN `from_vlan`, whose gateway MAC the sender used):
+    remote, the frame leaves with this host's DVR MAC as source (`dvr_mac`); local (`dvr_mac` None), it goes back
+    to br-int at once, from the destination subnet's gateway MAC as a router's frame would be (ACA keeps the
+    sender's MAC, which br-int then learns on its patch port when both subnets share a VLAN)."""
+    match = f"table=0,priority=50,ip,dl_vlan={from_vlan},nw_dst={ip},dl_dst={from_gateway_mac}"
+    if dvr_mac is None:
+        actions = f"mod_vlan_vid:{vlan},mod_dl_src:{gateway_mac},mod_dl_dst:{mac},in_port"
+    else:
+        actions = f"mod_vlan_vid:{vlan},mod_dl_src:{dvr_mac},mod_dl_dst:{mac},resubmit(,2)"
+    return f"add cookie={COOKIE},{match},actions={actions}", f"delete_strict {match}"

@@ -1,8 +1,11 @@
 """Goal states as Alcor's test controller builds them: one GoalStateV2 per compute host.
 
 Pure: VMs (ports) in, messages out. VPC and subnet go as INFO, the host's own ports as CREATE
-with FULL updates, and an L2 neighbour entry for every port of the same VPCs on other hosts;
+with FULL updates, and an L2 neighbour entry for every port of the same subnets on other hosts;
 `host_resources[host IP]` lists what the host must program (as Alcor's DPM writes it; ACA does not read it).
+A subnet with a router: the host gets the router's state (its DVR MAC, one routing table per subnet, every
+subnet of the router as INFO) and an L3 neighbour entry for every port of the router's other subnets,
+on this host too, as DPM sends them and ACA's L3 programmer needs them.
 """
 
 from __future__ import annotations
@@ -26,9 +29,12 @@ def resource_id(*parts: str) -> str:
 
 @dataclass(frozen=True)
 class Vpc:
+    """A subnet of a VPC: a VPC of several subnets is several of these with the same name (and VNI)."""
+
     name: str
     vni: int
     cidr: str  # the subnet the VMs take addresses from
+    router: str = ""  # the router connecting it to the VPC's other subnets of the same router (DVR), if any
 
     # Each is asked for once per port and neighbour entry (a million times for 10,000 ports): made once.
     @functools.cached_property
@@ -42,6 +48,20 @@ class Vpc:
     @functools.cached_property
     def gateway(self) -> str:
         return str(next(ipaddress.ip_network(self.cidr).hosts()))
+
+    @functools.cached_property
+    def gateway_mac(self) -> str:
+        """The gateway port's MAC: fa:16:3f (VMs have OpenStack's fa:16:3e) and three bytes of the subnet's id."""
+        return "fa:16:3f:" + ":".join(self.subnet_id[i:i + 2] for i in (0, 2, 4))
+
+    @functools.cached_property
+    def router_id(self) -> str:
+        return resource_id("router", self.name, self.router) if self.router else ""
+
+
+def dvr_mac(host_ip: str) -> str:
+    """A host's DVR MAC, as Alcor's prefix (fe:16:11, which ACA's rules match) and the host address's last bytes."""
+    return "fe:16:11:" + ":".join(f"{int(b):02x}" for b in host_ip.split(".")[1:])
 
 
 @dataclass(frozen=True)
@@ -70,7 +90,8 @@ def subnet_state(vpc: Vpc, op: int = common.INFO) -> resources_pb2.SubnetState:
     cfg = resources_pb2.SubnetConfiguration(revision_number=1, id=vpc.subnet_id, update_type=common.FULL,
                                             network_type=common.VXLAN, vpc_id=vpc.id, name=f"{vpc.name}-subnet",
                                             cidr=vpc.cidr, tunnel_id=vpc.vni,
-                                            gateway=resources_pb2.SubnetConfiguration.Gateway(ip_address=vpc.gateway))
+                                            gateway=resources_pb2.SubnetConfiguration.Gateway(
+                                                ip_address=vpc.gateway, mac_address=vpc.gateway_mac))
     return resources_pb2.SubnetState(operation_type=op, configuration=cfg)
 
 
@@ -83,8 +104,18 @@ def port_state(port: Port, op: int = common.CREATE) -> resources_pb2.PortState:
     return resources_pb2.PortState(operation_type=op, configuration=cfg)
 
 
-def neighbor_state(port: Port, op: int = common.CREATE) -> resources_pb2.NeighborState:
-    fixed = resources_pb2.NeighborConfiguration.FixedIp(neighbor_type=common.L2, subnet_id=port.vpc.subnet_id,
+def router_state(subnets: Iterable[Vpc], host: str, op: int = common.CREATE) -> resources_pb2.RouterState:
+    """The router of `subnets` (one router's) as `host` gets it: its DVR MAC and a routing table per subnet."""
+    subnets = list(subnets)
+    Cfg = resources_pb2.RouterConfiguration  # noqa: N806 - a class
+    cfg = Cfg(revision_number=1, id=subnets[0].router_id, update_type=common.FULL, host_dvr_mac_address=dvr_mac(host),
+              subnet_routing_tables=[Cfg.SubnetRoutingTable(subnet_id=s.subnet_id) for s in subnets])
+    return resources_pb2.RouterState(operation_type=op, configuration=cfg)
+
+
+def neighbor_state(port: Port, op: int = common.CREATE, *, l3: bool = False) -> resources_pb2.NeighborState:
+    fixed = resources_pb2.NeighborConfiguration.FixedIp(neighbor_type=common.L3 if l3 else common.L2,
+                                                        subnet_id=port.vpc.subnet_id,
                                                         ip_address=port.ip, tunnel_id=port.vpc.vni)
     cfg = resources_pb2.NeighborConfiguration(revision_number=1, id=port.id, update_type=common.FULL,
                                               vpc_id=port.vpc.id, name=port.name, mac_address=port.mac,
@@ -101,23 +132,30 @@ def message_for(messages: dict[str, goalstate_pb2.GoalStateV2], host: str) -> go
     return gs
 
 
+def add_subnet(gs: goalstate_pb2.GoalStateV2, host: str, vpc: Vpc) -> None:
+    """The subnet (and its VPC) into the host's message as INFO, once."""
+    listed = gs.host_resources[host].resources
+    if vpc.id not in gs.vpc_states:
+        gs.vpc_states[vpc.id].CopyFrom(vpc_state(vpc))
+        listed.add(type=common.VPC, id=vpc.id)
+    if vpc.subnet_id not in gs.subnet_states:
+        gs.subnet_states[vpc.subnet_id].CopyFrom(subnet_state(vpc))
+        listed.add(type=common.SUBNET, id=vpc.subnet_id)
+
+
 def add(gs: goalstate_pb2.GoalStateV2, host: str, port: Port, *, neighbor: bool = False, op: int = common.CREATE,
-        made: dict[tuple[str, int], resources_pb2.NeighborState] | None = None) -> None:
-    """`port` into the host's message: as its own port or as a neighbour, with its VPC and subnet as INFO.
+        made: dict[tuple[str, int, bool], resources_pb2.NeighborState] | None = None, l3: bool = False) -> None:
+    """`port` into the host's message: as its own port or as a neighbour (an L3 one: `l3`), with its VPC and subnet
+    as INFO.
 
     A port is a neighbour in every other host's message: `made` keeps its entry, built once, for the next."""
     listed = gs.host_resources[host].resources
-    vpc = port.vpc
-    if vpc.id not in gs.vpc_states:
-        gs.vpc_states[vpc.id].CopyFrom(vpc_state(vpc))
-        gs.subnet_states[vpc.subnet_id].CopyFrom(subnet_state(vpc))
-        listed.add(type=common.VPC, id=vpc.id)
-        listed.add(type=common.SUBNET, id=vpc.subnet_id)
+    add_subnet(gs, host, port.vpc)
     if neighbor:
         made = {} if made is None else made
-        state = made.get((port.id, op))
+        state = made.get((port.id, op, l3))
         if state is None:
-            state = made[(port.id, op)] = neighbor_state(port, op)
+            state = made[(port.id, op, l3)] = neighbor_state(port, op, l3=l3)
         gs.neighbor_states[port.id].CopyFrom(state)
         listed.add(type=common.NEIGHBOR, id=port.id)
     else:
@@ -126,20 +164,34 @@ def add(gs: goalstate_pb2.GoalStateV2, host: str, port: Port, *, neighbor: bool 
 
 
 def per_host(ports: Iterable[Port], *, op: int = common.CREATE) -> dict[str, goalstate_pb2.GoalStateV2]:
-    """host IP -> the one message that host's agent gets (DELETE undoes what CREATE made)."""
+    """host IP -> the one message that host's agent gets (DELETE undoes what CREATE made).
+
+    Neighbours: the ports of a host's VPCs on other hosts (L2) and, where one of its subnets has a router, every
+    port of the router's subnets, on this host too (L3: an L3 entry is an L2 one plus the routes to it)."""
     ports = list(ports)
     by_vpc: dict[str, list[Port]] = defaultdict(list)
+    routed: dict[str, dict[str, Vpc]] = defaultdict(dict)  # router id -> its subnets, by subnet id
     for p in ports:
         by_vpc[p.vpc.name].append(p)
+        if p.vpc.router:
+            routed[p.vpc.router_id][p.vpc.subnet_id] = p.vpc
     out: dict[str, goalstate_pb2.GoalStateV2] = {}
     for p in ports:
         add(message_for(out, p.host_ip), p.host_ip, p, op=op)
     made: dict = {}
     for host, gs in out.items():
-        vpcs = {s.configuration.name for s in gs.vpc_states.values()}
-        for name in sorted(vpcs):
+        subnets = {p.vpc.subnet_id: p.vpc for p in ports if p.host_ip == host}
+        routers = sorted({s.router_id for s in subnets.values() if s.router})
+        for rid in routers:  # the router and every subnet it has (ACA reads them from the same message)
+            for s in routed[rid].values():
+                add_subnet(gs, host, s)
+            gs.router_states[rid].CopyFrom(router_state(routed[rid].values(), host, op))
+            gs.host_resources[host].resources.add(type=common.ROUTER, id=rid)
+        for name in sorted({s.name for s in subnets.values()}):
             for p in by_vpc[name]:
-                if p.host_ip != host:
+                if p.vpc.router and p.vpc.router_id in routers:  # routed to, from here too
+                    add(gs, host, p, neighbor=True, op=op, made=made, l3=True)
+                elif p.host_ip != host:
                     add(gs, host, p, neighbor=True, op=op, made=made)
     return out
 

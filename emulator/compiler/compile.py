@@ -245,7 +245,8 @@ class Compiled:
             host_ip = self.ip_of(v)
             rows.append({"name": vm.name, "on": vm.on, "vpc": vm.vpc, "vni": vpc["vni"], "cidr": vpc["cidr"],
                          "gateway": vpc["gateway"], "ip": ip, "mac": mac, "netns": self.netns_prefix + vm.name,
-                         "host_ip": host_ip.split("/")[0] if host_ip else None})
+                         "host_ip": host_ip.split("/")[0] if host_ip else None,
+                         **({"subnet": vpc["subnet"], "router": vpc["router"]} if vpc["subnet"] else {})})
         return rows
 
     def engine(self) -> str:
@@ -491,12 +492,13 @@ def _kind_options(node: Node) -> dict[str, Any]:
 
 
 def vm_addresses(topo: Topology) -> list[tuple[dict[str, Any], str, str]]:
-    """Per VM in declaration order: its VPC (vni, cidr, gateway), its address and MAC.
+    """Per VM in declaration order: its subnet (vni, cidr, gateway, subnet name, router), its address and MAC.
 
-    VPCs without a VNI take the next free one from 1000, without a subnet 10.(100+i).0.0/24;
-    the first address of a subnet is its gateway; VMs without an address take the next free one."""
+    VPCs without a VNI take the next free one from 1000, without a subnet 10.(100+i).0.0/24; the subnets of a VPC
+    share its VNI (as Alcor's do); the first address of a subnet is its gateway; VMs without an address take the
+    next free one of their subnet."""
     used_vni = {p.vni for p in topo.vpcs.values() if p.vni}
-    vpcs: dict[str, dict[str, Any]] = {}
+    pools: dict[tuple[str, str], dict[str, Any]] = {}  # (VPC, subnet name or "") ->
     next_vni = 1000
     for i, name in enumerate(dict.fromkeys([*topo.vpcs, *(vm.vpc for vm in topo.vms.values())])):
         spec = topo.vpcs.get(name)
@@ -505,27 +507,32 @@ def vm_addresses(topo: Topology) -> list[tuple[dict[str, Any], str, str]]:
             vni = next_vni if next_vni not in used_vni else None
             next_vni += 1
         used_vni.add(vni)
-        cidr = spec.cidr if spec and spec.cidr else f"10.{100 + i % 150}.{i // 150}.0/24"
-        net = ipaddress.ip_network(cidr)
-        vpcs[name] = {"vni": vni, "cidr": cidr, "gateway": str(net.network_address + 1), "prefix": net.prefixlen,
-                      "taken": {net.network_address + 1} | {ipaddress.ip_interface(vm.ip).ip for vm in topo.vms.values()
-                                                            if vm.vpc == name and vm.ip}, "next": 2}
+        subnets = dict(spec.subnets) if spec and spec.subnets else {
+            "": spec.cidr if spec and spec.cidr else f"10.{100 + i % 150}.{i // 150}.0/24"}
+        router = "router" if spec and spec.router else ""
+        for sub, cidr in subnets.items():
+            net = ipaddress.ip_network(cidr)
+            pools[(name, sub)] = {
+                "vni": vni, "cidr": cidr, "gateway": str(net.network_address + 1), "prefix": net.prefixlen,
+                "subnet": sub, "router": router, "next": 2,
+                "taken": {net.network_address + 1} | {ipaddress.ip_interface(vm.ip).ip for vm in topo.vms.values()
+                                                      if vm.vpc == name and vm.ip}}
     out = []
     for n, vm in enumerate(topo.vms.values(), start=1):
-        vpc = vpcs[vm.vpc]
+        pool = pools[(vm.vpc, vm.subnet or "")]
         ip = vm.ip
         if ip is None:
-            net = ipaddress.ip_network(vpc["cidr"])
-            while net.network_address + vpc["next"] in vpc["taken"]:
-                vpc["next"] += 1
-            if vpc["next"] >= net.num_addresses - 1:
-                raise TopologyError(f"VPC {vm.vpc}'s subnet {vpc['cidr']} is full", where=vm.where,
+            net = ipaddress.ip_network(pool["cidr"])
+            while net.network_address + pool["next"] in pool["taken"]:
+                pool["next"] += 1
+            if pool["next"] >= net.num_addresses - 1:
+                raise TopologyError(f"VPC {vm.vpc}'s subnet {pool['cidr']} is full", where=vm.where,
                                     field=f"nodes.{vm.name}.ip")
-            address = net.network_address + vpc["next"]
-            vpc["taken"].add(address)
-            ip = f"{address}/{vpc['prefix']}"
+            address = net.network_address + pool["next"]
+            pool["taken"].add(address)
+            ip = f"{address}/{pool['prefix']}"
         mac = vm.mac or f"fa:16:3e:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}:{n & 255:02x}"  # OpenStack's prefix
-        out.append(({k: vpc[k] for k in ("vni", "cidr", "gateway")}, ip, mac))
+        out.append(({k: pool[k] for k in ("vni", "cidr", "gateway", "subnet", "router")}, ip, mac))
     return out
 
 

@@ -78,7 +78,8 @@ def _vpcs(topo: Topology, doc: Located) -> None:
             raise schema.fail(f"VNI {vni} is already VPC {seen[vni]}'s", w("vpcs", name, "vni"), f"vpcs.{name}.vni")
         if vni:
             seen[vni] = name
-        topo.vpcs[name] = Vpc(name, vni, fields.get("cidr"), w("vpcs", name))
+        topo.vpcs[name] = Vpc(name, vni, fields.get("cidr"), w("vpcs", name), subnets=fields.get("subnets", {}),
+                              router=fields.get("router", False))
 
 
 def _generate(topo: Topology, doc: Located) -> None:
@@ -145,7 +146,8 @@ def _nodes(topo: Topology, doc: Located) -> None:
                 if key not in opts:
                     raise schema.fail(f"missing key {key!r} (a vm names its compute node and its VPC)", where,
                                       f"nodes.{name}.{key}")
-            vm = topo.add_vm(name, opts["on"], opts["vpc"], ip=opts.get("ip"), mac=opts.get("mac"), where=where)
+            vm = topo.add_vm(name, opts["on"], opts["vpc"], ip=opts.get("ip"), mac=opts.get("mac"), where=where,
+                             subnet=opts.get("subnet"))
             vm.where = where_of("on")
         elif kind == "compute":
             topo.add_node(name, "host", where=where, role="compute", **{"agent": "builtin", **opts})

@@ -8,14 +8,14 @@ from typing import Any
 
 from emulator.engines import ENGINES
 from emulator.kinds import KINDS
-from emulator.model import CONTAINER_KEYS, TopologyError, Where
+from emulator.model import CONTAINER_KEYS, TopologyError, Where, check_name
 
 TIME_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(us|ms|s)?\s*")
 MAC_RE = re.compile(r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}")
 CONTROLLER_RE = re.compile(r"(tcp|ssl|ptcp|pssl|unix):[^\s]+")
 
 TOP_KEYS = {"version", "name", "defaults", "nodes", "links", "topology", "checks", "vpcs"}
-VPC_KEYS = {"vni", "cidr"}
+VPC_KEYS = {"vni", "cidr", "subnets", "router"}
 DEFAULTS_KEYS = {"link", "subnet", "provisioner", "image"}
 CAP_RE = re.compile(r"[A-Z_]{2,32}")
 IMAGE_RE = re.compile(r"[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?")
@@ -28,7 +28,7 @@ NODE_KEYS: dict[str, set[str]] = {
     "host": HOST_KEYS,
     "switch": {"kind", "datapath", "controller", "fail_mode", "stp"} | PLACEMENT_KEYS,
     "bridge": {"kind", "stp"} | PLACEMENT_KEYS,
-    "vm": {"kind", "on", "vpc", "ip", "mac"},
+    "vm": {"kind", "on", "vpc", "subnet", "ip", "mac"},
 }
 
 
@@ -251,9 +251,10 @@ def node_options(kind: str, raw: dict, where_of, field: str) -> dict[str, Any]:
             out[key] = list(value)
         elif key == "healthcheck":
             out[key] = healthcheck(value, where, f)
-        elif key in ("on", "vpc"):
+        elif key in ("on", "vpc", "subnet"):
             if not isinstance(value, str) or not value:
-                raise fail(f"expected a {'compute node' if key == 'on' else 'VPC'} name, got {value!r}", where, f)
+                what = {"on": "compute node", "vpc": "VPC", "subnet": "subnet (of the VM's VPC)"}[key]
+                raise fail(f"expected a {what} name, got {value!r}", where, f)
             out[key] = value
         elif key == "stp":
             if value not in (True, False, "auto"):
@@ -267,7 +268,8 @@ def node_options(kind: str, raw: dict, where_of, field: str) -> dict[str, Any]:
 
 
 def vpc(raw: Any, where_of, field: str) -> dict[str, Any]:
-    """vni (1..16777215) and cidr, both optional."""
+    """vni (1..16777215), cidr (the one subnet; with `subnets`, the VPC's range), subnets (name: cidr, apart from
+    each other and inside cidr) and router (true: one router connects the subnets), all optional."""
     raw = require_mapping(raw if raw is not None else {}, where_of(None), field)
     unknown_keys(raw, VPC_KEYS, where_of, field)
     out: dict[str, Any] = {}
@@ -275,6 +277,26 @@ def vpc(raw: Any, where_of, field: str) -> dict[str, Any]:
         out["vni"] = number(raw["vni"], where_of("vni"), f"{field}.vni", minimum=1, maximum=(1 << 24) - 1, integer=True)
     if "cidr" in raw:
         out["cidr"] = ip_network(raw["cidr"], where_of("cidr"), f"{field}.cidr")
+    if "subnets" in raw:
+        subnets = require_mapping(raw["subnets"], where_of("subnets"), f"{field}.subnets", "a mapping of subnet name to cidr")
+        out["subnets"] = {}
+        for name, cidr in subnets.items():
+            f = f"{field}.subnets.{name}"
+            check_name(str(name), "subnet", where_of("subnets"))
+            net = ipaddress.ip_network(ip_network(cidr, where_of("subnets"), f))
+            if "cidr" in out and not net.subnet_of(ipaddress.ip_network(out["cidr"])):
+                raise fail(f"subnet {net} is outside the VPC's cidr {out['cidr']}", where_of("subnets"), f)
+            clash = next((n for n, c in out["subnets"].items() if net.overlaps(ipaddress.ip_network(c))), None)
+            if clash:
+                raise fail(f"subnet {net} overlaps subnet {clash} ({out['subnets'][clash]})", where_of("subnets"), f)
+            out["subnets"][str(name)] = str(net)
+        if not out["subnets"]:
+            raise fail("expected at least one subnet (name: cidr)", where_of("subnets"), f"{field}.subnets")
+    if "router" in raw:
+        if not isinstance(raw["router"], bool):
+            raise fail(f"expected true (a router connects the VPC's subnets) or false, got {raw['router']!r}",
+                       where_of("router"), f"{field}.router")
+        out["router"] = raw["router"]
     return out
 
 
