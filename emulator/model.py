@@ -226,6 +226,7 @@ class Vm:
     mac: str | None = None
     where: Where = field(default_factory=Where)
     subnet: str | None = None  # in a VPC of several subnets: which (else the one holding `ip`, else the first)
+    security_groups: tuple[str, ...] = ()
 
 
 class Topology:
@@ -246,6 +247,7 @@ class Topology:
         self.node_defaults: dict[str, Any] = {}  # defaults.provisioner and defaults.image
         self.vpcs: dict[str, Vpc] = {}
         self.vms: dict[str, Vm] = {}
+        self.security_groups: dict[str, list[dict[str, Any]]] = {}  # name -> rules (schema.security_group)
 
     @property
     def nodes(self) -> dict[str, Node]:
@@ -320,13 +322,13 @@ class Topology:
         return link
 
     def add_vm(self, name: str, on: str, vpc: str, *, ip: str | None = None, mac: str | None = None,
-               where: Where | None = None, subnet: str | None = None) -> Vm:
+               where: Where | None = None, subnet: str | None = None, security_groups: tuple[str, ...] = ()) -> Vm:
         """A VM; its compute node may be declared later, so `check_vms` runs once everything is in."""
         where = where or Where(self.source)
         check_name(name, "node", where)
         if name in self.vms or name in self.nodes:
             raise TopologyError(f"duplicate node {name!r}", where=where, field=f"nodes.{name}")
-        vm = Vm(name, on, vpc, ip, mac, where, subnet)
+        vm = Vm(name, on, vpc, ip, mac, where, subnet, tuple(security_groups))
         self.vms[name] = vm
         return vm
 
@@ -345,6 +347,10 @@ class Topology:
                                     where=vm.where, field=f"nodes.{vm.name}.on")
             if vm.name in self.nodes:
                 raise TopologyError(f"duplicate node {vm.name!r}", where=vm.where, field=f"nodes.{vm.name}")
+            unknown = [g for g in vm.security_groups if g not in self.security_groups]
+            if unknown:
+                raise TopologyError(f"security group {unknown[0]!r} is not declared (security_groups: {{name: [rules]}} "
+                                    "at the top of the file)", where=vm.where, field=f"nodes.{vm.name}.security_groups")
             vpc = self.vpcs.setdefault(vm.vpc, Vpc(vm.vpc, where=vm.where))
             if vpc.subnets:
                 self._subnet_of(vm, vpc)

@@ -28,6 +28,7 @@ from emulator.alcor.dataplane import Dataplane, DataplaneError, FlowSink, LocalP
 from emulator.alcor.routers import Routed, RouterRefused, Routers, read_subnet
 from emulator.alcor.schema import common_pb2 as common
 from emulator.alcor.schema import goalstate_pb2, goalstateprovisioner_pb2, resources_pb2
+from emulator.alcor.secgroups import Bound, Firewall, read_group
 from emulator.alcor.wire import NeighborEntry
 from emulator.runtime import tokens
 
@@ -132,6 +133,8 @@ class _Work:
     #: The message's own subnet states given as INFO: where a router reads its subnets, as ACA's does.
     subnets: dict[str, resources_pb2.SubnetConfiguration] = field(default_factory=dict)
     routers_before: Routers | None = None  # the host's routers before this message changed them
+    firewall_before: Firewall | None = None
+    filters_changed: set[str] = field(default_factory=set)  # ports whose security group flows are made again
 
     def status(self, rid: str, kind: int, op: int) -> Status:
         if kind in self.reported:
@@ -175,6 +178,7 @@ class Agent:
         self.ports: dict[str, LocalPort] = {}
         self.neighbors: dict[str, Neighbor] = {}
         self.routers = Routers()
+        self.firewall = Firewall()
         self.names: set[str] = set()  # the taps and VM namespaces of self.ports: two ports never share one
         self.lock = threading.Lock()  # one message at a time, as ACA's per-host queue
 
@@ -220,12 +224,21 @@ class Agent:
                         work.subnets[kept.id] = kept
                 for rid, s in routers:
                     self._router(rid, s, work)
+                for rid, s in security_groups:  # before the ports: a port's filter reads its groups' rules
+                    self._security_group(rid, s, work)
                 for rid, s in ports:
                     self._port(rid, s, work)
                 self._neighbors(neighbors, work)
-                for kind, states in ((common.DHCP, dhcps), (common.SECURITYGROUP, security_groups),
-                                     (common.GATEWAY, gateways)):
+                for kind, states in ((common.DHCP, dhcps), (common.GATEWAY, gateways)):
                     self._not_emulated(kind, states, work)
+                if work.filters_changed:
+                    try:
+                        work.flows.add_int(self.firewall.flush(work.filters_changed))
+                    except ValueError as exc:  # out of conntrack zones: the ports that needed one fail
+                        log.warning("security groups: %s", exc)
+                        for status, vm in work.new_ports:
+                            if vm.port.id in work.filters_changed:
+                                status.operation_status = common.FAILURE
                 work.seconds["read"] = time.perf_counter() - started
                 self._program(work, started)
             finally:
@@ -239,8 +252,8 @@ class Agent:
 
     @staticmethod
     def _not_emulated(kind: int, states, work: _Work) -> None:
-        """DHCP, security groups and gateways are not programmed yet: each answers FAILURE (in the reply for DHCP,
-        as ACA reports it), never a SUCCESS for work not done."""
+        """DHCP and gateways are not programmed yet: each answers FAILURE (in the reply for DHCP, as ACA reports it),
+        never a SUCCESS for work not done."""
         names = []
         for rid, s in states:
             work.status(rid, kind, s.operation_type).operation_status = common.FAILURE
@@ -261,6 +274,43 @@ class Agent:
             table[rid] = kept
         work.status(rid, kind, state.operation_type)
         return kept
+
+    def _firewall_changing(self, work: _Work) -> Firewall:
+        if work.firewall_before is None:
+            work.firewall_before = self.firewall.copy()
+        return self.firewall
+
+    def _security_group(self, rid: str, state: resources_pb2.SecurityGroupState, work: _Work) -> None:
+        """Beyond ACA (which only logs them): a group's rules, enforced on every port of this host in it."""
+        cfg = state.configuration
+        rid = cfg.id or rid
+        op = state.operation_type
+        status = work.status(rid, common.SECURITYGROUP, op)
+        if not tokens.IDENTIFIER_RE.fullmatch(rid):
+            status.operation_status = common.INVALID_ARG
+            return
+        if op == common.GET:
+            status.operation_status = common.FAILURE
+            return
+        rules = None
+        if op != common.DELETE:
+            try:
+                rules = read_group(cfg)
+            except ValueError as exc:
+                log.warning("security group %s: %s", rid, exc)
+                status.operation_status = common.INVALID_ARG
+                return
+        work.filters_changed |= self._firewall_changing(work).set_group(rid, rules)
+        work.flow_ops.append(status)
+
+    def _filter(self, port: LocalPort | None, pid: str, vlan: int, groups, work: _Work) -> None:
+        """The port's security groups (none: unfiltered, or gone with `port` None)."""
+        bound = Bound(port.mac, port.ip.split("/")[0], vlan, tuple(groups)) if port is not None else None
+        if bound is None and pid not in self.firewall.ports:
+            return
+        if bound is not None and self.firewall.ports.get(pid) == bound:
+            return
+        work.filters_changed |= self._firewall_changing(work).bind(pid, bound)
 
     def _routers_changing(self, work: _Work) -> Routers:
         if work.routers_before is None:
@@ -348,6 +398,11 @@ class Agent:
             if port is not None:
                 self._forget([port])
                 work.gone_ports.append((status, port))
+                self._filter(None, rid, 0, (), work)
+            return
+        groups = [g.id for g in cfg.security_group_ids]
+        if not all(tokens.IDENTIFIER_RE.fullmatch(g) for g in groups):
+            status.operation_status = common.INVALID_ARG
             return
         old = self.ports.get(rid)
         if old is not None:
@@ -362,6 +417,7 @@ class Agent:
         if old is not None:
             if old == port:
                 self._remember(old)
+                self._filter(old, rid, self.vlans[old.vni], groups, work)  # its groups may have changed
                 return  # the same port again: nothing changes on the data plane
             work.gone_ports.append((status, old))  # changed (MAC, address, VPC): the old VM goes, the new one comes
         try:
@@ -372,6 +428,7 @@ class Agent:
             return
         self._remember(port)
         work.new_ports.append((status, NewVm(port, vlan, gateway)))
+        self._filter(port, rid, vlan, groups, work)
 
     def _local_port(self, rid: str, cfg: resources_pb2.PortConfiguration) -> tuple[LocalPort, str] | None:
         """The port as this host would make it, or None when the message does not allow it (INVALID_ARG).
@@ -508,7 +565,8 @@ class Agent:
             if not self._stage(work, "ports gone", [s for s, _ in work.gone_ports], lambda: self.dp.remove_vms(gone)):
                 for port in gone:  # still there: a retried DELETE tries again
                     self._remember(port)
-        flows_applied = not work.flows.lines or self._stage(work, "flows", work.flow_ops, work.flows.commit)
+        flows_applied = (not work.flows.lines and not work.flows.int_lines
+                         or self._stage(work, "flows", work.flow_ops, work.flows.commit))
         if not flows_applied:
             self._undo_tables(work)
             work.silent_failures += work.silent_flow_ops
@@ -558,6 +616,8 @@ class Agent:
             self.vlans.pop(vni, None)
         if work.routers_before is not None:
             self.routers = work.routers_before
+        if work.firewall_before is not None:
+            self.firewall = work.firewall_before
         for rid, old in work.neighbors_before.items():
             if old is None:
                 self.neighbors.pop(rid, None)

@@ -87,7 +87,9 @@ def plan_ports(plan: Plan) -> list[goalstates.Port]:
     subnets = {(vm["vpc"], vm["cidr"]): goalstates.Vpc(vm["vpc"], vm["vni"], vm["cidr"], router=vm.get("router", ""))
                for vm in plan.vms}
     return [goalstates.Port(vm["name"], subnets[(vm["vpc"], vm["cidr"])], vm["host_ip"], vm["ip"].split("/")[0],
-                            vm["mac"]) for vm in plan.vms]
+                            vm["mac"], groups=tuple(goalstates.SecurityGroup(name, tuple(rules)) for name, rules
+                                                    in vm.get("security_groups", {}).items()))
+            for vm in plan.vms]
 
 
 #: Streams open at once (a thread each); beyond it, hosts wait for a stream to end.

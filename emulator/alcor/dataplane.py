@@ -53,10 +53,12 @@ class FlowSink(Protocol):
     (the agent chooses which flows, the sink how they are written: text for ovs-ofctl, or a model's entries)."""
 
     lines: list
+    int_lines: list  # br-int's (the security groups'), applied just before br-tun's
 
     def encap(self, vni: int, vlan: int, mac: str, ip: str | None, host_ip: str) -> list: ...
     def delete(self, vlan: int, mac: str, ip: str | None) -> list: ...
     def add(self, lines: list) -> None: ...
+    def add_int(self, lines: list[str]) -> None: ...
     def commit(self) -> None: ...
     def abort(self) -> None: ...
 
@@ -119,11 +121,12 @@ class OvsDataplane:
     #: Flow lines go to ovs-ofctl while the message is still being read (see FlowBatch).
     streams_flows = True
     FLOWS_ARGV = ["ovs-ofctl", "-O", "OpenFlow14", "--bundle", "add-flows", "br-tun", "-"]
+    INT_FLOWS_ARGV = [*FLOWS_ARGV[:-2], "br-int", "-"]
 
-    def add_flows(self, lines: list[str]) -> None:
-        """All of a message's flow changes in one OpenFlow bundle: applied together or not at all."""
+    def add_flows(self, lines: list[str], argv: list[str] = FLOWS_ARGV) -> None:
+        """All of a message's flow changes of one bridge in one OpenFlow bundle: applied together or not at all."""
         if lines:
-            self.run(self.FLOWS_ARGV, tokens.batch_text(lines, "ovs-ofctl"))
+            self.run(argv, tokens.batch_text(lines, "ovs-ofctl"))
 
     def flow_sink(self) -> FlowBatch:
         return FlowBatch(self)
@@ -136,8 +139,10 @@ class OvsDataplane:
 
     def setup(self) -> None:
         self.vsctl([self.QUIET, *flows.bridge_commands(self.datapath_type)])
-        self.run(["ovs-ofctl", "del-flows", "br-tun"])
-        self.add_flows(flows.base_flows())
+        for bridge, base, argv in (("br-tun", flows.base_flows(), self.FLOWS_ARGV),
+                                   ("br-int", flows.int_base_flows(), self.INT_FLOWS_ARGV)):
+            self.run(["ovs-ofctl", "del-flows", bridge])
+            self.add_flows(base, argv)
 
     # -- VMs ----------------------------------------------------------------------------
     def make_vms(self, vms: list[NewVm]) -> None:
@@ -215,6 +220,11 @@ class FlowBatch:
 
     def __init__(self, dp: OvsDataplane):
         self.dp, self.lines, self.proc, self.sent = dp, [], None, 0
+        self.int_lines: list[str] = []
+
+    def add_int(self, lines: list[str]) -> None:
+        tokens.batch_text(lines, "ovs-ofctl")  # refused now, not once br-tun's bundle is half sent
+        self.int_lines += lines
 
     def add(self, lines: list[str]) -> None:
         self.lines += lines
@@ -229,6 +239,13 @@ class FlowBatch:
         self.sent = len(self.lines)
 
     def commit(self) -> None:
+        """br-int's bundle, then br-tun's (if br-int's fails, br-tun's is not applied either)."""
+        if self.int_lines:
+            try:
+                self.dp.add_flows(self.int_lines, self.dp.INT_FLOWS_ARGV)
+            except DataplaneError:
+                self.abort()
+                raise
         if not self.dp.streams_flows:
             self.dp.add_flows(self.lines)
             return
@@ -254,7 +271,9 @@ class RecordedFlows:
     """A flow sink that keeps what was committed, in order."""
 
     into: list[str]
+    into_int: list[str]
     lines: list[str] = field(default_factory=list)
+    int_lines: list[str] = field(default_factory=list)
     encap = staticmethod(flows.neighbor_flows)
     delete = staticmethod(flows.neighbor_delete)
 
@@ -262,11 +281,16 @@ class RecordedFlows:
         tokens.batch_text(lines, "ovs-ofctl")  # refused here as the real bundle would refuse it
         self.lines += lines
 
+    def add_int(self, lines: list[str]) -> None:
+        tokens.batch_text(lines, "ovs-ofctl")
+        self.int_lines += lines
+
     def commit(self) -> None:
+        self.into_int += self.int_lines
         self.into += self.lines
 
     def abort(self) -> None:
-        self.lines = []
+        self.lines, self.int_lines = [], []
 
 
 class RecordingDataplane:
@@ -277,14 +301,16 @@ class RecordingDataplane:
 
     def __init__(self) -> None:
         self.flows: list[str] = []
+        self.int_flows: list[str] = []  # br-int's
         self.vms: dict[str, NewVm] = {}  # port id ->
         self.calls: list[tuple[str, ...]] = []
 
     def setup(self) -> None:
         self.flows = flows.base_flows()
+        self.int_flows = flows.int_base_flows()
 
     def flow_sink(self) -> RecordedFlows:
-        return RecordedFlows(self.flows)
+        return RecordedFlows(self.flows, self.int_flows)
 
     def make_vms(self, vms: list[NewVm]) -> None:
         self.calls.append(("make", *(vm.port.id for vm in vms)))

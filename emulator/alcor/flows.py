@@ -144,3 +144,45 @@ def route_flow(from_vlan: int, from_gateway_mac: str, vlan: int, mac: str, ip: s
     else:
         actions = f"mod_vlan_vid:{vlan},mod_dl_src:{dvr_mac},mod_dl_dst:{mac},resubmit(,2)"
     return f"add cookie={COOKIE},{match},actions={actions}", f"delete_strict {match}"
+
+
+# -- security groups, enforced on br-int with conntrack (ACA only logs them) ---------------------------------------
+# Each filtered port has a conntrack zone of its own, used for both its directions: what it sent and was allowed is
+# committed there, so the answers come back as established; what comes to it is checked in the same zone.
+#   table 0   a filtered port's IP -> conntrack (its zone) -> 71; any other IP -> 72; the rest NORMAL
+#   table 71  egress: established or related -> 72; new and allowed by a rule -> committed -> 72; else dropped
+#   table 72  IP for a filtered port on this host -> conntrack (its zone) -> 73; else NORMAL
+#   table 73  ingress: established or related -> NORMAL; new and allowed by a rule -> committed -> NORMAL; else dropped
+EGRESS_TABLE, DELIVER_TABLE, INGRESS_TABLE = 71, 72, 73
+UNTAGGED = "vlan_tci=0x0000/0x1fff"  # as it arrives from a VM's access port
+
+
+def int_base_flows() -> list[str]:
+    """br-int's fixed pipeline: NORMAL switching as before, with IP passing the filter tables."""
+    c = f"cookie={COOKIE}"
+    out = [f"{c},table=0,priority=0,actions=NORMAL", f"{c},table=0,priority=20,ip,actions=resubmit(,{DELIVER_TABLE})",
+           f"{c},table={DELIVER_TABLE},priority=0,actions=NORMAL"]
+    for table, then in ((EGRESS_TABLE, f"resubmit(,{DELIVER_TABLE})"), (INGRESS_TABLE, "NORMAL")):
+        out += [f"{c},table={table},priority=100,ct_state=-new+est-inv+trk,actions={then}",
+                f"{c},table={table},priority=100,ct_state=-new+rel-inv+trk,actions={then}",
+                f"{c},table={table},priority=0,actions=drop"]
+    return out
+
+
+def filter_port_flows(mac: str, vlan: int, zone: int) -> list[tuple[str, str]]:
+    """A filtered port's way into conntrack: what it sends (untagged, from its MAC), what comes to it (from br-tun on
+    its VLAN, or from a port here). Each as (add line, its strict delete)."""
+    c = f"cookie={COOKIE}"
+    out = []
+    for match, table in ((f"table=0,priority=40,ip,{UNTAGGED},dl_src={mac}", EGRESS_TABLE),
+                         (f"table={DELIVER_TABLE},priority=40,ip,dl_vlan={vlan},dl_dst={mac}", INGRESS_TABLE),
+                         (f"table={DELIVER_TABLE},priority=40,ip,{UNTAGGED},dl_dst={mac}", INGRESS_TABLE)):
+        out.append((f"add {c},{match},actions=ct(table={table},zone={zone})", f"delete_strict {match}"))
+    return out
+
+
+def allow_flow(zone: int, egress: bool, match: str) -> tuple[str, str]:
+    """A new connection of the port in `zone` that a rule allows (`match`: protocol, remote address, ports)."""
+    table, then = (EGRESS_TABLE, f"resubmit(,{DELIVER_TABLE})") if egress else (INGRESS_TABLE, "NORMAL")
+    head = f"table={table},priority=70,ct_state=+new-est+trk,ct_zone={zone},{match}"
+    return f"add cookie={COOKIE},{head},actions=ct(commit,zone={zone}),{then}", f"delete_strict {head}"

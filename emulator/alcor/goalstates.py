@@ -64,6 +64,19 @@ def dvr_mac(host_ip: str) -> str:
     return "fe:16:11:" + ":".join(f"{int(b):02x}" for b in host_ip.split(".")[1:])
 
 
+@dataclass(frozen=True, eq=False)  # its rules are mappings: a group is itself, not its value
+class SecurityGroup:
+    """A group and its rules as a topology file gives them (schema.security_group): each a mapping of direction,
+    protocol (tcp, udp, icmp or any), ports, remote and remote_group."""
+
+    name: str
+    rules: tuple = ()
+
+    @functools.cached_property
+    def id(self) -> str:
+        return resource_id("security-group", self.name)
+
+
 @dataclass(frozen=True)
 class Port:
     """A VM's port: where it lives and what it is."""
@@ -74,6 +87,7 @@ class Port:
     ip: str  # without prefix
     mac: str
     id: str = ""
+    groups: tuple[SecurityGroup, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -100,8 +114,30 @@ def port_state(port: Port, op: int = common.CREATE) -> resources_pb2.PortState:
         revision_number=1, id=port.id, update_type=common.FULL, vpc_id=port.vpc.id, name=port.name,
         device_id=port.name, device_owner="compute:nova", mac_address=port.mac, admin_state_up=True,
         host_info=resources_pb2.PortConfiguration.HostInfo(ip_address=port.host_ip),
-        fixed_ips=[resources_pb2.PortConfiguration.FixedIp(subnet_id=port.vpc.subnet_id, ip_address=port.ip)])
+        fixed_ips=[resources_pb2.PortConfiguration.FixedIp(subnet_id=port.vpc.subnet_id, ip_address=port.ip)],
+        security_group_ids=[resources_pb2.PortConfiguration.SecurityGroupId(id=g.id) for g in port.groups])
     return resources_pb2.PortState(operation_type=op, configuration=cfg)
+
+
+_PROTOCOLS = {"tcp": [common.TCP], "udp": [common.UDP], "icmp": [common.ICMP], "any": [common.TCP, common.UDP, common.ICMP]}
+
+
+def security_group_state(group: SecurityGroup, vpc: Vpc, op: int = common.CREATE) -> resources_pb2.SecurityGroupState:
+    """The group with its rules in Alcor's form; `any` protocol is a rule per protocol (Alcor's enum has no "any")."""
+    Cfg = resources_pb2.SecurityGroupConfiguration  # noqa: N806 - a class
+    rules = []
+    for i, rule in enumerate(group.rules):
+        low, high = rule["ports"]
+        for protocol in _PROTOCOLS[rule["protocol"]]:
+            rules.append(Cfg.SecurityGroupRule(
+                operation_type=common.CREATE, security_group_id=group.id, id=resource_id("rule", group.name, str(i),
+                                                                                        str(protocol)),
+                direction=Cfg.EGRESS if rule["direction"] == "egress" else Cfg.INGRESS, ethertype=common.IPV4,
+                protocol=protocol, port_range_min=low, port_range_max=high, remote_ip_prefix=rule["remote"],
+                remote_group_id=resource_id("security-group", rule["remote_group"]) if rule["remote_group"] else ""))
+    cfg = Cfg(revision_number=1, id=group.id, update_type=common.FULL, vpc_id=vpc.id, name=group.name,
+              security_group_rules=rules)
+    return resources_pb2.SecurityGroupState(operation_type=op, configuration=cfg)
 
 
 def router_state(subnets: Iterable[Vpc], host: str, op: int = common.CREATE) -> resources_pb2.RouterState:
@@ -159,6 +195,10 @@ def add(gs: goalstate_pb2.GoalStateV2, host: str, port: Port, *, neighbor: bool 
         gs.neighbor_states[port.id].CopyFrom(state)
         listed.add(type=common.NEIGHBOR, id=port.id)
     else:
+        for group in port.groups:  # before its first port, as DPM sends them; each once
+            if group.id not in gs.security_group_states:
+                gs.security_group_states[group.id].CopyFrom(security_group_state(group, port.vpc))
+                listed.add(type=common.SECURITYGROUP, id=group.id)
         gs.port_states[port.id].CopyFrom(port_state(port, op))
         listed.add(type=common.PORT, id=port.id)
 

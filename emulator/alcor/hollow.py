@@ -67,6 +67,7 @@ class ModelFlows:
     def __init__(self, dp: ModelDataplane):
         self.dp = dp
         self.lines: list = []
+        self.int_lines: list[str] = []
 
     @staticmethod
     def encap(vni: int, vlan: int, mac: str, ip: str | None, host_ip: str) -> list:
@@ -80,22 +81,26 @@ class ModelFlows:
         tokens.batch_text([x for x in lines if isinstance(x, str)], "ovs-ofctl")  # as the real bundle refuses it
         self.lines += lines
 
+    def add_int(self, lines: list[str]) -> None:
+        tokens.batch_text(lines, "ovs-ofctl")
+        self.int_lines += lines
+
     def commit(self) -> None:
-        text, key = self.dp.table, flow_key
         neighbour_items = []
-        for item in self.lines:
-            if not isinstance(item, str):
-                neighbour_items.append(item)
-            elif item[0] == "d":  # delete_strict
-                text.pop(key(item), None)
-            else:
-                text[key(item)] = item[4:] if item.startswith("add ") else item
-        self.lines = []
+        for table, lines in ((self.dp.int_table, self.int_lines), (self.dp.table, self.lines)):
+            for item in lines:
+                if not isinstance(item, str):
+                    neighbour_items.append(item)
+                elif item[0] == "d":  # delete_strict
+                    table.pop(flow_key(item), None)
+                else:
+                    table[flow_key(item)] = item[4:] if item.startswith("add ") else item
+        self.lines, self.int_lines = [], []
         if neighbour_items:
             self.dp.apply(neighbour_items)
 
     def abort(self) -> None:
-        self.lines = []
+        self.lines, self.int_lines = [], []
 
 
 class ModelDataplane:
@@ -109,10 +114,11 @@ class ModelDataplane:
     OVS would (`encaps`, `arps`), every message applied in turn."""
 
     CHUNK = OvsDataplane.CHUNK
-    __slots__ = ("table", "encaps", "arps", "vms", "exact", "neighbors", "vlans")
+    __slots__ = ("table", "int_table", "encaps", "arps", "vms", "exact", "neighbors", "vlans")
 
     def __init__(self) -> None:
         self.table: dict[str, str] = {}  # this node's other flows, as text (BASE_FLOWS besides)
+        self.int_table: dict[str, str] = {}  # br-int's (security groups), as text
         self.encaps: dict[tuple[int, str], tuple[int, str]] = {}  # table 20: (VLAN, MAC) -> (VNI, host)
         self.arps: dict[tuple[int, str], str] = {}  # table 51: (VLAN, address) -> MAC
         self.vms = 0
@@ -168,8 +174,8 @@ class ModelDataplane:
 
     def count(self) -> int:
         if self.exact:
-            return len(self.table) + len(self.encaps) + len(self.arps)
-        return len(self.table) + 2 * len(self.neighbors)
+            return len(self.table) + len(self.int_table) + len(self.encaps) + len(self.arps)
+        return len(self.table) + len(self.int_table) + 2 * len(self.neighbors)
 
     def flows(self) -> list[str]:
         """br-tun's flows as the full node's would read (base pipeline and this node's own), written by the

@@ -246,7 +246,9 @@ class Compiled:
             rows.append({"name": vm.name, "on": vm.on, "vpc": vm.vpc, "vni": vpc["vni"], "cidr": vpc["cidr"],
                          "gateway": vpc["gateway"], "ip": ip, "mac": mac, "netns": self.netns_prefix + vm.name,
                          "host_ip": host_ip.split("/")[0] if host_ip else None,
-                         **({"subnet": vpc["subnet"], "router": vpc["router"]} if vpc["subnet"] else {})})
+                         **({"subnet": vpc["subnet"], "router": vpc["router"]} if vpc["subnet"] else {}),
+                         **({"security_groups": {g: self.topo.security_groups[g] for g in vm.security_groups}}
+                            if vm.security_groups else {})})
         return rows
 
     def engine(self) -> str:

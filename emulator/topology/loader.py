@@ -58,6 +58,7 @@ def from_located(doc: Located) -> Topology:
     if "topology" in data:
         _generate(topo, doc)
     _vpcs(topo, doc)
+    _security_groups(topo, doc)
     _nodes(topo, doc)
     topo.check_vms()
     topo.check_services()
@@ -80,6 +81,21 @@ def _vpcs(topo: Topology, doc: Located) -> None:
             seen[vni] = name
         topo.vpcs[name] = Vpc(name, vni, fields.get("cidr"), w("vpcs", name), subnets=fields.get("subnets", {}),
                               router=fields.get("router", False))
+
+
+def _security_groups(topo: Topology, doc: Located) -> None:
+    w = doc.where
+    raw = schema.require_mapping(doc.data.get("security_groups") or {}, w("security_groups"), "security_groups",
+                                 "a mapping of group name to its list of rules")
+    for name, rules in raw.items():
+        check_name(str(name), "security group", w("security_groups", name))
+        topo.security_groups[str(name)] = schema.security_group(
+            rules, lambda *path, n=name: w("security_groups", n, *path), f"security_groups.{name}")
+    for name, rules in topo.security_groups.items():
+        for i, rule in enumerate(rules):
+            if rule["remote_group"] and rule["remote_group"] not in topo.security_groups:
+                raise schema.fail(f"remote_group {rule['remote_group']!r} is not a declared security group",
+                                  w("security_groups", name, i), f"security_groups.{name}[{i}].remote_group")
 
 
 def _generate(topo: Topology, doc: Located) -> None:
@@ -147,7 +163,7 @@ def _nodes(topo: Topology, doc: Located) -> None:
                     raise schema.fail(f"missing key {key!r} (a vm names its compute node and its VPC)", where,
                                       f"nodes.{name}.{key}")
             vm = topo.add_vm(name, opts["on"], opts["vpc"], ip=opts.get("ip"), mac=opts.get("mac"), where=where,
-                             subnet=opts.get("subnet"))
+                             subnet=opts.get("subnet"), security_groups=opts.get("security_groups", ()))
             vm.where = where_of("on")
         elif kind == "compute":
             topo.add_node(name, "host", where=where, role="compute", **{"agent": "builtin", **opts})

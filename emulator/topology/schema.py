@@ -14,7 +14,8 @@ TIME_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(us|ms|s)?\s*")
 MAC_RE = re.compile(r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}")
 CONTROLLER_RE = re.compile(r"(tcp|ssl|ptcp|pssl|unix):[^\s]+")
 
-TOP_KEYS = {"version", "name", "defaults", "nodes", "links", "topology", "checks", "vpcs"}
+TOP_KEYS = {"version", "name", "defaults", "nodes", "links", "topology", "checks", "vpcs", "security_groups"}
+SG_RULE_KEYS = {"direction", "protocol", "ports", "remote", "remote_group"}
 VPC_KEYS = {"vni", "cidr", "subnets", "router"}
 DEFAULTS_KEYS = {"link", "subnet", "provisioner", "image"}
 CAP_RE = re.compile(r"[A-Z_]{2,32}")
@@ -28,7 +29,7 @@ NODE_KEYS: dict[str, set[str]] = {
     "host": HOST_KEYS,
     "switch": {"kind", "datapath", "controller", "fail_mode", "stp"} | PLACEMENT_KEYS,
     "bridge": {"kind", "stp"} | PLACEMENT_KEYS,
-    "vm": {"kind", "on", "vpc", "subnet", "ip", "mac"},
+    "vm": {"kind", "on", "vpc", "subnet", "ip", "mac", "security_groups"},
 }
 
 
@@ -256,6 +257,10 @@ def node_options(kind: str, raw: dict, where_of, field: str) -> dict[str, Any]:
                 what = {"on": "compute node", "vpc": "VPC", "subnet": "subnet (of the VM's VPC)"}[key]
                 raise fail(f"expected a {what} name, got {value!r}", where, f)
             out[key] = value
+        elif key == "security_groups":
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise fail("expected a list of security group names (from the file's security_groups)", where, f)
+            out[key] = tuple(dict.fromkeys(value))
         elif key == "stp":
             if value not in (True, False, "auto"):
                 raise fail(f"expected true, false or auto, got {value!r}", where, f)
@@ -298,6 +303,56 @@ def vpc(raw: Any, where_of, field: str) -> dict[str, Any]:
                        where_of("router"), f"{field}.router")
         out["router"] = raw["router"]
     return out
+
+
+def security_group(raw: Any, where_of, field: str) -> list[dict[str, Any]]:
+    """A list of rules: direction (ingress or egress), protocol (tcp, udp, icmp or any; default any), ports (N or
+    "N-M", tcp and udp), remote (a CIDR) or remote_group (a group's name). A group with no egress rule lets every
+    egress through, as a new Neutron group does."""
+    if not isinstance(raw, list):
+        raise fail(f"expected a list of rules, got {type(raw).__name__}", where_of(), field)
+    rules = [security_group_rule(r, lambda k, i=i: where_of(i) if k is None else where_of(i, k), f"{field}[{i}]")
+             for i, r in enumerate(raw)]
+    if not any(r["direction"] == "egress" for r in rules):
+        rules.append({"direction": "egress", "protocol": "any", "ports": (0, 0), "remote": "", "remote_group": ""})
+    return rules
+
+
+def security_group_rule(raw: Any, where_of, field: str) -> dict[str, Any]:
+    raw = require_mapping(raw, where_of(None), field, "a rule ({direction: ingress, protocol: tcp, ports: 80})")
+    unknown_keys(raw, SG_RULE_KEYS, where_of, field)
+    if raw.get("direction") not in ("ingress", "egress"):
+        raise fail(f"expected direction ingress or egress, got {raw.get('direction')!r}", where_of("direction"),
+                   f"{field}.direction")
+    protocol = raw.get("protocol", "any")
+    if protocol not in ("tcp", "udp", "icmp", "any"):
+        raise fail(f"expected protocol tcp, udp, icmp or any, got {protocol!r}", where_of("protocol"), f"{field}.protocol")
+    ports = (0, 0)
+    if "ports" in raw:
+        if protocol not in ("tcp", "udp"):
+            raise fail(f"ports apply to tcp and udp, not {protocol}", where_of("ports"), f"{field}.ports")
+        text = str(raw["ports"])
+        low, _, high = text.partition("-")
+        if not (low.isdigit() and (high or low).isdigit()) or not 1 <= int(low) <= int(high or low) <= 65535:
+            raise fail(f"expected a port (80) or a range (8000-8080) within 1-65535, got {raw['ports']!r}",
+                       where_of("ports"), f"{field}.ports")
+        ports = (int(low), int(high or low))
+    remote = ""
+    if "remote" in raw:
+        try:
+            net = ipaddress.ip_network(str(raw["remote"]), strict=True)
+        except ValueError as exc:
+            raise fail(f"expected a remote CIDR such as 10.1.1.0/24: {exc}", where_of("remote"), f"{field}.remote") from None
+        if net.version != 4:
+            raise fail("expected an IPv4 CIDR (the VMs have no IPv6)", where_of("remote"), f"{field}.remote")
+        remote = str(net)
+    group = raw.get("remote_group", "")
+    if "remote_group" in raw and (not isinstance(group, str) or not group):
+        raise fail(f"expected a security group name, got {group!r}", where_of("remote_group"), f"{field}.remote_group")
+    if remote and group:
+        raise fail("a rule names a remote CIDR or a remote group, not both", where_of("remote_group"),
+                   f"{field}.remote_group")
+    return {"direction": raw["direction"], "protocol": protocol, "ports": ports, "remote": remote, "remote_group": group}
 
 
 def healthcheck(value: Any, where: Where, f: str) -> dict[str, Any]:
