@@ -213,6 +213,7 @@ class Vpc:
     where: Where = field(default_factory=Where)
     subnets: dict[str, str] = field(default_factory=dict)  # name -> cidr
     router: bool = False
+    dns: list[str] = field(default_factory=list)  # what DHCP gives its VMs
 
 
 @dataclass
@@ -227,6 +228,7 @@ class Vm:
     where: Where = field(default_factory=Where)
     subnet: str | None = None  # in a VPC of several subnets: which (else the one holding `ip`, else the first)
     security_groups: tuple[str, ...] = ()
+    dhcp: bool = False  # `ip: dhcp`: the VM takes its address by DHCP (its subnet then has DHCP on)
 
 
 class Topology:
@@ -322,13 +324,14 @@ class Topology:
         return link
 
     def add_vm(self, name: str, on: str, vpc: str, *, ip: str | None = None, mac: str | None = None,
-               where: Where | None = None, subnet: str | None = None, security_groups: tuple[str, ...] = ()) -> Vm:
+               where: Where | None = None, subnet: str | None = None, security_groups: tuple[str, ...] = (),
+               dhcp: bool = False) -> Vm:
         """A VM; its compute node may be declared later, so `check_vms` runs once everything is in."""
         where = where or Where(self.source)
         check_name(name, "node", where)
         if name in self.vms or name in self.nodes:
             raise TopologyError(f"duplicate node {name!r}", where=where, field=f"nodes.{name}")
-        vm = Vm(name, on, vpc, ip, mac, where, subnet, tuple(security_groups))
+        vm = Vm(name, on, vpc, ip, mac, where, subnet, tuple(security_groups), dhcp)
         self.vms[name] = vm
         return vm
 

@@ -93,8 +93,9 @@ def container_command(node: PlanNode) -> list[str]:
             "--log", f"{base}/agent.log"]
 
 
-def problems(nodes: list[PlanNode]) -> list[str]:
-    """What stops compute nodes on this machine: OVS's daemons, and the agent's packages in this Python."""
+def problems(nodes: list[PlanNode], *, dhcp_vms: bool = False) -> list[str]:
+    """What stops compute nodes on this machine: OVS's daemons, the agent's packages in this Python, and a DHCP
+    client when namespace compute nodes have VMs that boot by DHCP (container nodes have it in the node image)."""
     if not nodes:
         return []
     out = []
@@ -104,6 +105,8 @@ def problems(nodes: list[PlanNode]) -> list[str]:
     if missing:
         out.append(f"compute nodes' agent needs {', '.join(missing)} in {sys.executable}: "
                    "pip install grpcio protobuf pyroute2 (or run scripts/setup.sh)")
+    if dhcp_vms and not shutil.which("udhcpc"):
+        out.append("VMs with 'ip: dhcp' run a DHCP client: apt-get install udhcpc (or run scripts/setup.sh)")
     return out
 
 

@@ -20,7 +20,7 @@ from emulator.compiler.plan import DEFAULT_IMAGE
 from provisioners.base import PreflightError
 
 SUITE = "bookworm"
-PACKAGES = ("openvswitch-switch", "iproute2", "python3", "iputils-ping", "iperf3", "procps")
+PACKAGES = ("openvswitch-switch", "iproute2", "python3", "iputils-ping", "iperf3", "procps", "udhcpc")
 CACHE = Path(os.environ.get("CLOUDEMU_CACHE", "/var/cache/cloudemu"))
 LABEL = "cloudemu-image"
 

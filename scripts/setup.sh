@@ -9,7 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 2
 fi
 
-packages=(openvswitch-switch iproute2 iputils-ping iperf3 mininet ethtool python3-venv docker.io debootstrap lxd openssh-server openssh-client)
+packages=(openvswitch-switch iproute2 iputils-ping iperf3 mininet ethtool python3-venv docker.io debootstrap lxd openssh-server openssh-client udhcpc)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

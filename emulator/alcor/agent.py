@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from emulator.alcor import flows
+from emulator.alcor import dhcp, flows
 from emulator.alcor.dataplane import Dataplane, DataplaneError, FlowSink, LocalPort, NewVm
 from emulator.alcor.routers import Routed, RouterRefused, Routers, read_subnet
 from emulator.alcor.schema import common_pb2 as common
@@ -38,6 +38,8 @@ Status = Reply.GoalStateOperationStatus
 #: Checked with fullmatch: `$` would accept a trailing newline, and a newline in batch text is a second command.
 MAC_RE = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}")
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,40}")
+HOSTNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}")
+DHCP_SERVER_MAC = "fa:16:3f:ff:ff:fe"  # the answers' source when the subnet names no gateway MAC
 VLAN_MAX = 4094
 VNI_LIMIT = 1 << 24  # a VXLAN network identifier has 24 bits
 #: The kinds ACA's V2 path (PushGoalStatesStream) gives a status in its reply; its V1 path and `all_statuses`
@@ -54,6 +56,12 @@ class Neighbor(NamedTuple):
     mac: str
     ip: str
     host_ip: str
+
+
+class DhcpEntry(NamedTuple):
+    ip: str
+    hostname: str
+    subnet_id: str
 
 
 class Reading(NamedTuple):
@@ -179,6 +187,8 @@ class Agent:
         self.neighbors: dict[str, Neighbor] = {}
         self.routers = Routers()
         self.firewall = Firewall()
+        self.dhcp: dict[str, DhcpEntry] = {}  # MAC -> what ACA's DHCP responder gives it
+        self.port_by_mac: dict[str, LocalPort] = {}  # read by the DHCP thread: each lookup one atomic get
         self.names: set[str] = set()  # the taps and VM namespaces of self.ports: two ports never share one
         self.lock = threading.Lock()  # one message at a time, as ACA's per-host queue
 
@@ -229,8 +239,9 @@ class Agent:
                 for rid, s in ports:
                     self._port(rid, s, work)
                 self._neighbors(neighbors, work)
-                for kind, states in ((common.DHCP, dhcps), (common.GATEWAY, gateways)):
-                    self._not_emulated(kind, states, work)
+                for rid, s in dhcps:
+                    self._dhcp_entry(rid, s, work)
+                self._not_emulated(common.GATEWAY, gateways, work)
                 if work.filters_changed:
                     try:
                         work.flows.add_int(self.firewall.flush(work.filters_changed))
@@ -252,8 +263,7 @@ class Agent:
 
     @staticmethod
     def _not_emulated(kind: int, states, work: _Work) -> None:
-        """DHCP and gateways are not programmed yet: each answers FAILURE (in the reply for DHCP, as ACA reports it),
-        never a SUCCESS for work not done."""
+        """Gateways (Zeta, Arion) are not emulated: each answers FAILURE, never a SUCCESS for work not done."""
         names = []
         for rid, s in states:
             work.status(rid, kind, s.operation_type).operation_status = common.FAILURE
@@ -274,6 +284,49 @@ class Agent:
             table[rid] = kept
         work.status(rid, kind, state.operation_type)
         return kept
+
+    def _dhcp_entry(self, rid: str, state: resources_pb2.DHCPState, work: _Work) -> None:
+        """As ACA's DHCP state handler: CREATE adds an entry (FAILURE if its MAC has one), UPDATE replaces one (FAILURE
+        if there is none), DELETE removes it; INFO adds or replaces (ACA does not read it)."""
+        cfg = state.configuration
+        rid = cfg.id or rid
+        op = state.operation_type
+        status = work.status(rid, common.DHCP, op)
+        mac = cfg.mac_address.lower().replace("-", ":")
+        hostname = cfg.port_host_name if HOSTNAME_RE.fullmatch(cfg.port_host_name) else ""
+        if (not MAC_RE.fullmatch(mac) or (cfg.ipv4_address and not _ipv4(cfg.ipv4_address))
+                or (op != common.DELETE and not cfg.ipv4_address)):
+            status.operation_status = common.INVALID_ARG
+            return
+        known = mac in self.dhcp
+        if op == common.DELETE:
+            self.dhcp.pop(mac, None)
+        elif op in (common.GET,) or (op == common.CREATE and known) or (op == common.UPDATE and not known):
+            status.operation_status = common.FAILURE
+        else:
+            self.dhcp[mac] = DhcpEntry(cfg.ipv4_address, hostname, cfg.subnet_id)
+
+    def answer_dhcp(self, frame: bytes) -> bytes | None:
+        """ACA's DHCP responder: a request from a VM of this host with a DHCP entry gets its lease. Runs on the data
+        plane's thread, beside messages being applied: it only reads, one dict lookup at a time."""
+        request = dhcp.parse(frame)
+        if request is None:
+            return None
+        entry, port = self.dhcp.get(request.mac), self.port_by_mac.get(request.mac)
+        if entry is None or port is None:
+            log.info("DHCP %s from %s: no entry or no port here, not answered", request.kind, request.mac)
+            return None
+        subnet = self.subnets.get(entry.subnet_id)
+        cidr = subnet.cidr if subnet is not None else port.ip
+        gateway = subnet.gateway.ip_address if subnet is not None and _ipv4(subnet.gateway.ip_address) else ""
+        dns = tuple(d.entry for d in subnet.dns_entry_list if _ipv4(d.entry))[:8] if subnet is not None else ()
+        server_mac = subnet.gateway.mac_address.lower() if subnet is not None else ""
+        vlan = self.vlans.get(port.vni)
+        if vlan is None:
+            return None
+        lease = dhcp.Lease(entry.ip, ipaddress.IPv4Network(cidr, strict=False).prefixlen, gateway, dns, entry.hostname,
+                           server_mac if MAC_RE.fullmatch(server_mac) else DHCP_SERVER_MAC, vlan)
+        return dhcp.answer(request, lease)
 
     def _firewall_changing(self, work: _Work) -> Firewall:
         if work.firewall_before is None:
@@ -462,12 +515,15 @@ class Agent:
 
     def _remember(self, port: LocalPort) -> None:
         self.ports[port.id] = port
+        self.port_by_mac[port.mac] = port
         self.names |= {port.tap, port.netns}
 
     def _forget(self, ports: Iterable[LocalPort]) -> None:
         for port in ports:
             if self.ports.get(port.id) is port:
                 del self.ports[port.id]
+                if self.port_by_mac.get(port.mac) is port:
+                    del self.port_by_mac[port.mac]
                 self.names -= {port.tap, port.netns}
 
     def _neighbors(self, items: Iterable[tuple[str, Reading]], work: _Work) -> None:
@@ -634,6 +690,8 @@ class Agent:
         """Addresses, link state and default route inside each new VM; a failure fails them and removes them
         (a retry makes them afresh)."""
         ready = [(s, vm) for s, vm in work.new_ports if s.operation_status == common.SUCCESS]
+        for _, vm in ready:  # its MAC has a DHCP entry (given after the ports, as ACA reads a message): it boots by DHCP
+            vm.dhcp = vm.port.mac in self.dhcp
         t0 = time.perf_counter()
         try:
             self.dp.configure_vms([vm for _, vm in ready])

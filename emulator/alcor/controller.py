@@ -84,11 +84,14 @@ def agent_targets(plan: Plan) -> dict[str, str]:
 
 
 def plan_ports(plan: Plan) -> list[goalstates.Port]:
-    subnets = {(vm["vpc"], vm["cidr"]): goalstates.Vpc(vm["vpc"], vm["vni"], vm["cidr"], router=vm.get("router", ""))
+    dhcp = {(vm["vpc"], vm["cidr"]) for vm in plan.vms if vm.get("dhcp")}
+    subnets = {(vm["vpc"], vm["cidr"]): goalstates.Vpc(vm["vpc"], vm["vni"], vm["cidr"], router=vm.get("router", ""),
+                                                       dhcp=(vm["vpc"], vm["cidr"]) in dhcp, dns=tuple(vm.get("dns", ())))
                for vm in plan.vms}
     return [goalstates.Port(vm["name"], subnets[(vm["vpc"], vm["cidr"])], vm["host_ip"], vm["ip"].split("/")[0],
                             vm["mac"], groups=tuple(goalstates.SecurityGroup(name, tuple(rules)) for name, rules
-                                                    in vm.get("security_groups", {}).items()))
+                                                    in vm.get("security_groups", {}).items()),
+                            dhcp=bool(vm.get("dhcp")))
             for vm in plan.vms]
 
 

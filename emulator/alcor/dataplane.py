@@ -14,7 +14,8 @@ import os
 import socket
 import subprocess
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -46,6 +47,7 @@ class NewVm:
     port: LocalPort
     vlan: int
     gateway: str
+    dhcp: bool = False  # it boots taking its address by DHCP (the host has a DHCP entry for its MAC)
 
 
 class FlowSink(Protocol):
@@ -75,6 +77,7 @@ class Dataplane(Protocol):
     def remove_vms(self, ports: list[LocalPort], *, force: bool = False) -> None: ...
     def configure_vms(self, vms: list[NewVm]) -> None: ...
     def prime_tunnels(self, neighbors: Iterable) -> None: ...  # each with its host_ip
+    def serve_dhcp(self, answer: Callable[[bytes], bytes | None]) -> None: ...  # frames punted from br-int
 
 
 class OvsDataplane:
@@ -165,14 +168,79 @@ class OvsDataplane:
     def configure_vms(self, vms: list[NewVm]) -> None:
         """Addresses, link state and default route inside each new VM, over netlink from one thread pool;
         the taps come up last, together: while they are down, OVS sees no link event (each makes it
-        reconfigure every port) as the ports join and the VMs are configured."""
+        reconfigure every port) as the ports join and the VMs are configured. A DHCP VM then runs its
+        client (udhcpc), which takes its address from this host's DHCP answers."""
         try:
             nsconfig.configure([nsconfig.NamespaceConfig(vm.port.netns, [nsconfig.IfaceConfig(
-                "eth0", vm.port.ip, tx_csum_off=self.tx_csum_off)], gateway=vm.gateway or None, ipv6=False)
-                for vm in vms])
+                "eth0", None if vm.dhcp else vm.port.ip, tx_csum_off=self.tx_csum_off)],
+                gateway=None if vm.dhcp else vm.gateway or None, ipv6=False) for vm in vms])
             self.links_up([vm.port.tap for vm in vms])
         except Exception as exc:  # noqa: BLE001 - any netlink failure fails the VMs it touched
             raise DataplaneError(f"configuring {len(vms)} VM(s): {exc}") from exc
+        booting = [vm for vm in vms if vm.dhcp]
+        if booting:
+            with ThreadPoolExecutor(max_workers=min(16, len(booting))) as pool:
+                failed = [vm.port.id for vm, ok in zip(booting, pool.map(self._dhcp_client, booting), strict=True)
+                          if not ok]
+            if failed:
+                raise DataplaneError(f"{len(failed)} VM(s) got no DHCP lease: {', '.join(failed[:5])}")
+
+    #: udhcpc's hook: the lease becomes the VM's address and route, and is written where `leases` says (a VM's
+    #: namespace shares the machine's /etc: its resolv.conf is not the place for the DNS servers).
+    HOOK = """#!/bin/sh
+case "$1" in
+  deconfig) ip -4 addr flush dev "$interface"; ip link set "$interface" up ;;
+  bound|renew)
+    ip -4 addr flush dev "$interface"
+    ip addr add "$ip/${mask:-$subnet}" dev "$interface"
+    if [ -n "$router" ]; then ip route replace default via "${router%% *}" dev "$interface"; fi
+    printf 'ip=%s/%s\nrouter=%s\ndns=%s\nhostname=%s\n' "$ip" "${mask:-$subnet}" "$router" "$dns" "$hostname" \
+      > "$CLOUDEMU_LEASE" ;;
+esac
+exit 0
+"""
+
+    def leases(self) -> str:
+        return os.path.join(self.env.get("OVS_RUNDIR", "/tmp"), "leases")
+
+    def _dhcp_client(self, vm: NewVm) -> bool:
+        """The VM's DHCP client, once: DISCOVER, OFFER, REQUEST, ACK (five tries a second apart)."""
+        hook = os.path.join(self.leases(), "udhcpc.hook")
+        if not os.path.exists(hook):
+            os.makedirs(self.leases(), exist_ok=True)
+            with open(hook + ".new", "w") as f:
+                f.write(self.HOOK)
+            os.chmod(hook + ".new", 0o755)
+            os.replace(hook + ".new", hook)
+        lease = os.path.join(self.leases(), tokens.identifier(vm.port.netns, "VM namespace"))
+        argv = ["ip", "netns", "exec", vm.port.netns, "udhcpc", "-i", "eth0", "-f", "-n", "-q", "-t", "5", "-T", "1",
+                "-s", hook]
+        proc = subprocess.run(tokens.argv_words(argv), capture_output=True, text=True, timeout=60,
+                              env={**self.env, "CLOUDEMU_LEASE": lease})
+        if proc.returncode != 0 or not os.path.exists(lease):
+            log.warning("VM %s: udhcpc failed (%d): %s", vm.port.id, proc.returncode, proc.stderr.strip()[-300:])
+            return False
+        return True
+
+    # -- DHCP ------------------------------------------------------------------------------
+    def serve_dhcp(self, answer: Callable[[bytes], bytes | None]) -> None:
+        """Frames punted to br-int's DHCP port are answered by `answer`, from a thread of their own."""
+        self.run(["ip", "link", "set", flows.DHCP_PORT, "up"])
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        sock.bind((flows.DHCP_PORT, 0))
+
+        def serve() -> None:
+            while True:
+                frame, (_, _, kind, *_) = sock.recvfrom(4096)
+                if kind == socket.PACKET_OUTGOING:
+                    continue  # our own answers, seen again
+                try:
+                    reply = answer(frame)
+                    if reply:
+                        sock.send(reply)
+                except Exception as exc:  # noqa: BLE001 - one bad frame must not end the server
+                    log.warning("DHCP: %s", exc)
+        threading.Thread(target=serve, name="dhcp", daemon=True).start()
 
     # -- tunnels --------------------------------------------------------------------------
     def prime_tunnels(self, neighbors: Iterable) -> None:
@@ -323,7 +391,12 @@ class RecordingDataplane:
 
     def configure_vms(self, vms: list[NewVm]) -> None:
         self.calls.append(("configure", *(vm.port.id for vm in vms)))
+        if any(vm.dhcp for vm in vms):
+            self.calls.append(("dhcp", *(vm.port.id for vm in vms if vm.dhcp)))
 
     def prime_tunnels(self, neighbors: Iterable) -> None:
         pass
+
+    def serve_dhcp(self, answer: Callable[[bytes], bytes | None]) -> None:
+        self.answer = answer  # a test hands it frames
 

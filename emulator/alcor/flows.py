@@ -25,6 +25,8 @@ from __future__ import annotations
 
 PATCH_INT_OFPORT = 1  # patch-int on br-tun
 VXLAN_OFPORT = 100  # vxlan-generic on br-tun, as ACA numbers it
+#: br-int's port where DHCP requests go to the agent (ACA punts them to its OpenFlow controller), and its answers come from.
+DHCP_PORT, DHCP_OFPORT = "dhcp-punt", 65000
 #: Marks every flow this agent installs, so a restart can find and replace them.
 COOKIE = "0xace"
 TAP_PREFIX = "tap"
@@ -51,6 +53,8 @@ def bridge_commands(datapath_type: str) -> list[list[str]]:
         ["--may-exist", "add-port", "br-tun", "vxlan-generic"],
         ["set", "Interface", "vxlan-generic", "type=vxlan", "options:remote_ip=flow", "options:key=flow",
          f"ofport_request={VXLAN_OFPORT}"],
+        ["--may-exist", "add-port", "br-int", DHCP_PORT],  # a trunk: the answers carry the VM's VLAN
+        ["set", "Interface", DHCP_PORT, "type=internal", f"ofport_request={DHCP_OFPORT}"],
     ]
 
 
@@ -161,7 +165,10 @@ def int_base_flows() -> list[str]:
     """br-int's fixed pipeline: NORMAL switching as before, with IP passing the filter tables."""
     c = f"cookie={COOKIE}"
     out = [f"{c},table=0,priority=0,actions=NORMAL", f"{c},table=0,priority=20,ip,actions=resubmit(,{DELIVER_TABLE})",
-           f"{c},table={DELIVER_TABLE},priority=0,actions=NORMAL"]
+           f"{c},table={DELIVER_TABLE},priority=0,actions=NORMAL",
+           # DHCP to the agent, whatever a port's groups (as Neutron lets it through), and its answers back unfiltered
+           f"{c},table=0,priority=50,udp,{UNTAGGED},tp_src=68,tp_dst=67,actions=output:{DHCP_OFPORT}",
+           f"{c},table=0,priority=50,in_port={DHCP_OFPORT},actions=NORMAL"]
     for table, then in ((EGRESS_TABLE, f"resubmit(,{DELIVER_TABLE})"), (INGRESS_TABLE, "NORMAL")):
         out += [f"{c},table={table},priority=100,ct_state=-new+est-inv+trk,actions={then}",
                 f"{c},table={table},priority=100,ct_state=-new+rel-inv+trk,actions={then}",

@@ -35,6 +35,8 @@ class Vpc:
     vni: int
     cidr: str  # the subnet the VMs take addresses from
     router: str = ""  # the router connecting it to the VPC's other subnets of the same router (DVR), if any
+    dhcp: bool = False  # dhcp_enable: its VMs with a DHCP entry take their address by DHCP
+    dns: tuple[str, ...] = ()
 
     # Each is asked for once per port and neighbour entry (a million times for 10,000 ports): made once.
     @functools.cached_property
@@ -88,6 +90,7 @@ class Port:
     mac: str
     id: str = ""
     groups: tuple[SecurityGroup, ...] = ()
+    dhcp: bool = False  # its host gets a DHCP entry for it (Alcor's DHCPState): the VM boots by DHCP
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -105,7 +108,9 @@ def subnet_state(vpc: Vpc, op: int = common.INFO) -> resources_pb2.SubnetState:
                                             network_type=common.VXLAN, vpc_id=vpc.id, name=f"{vpc.name}-subnet",
                                             cidr=vpc.cidr, tunnel_id=vpc.vni,
                                             gateway=resources_pb2.SubnetConfiguration.Gateway(
-                                                ip_address=vpc.gateway, mac_address=vpc.gateway_mac))
+                                                ip_address=vpc.gateway, mac_address=vpc.gateway_mac),
+                                            dhcp_enable=vpc.dhcp, dns_entry_list=[
+                                                resources_pb2.SubnetConfiguration.DnsEntry(entry=d) for d in vpc.dns])
     return resources_pb2.SubnetState(operation_type=op, configuration=cfg)
 
 
@@ -117,6 +122,13 @@ def port_state(port: Port, op: int = common.CREATE) -> resources_pb2.PortState:
         fixed_ips=[resources_pb2.PortConfiguration.FixedIp(subnet_id=port.vpc.subnet_id, ip_address=port.ip)],
         security_group_ids=[resources_pb2.PortConfiguration.SecurityGroupId(id=g.id) for g in port.groups])
     return resources_pb2.PortState(operation_type=op, configuration=cfg)
+
+
+def dhcp_state(port: Port, op: int = common.CREATE) -> resources_pb2.DHCPState:
+    cfg = resources_pb2.DHCPConfiguration(revision_number=1, id=resource_id("dhcp", port.id), update_type=common.FULL,
+                                          subnet_id=port.vpc.subnet_id, mac_address=port.mac, ipv4_address=port.ip,
+                                          port_host_name=port.name)
+    return resources_pb2.DHCPState(operation_type=op, configuration=cfg)
 
 
 _PROTOCOLS = {"tcp": [common.TCP], "udp": [common.UDP], "icmp": [common.ICMP], "any": [common.TCP, common.UDP, common.ICMP]}
@@ -201,6 +213,10 @@ def add(gs: goalstate_pb2.GoalStateV2, host: str, port: Port, *, neighbor: bool 
                 listed.add(type=common.SECURITYGROUP, id=group.id)
         gs.port_states[port.id].CopyFrom(port_state(port, op))
         listed.add(type=common.PORT, id=port.id)
+        if port.dhcp:
+            entry = dhcp_state(port, op)
+            gs.dhcp_states[entry.configuration.id].CopyFrom(entry)
+            listed.add(type=common.DHCP, id=entry.configuration.id)
 
 
 def per_host(ports: Iterable[Port], *, op: int = common.CREATE) -> dict[str, goalstate_pb2.GoalStateV2]:

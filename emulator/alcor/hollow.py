@@ -172,6 +172,9 @@ class ModelDataplane:
     def prime_tunnels(self, neighbors) -> None:
         pass
 
+    def serve_dhcp(self, answer) -> None:
+        pass  # a hollow node keeps its DHCP entries; no VM asks for them
+
     def count(self) -> int:
         if self.exact:
             return len(self.table) + len(self.int_table) + len(self.encaps) + len(self.arps)

@@ -132,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         step(f"{peers} peers' addresses known")
     address = args.listen.replace("underlay:", f"{host_ip}:", 1) if args.listen.startswith("underlay:") else args.listen
     listen = [address] + ([f"unix:{args.socket}"] if args.socket else [])
-    server = serve(Agent(dp, host_ip, tokens.identifier(args.vm_prefix, "--vm-prefix")), *listen)
+    agent = Agent(dp, host_ip, tokens.identifier(args.vm_prefix, "--vm-prefix"))
+    dp.serve_dhcp(agent.answer_dhcp)
+    step("DHCP answered on br-int's dhcp-punt port")
+    server = serve(agent, *listen)
     print(json.dumps({"ready": True, "host_ip": host_ip, "listen": address, "datapath": datapath,
                       "vxlan_ofport": VXLAN_OFPORT}), flush=True)
     signal.signal(signal.SIGTERM, lambda *_: server.stop(0))

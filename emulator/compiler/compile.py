@@ -248,7 +248,8 @@ class Compiled:
                          "host_ip": host_ip.split("/")[0] if host_ip else None,
                          **({"subnet": vpc["subnet"], "router": vpc["router"]} if vpc["subnet"] else {}),
                          **({"security_groups": {g: self.topo.security_groups[g] for g in vm.security_groups}}
-                            if vm.security_groups else {})})
+                            if vm.security_groups else {}),
+                         **({"dhcp": True} if vm.dhcp else {}), **({"dns": vpc["dns"]} if vpc["dns"] else {})})
         return rows
 
     def engine(self) -> str:
@@ -512,11 +513,12 @@ def vm_addresses(topo: Topology) -> list[tuple[dict[str, Any], str, str]]:
         subnets = dict(spec.subnets) if spec and spec.subnets else {
             "": spec.cidr if spec and spec.cidr else f"10.{100 + i % 150}.{i // 150}.0/24"}
         router = "router" if spec and spec.router else ""
+        dns = list(spec.dns) if spec else []
         for sub, cidr in subnets.items():
             net = ipaddress.ip_network(cidr)
             pools[(name, sub)] = {
                 "vni": vni, "cidr": cidr, "gateway": str(net.network_address + 1), "prefix": net.prefixlen,
-                "subnet": sub, "router": router, "next": 2,
+                "subnet": sub, "router": router, "dns": dns, "next": 2,
                 "taken": {net.network_address + 1} | {ipaddress.ip_interface(vm.ip).ip for vm in topo.vms.values()
                                                       if vm.vpc == name and vm.ip}}
     out = []
@@ -534,7 +536,7 @@ def vm_addresses(topo: Topology) -> list[tuple[dict[str, Any], str, str]]:
             pool["taken"].add(address)
             ip = f"{address}/{pool['prefix']}"
         mac = vm.mac or f"fa:16:3e:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}:{n & 255:02x}"  # OpenStack's prefix
-        out.append(({k: pool[k] for k in ("vni", "cidr", "gateway", "subnet", "router")}, ip, mac))
+        out.append(({k: pool[k] for k in ("vni", "cidr", "gateway", "subnet", "router", "dns")}, ip, mac))
     return out
 
 

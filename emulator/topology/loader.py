@@ -80,7 +80,7 @@ def _vpcs(topo: Topology, doc: Located) -> None:
         if vni:
             seen[vni] = name
         topo.vpcs[name] = Vpc(name, vni, fields.get("cidr"), w("vpcs", name), subnets=fields.get("subnets", {}),
-                              router=fields.get("router", False))
+                              router=fields.get("router", False), dns=fields.get("dns", []))
 
 
 def _security_groups(topo: Topology, doc: Located) -> None:
@@ -163,7 +163,8 @@ def _nodes(topo: Topology, doc: Located) -> None:
                     raise schema.fail(f"missing key {key!r} (a vm names its compute node and its VPC)", where,
                                       f"nodes.{name}.{key}")
             vm = topo.add_vm(name, opts["on"], opts["vpc"], ip=opts.get("ip"), mac=opts.get("mac"), where=where,
-                             subnet=opts.get("subnet"), security_groups=opts.get("security_groups", ()))
+                             subnet=opts.get("subnet"), security_groups=opts.get("security_groups", ()),
+                             dhcp=opts.get("dhcp", False))
             vm.where = where_of("on")
         elif kind == "compute":
             topo.add_node(name, "host", where=where, role="compute", **{"agent": "builtin", **opts})

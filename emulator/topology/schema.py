@@ -16,7 +16,7 @@ CONTROLLER_RE = re.compile(r"(tcp|ssl|ptcp|pssl|unix):[^\s]+")
 
 TOP_KEYS = {"version", "name", "defaults", "nodes", "links", "topology", "checks", "vpcs", "security_groups"}
 SG_RULE_KEYS = {"direction", "protocol", "ports", "remote", "remote_group"}
-VPC_KEYS = {"vni", "cidr", "subnets", "router"}
+VPC_KEYS = {"vni", "cidr", "subnets", "router", "dns"}
 DEFAULTS_KEYS = {"link", "subnet", "provisioner", "image"}
 CAP_RE = re.compile(r"[A-Z_]{2,32}")
 IMAGE_RE = re.compile(r"[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?")
@@ -210,7 +210,9 @@ def node_options(kind: str, raw: dict, where_of, field: str) -> dict[str, Any]:
         f, where = f"{field}.{key}", where_of(key)
         if key == "kind":
             continue
-        if key == "ip":
+        if key == "ip" and kind == "vm" and value == "dhcp":
+            out["dhcp"] = True  # its address, given by the compiler, reaches it by DHCP from its compute node
+        elif key == "ip":
             out[key] = ip_interface(value, where, f)
         elif key == "mac":
             out[key] = mac(value, where, f)
@@ -297,6 +299,13 @@ def vpc(raw: Any, where_of, field: str) -> dict[str, Any]:
             out["subnets"][str(name)] = str(net)
         if not out["subnets"]:
             raise fail("expected at least one subnet (name: cidr)", where_of("subnets"), f"{field}.subnets")
+    if "dns" in raw:
+        servers = raw["dns"] if isinstance(raw["dns"], list) else [raw["dns"]]
+        try:
+            out["dns"] = [str(ipaddress.IPv4Address(str(s))) for s in servers]
+        except ValueError:
+            raise fail(f"expected IPv4 DNS server addresses (dns: [10.1.0.53]), got {raw['dns']!r}", where_of("dns"),
+                       f"{field}.dns") from None
     if "router" in raw:
         if not isinstance(raw["router"], bool):
             raise fail(f"expected true (a router connects the VPC's subnets) or false, got {raw['router']!r}",

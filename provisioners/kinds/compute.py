@@ -25,7 +25,9 @@ class Compute(NodeKind):
             [Resource("dir", str(d)) for d in sorted({computenodes.peers_dir(n) for n in ours})]
 
     def problems(self, plan: Plan, nodes: list[PlanNode]) -> list[str]:
-        return computenodes.problems(self.builtin(nodes))
+        ours = self.builtin(nodes)
+        here = {n.name for n in ours if not n.options["compute"].get("in_container")}
+        return computenodes.problems(ours, dhcp_vms=any(vm.get("dhcp") and vm["on"] in here for vm in plan.vms))
 
     def after_links(self, plan: Plan, nodes: list[PlanNode], journal: Journal, phases: Phases) -> None:
         ours = self.builtin(nodes)

@@ -335,8 +335,8 @@ def test_preflight_names_what_compute_nodes_miss(monkeypatch):
 
 
 def test_agent_answers_failure_for_kinds_it_does_not_program_and_reports_only_acas_kinds_unless_asked(agent):
-    """Gateways and DHCP are not programmed: each answers FAILURE under its own kind, never SUCCESS (a router without
-    id, revision or subnets is refused: INVALID_ARG; a security group of no rules is kept: SUCCESS). A V2 reply lists
+    """Gateways are not emulated: FAILURE under their kind, never SUCCESS (a router without id, revision or subnets and
+    a DHCP entry without MAC are refused: INVALID_ARG; a security group of no rules is kept: SUCCESS). A V2 reply lists
     ports, routers and DHCP only, as ACA's; `all_statuses` lists every resource."""
     gs = goalstate_pb2.GoalStateV2()
     for table, rid in ((gs.security_group_states, "sg1"), (gs.gateway_states, "gw1"), (gs.dhcp_states, "dh1"),
@@ -351,7 +351,7 @@ def test_agent_answers_failure_for_kinds_it_does_not_program_and_reports_only_ac
     assert kinds == {"sg1": common.SECURITYGROUP, "gw1": common.GATEWAY, "dh1": common.DHCP, "rt1": common.ROUTER,
                      "vpc1": common.VPC}
     outcome = {s.resource_id: s.operation_status for s in reply.operation_statuses}
-    assert outcome == {"sg1": common.SUCCESS, "gw1": common.FAILURE, "dh1": common.FAILURE, "rt1": common.INVALID_ARG,
+    assert outcome == {"sg1": common.SUCCESS, "gw1": common.FAILURE, "dh1": common.INVALID_ARG, "rt1": common.INVALID_ARG,
                        "vpc1": common.SUCCESS}  # a VPC state only feeds lookups: recorded is done
     assert agent.failures == everything.failures == 3
 
