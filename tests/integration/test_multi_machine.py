@@ -204,20 +204,23 @@ def test_cli_run_across_machines_with_junit(state_dir, cluster_file, tmp_path):
 
 @pytest.mark.parametrize("engine", ["netns", "docker"])
 def test_compute_nodes_across_machines_take_goal_states_through_their_workers(cluster_file, engine):
-    """3 compute nodes pinned to 2 machines, 2 VPCs: VMs meet across machines (VXLAN inside the tunnels), VPCs stay
-    apart, goal states go out as one worker request per machine; down leaves nothing anywhere. On Docker the
-    testbed machines share this host's Docker engine; each compute node is a container wired into its machine."""
+    """3 compute nodes pinned to 2 machines, 2 VPCs: VMs meet across machines (VXLAN inside the tunnels), the two
+    subnets of one are routed across machines (DVR), VPCs stay apart, goal states go out as one worker request per
+    machine; down leaves nothing anywhere. On Docker the testbed machines share this host's Docker engine; each
+    compute node is a container wired into its machine."""
     from tests.conftest import leftovers
 
     name = f"mm_alcor_{engine}"
     body = (f"version: 1\nname: {name}\ndefaults: {{subnet: 10.204.0.0/24}}\n"
-            "vpcs: {blue: {vni: 3001, cidr: 10.1.0.0/24}, red: {vni: 3002, cidr: 10.1.0.0/24}}\n"
+            "vpcs: {blue: {vni: 3001, subnets: {a: 10.1.0.0/24, b: 10.1.1.0/24}, router: true},\n"
+            "       red: {vni: 3002, cidr: 10.1.0.0/24}}\n"
             "nodes:\n  tor1: {kind: switch, machine: m1}\n  tor2: {kind: switch, machine: m2}\n"
             f"  cn1: {{kind: compute, machine: m1, provisioner: {engine}}}\n"
             f"  cn2: {{kind: compute, machine: m1, provisioner: {engine}}}\n"
             f"  cn3: {{kind: compute, machine: m2, provisioner: {engine}}}\n"
             "  b1: {kind: vm, on: cn1, vpc: blue, ip: 10.1.0.11/24}\n  b3: {kind: vm, on: cn3, vpc: blue, ip: 10.1.0.13/24}\n"
             "  r2: {kind: vm, on: cn2, vpc: red, ip: 10.1.0.22/24}\n  r3: {kind: vm, on: cn3, vpc: red, ip: 10.1.0.23/24}\n"
+            "  b4: {kind: vm, on: cn3, vpc: blue, ip: 10.1.1.14/24}\n"
             "links:\n  - endpoints: [tor1, tor2]\n  - endpoints: [cn1, tor1]\n  - endpoints: [cn2, tor1]\n"
             "  - endpoints: [cn3, tor2]\n")
     emu = Emulation(load_text(body), cluster=load_cluster(cluster_file))
@@ -229,9 +232,11 @@ def test_compute_nodes_across_machines_take_goal_states_through_their_workers(cl
         def reaches(src: str, ip: str, tries: int = 3) -> bool:
             return any(emu.node(src).run(["ping", "-c", "1", "-W", "1", ip]).returncode == 0 for _ in range(tries))
         assert reaches("b1", "10.1.0.13") and reaches("r2", "10.1.0.23")  # across machines
+        assert reaches("b1", "10.1.1.14") and reaches("b4", "10.1.0.11")  # routed between subnets, across machines
+        assert not reaches("r2", "10.1.1.14", tries=1)
         assert not reaches("b1", "10.1.0.23", tries=1) and not reaches("r3", "10.1.0.11", tries=1)  # other VPC
         states = {s.node: s.state for s in emu.status()}
-        assert [states[v] for v in ("b1", "b3", "r2", "r3")] == ["running"] * 4
+        assert [states[v] for v in ("b1", "b3", "r2", "r3", "b4")] == ["running"] * 5
     finally:
         result = emu.down()
     assert result.clean, result.left
