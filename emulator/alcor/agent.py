@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import heapq
 import ipaddress
 import logging
 import re
@@ -56,6 +57,7 @@ class Neighbor(NamedTuple):
     mac: str
     ip: str
     host_ip: str
+    more: tuple[str, ...] = ()  # its other IPv4 fixed IPs: ACA answers ARP for every one
 
 
 class DhcpEntry(NamedTuple):
@@ -77,6 +79,7 @@ class Reading(NamedTuple):
     subnet_id: str
     neighbor: Neighbor | None  # made once when the VNI is the message's own (fixed IP's tunnel id)
     l3: bool = False  # routed to from the other subnets of its subnet's router (its fixed IP's neighbor_type)
+    more: tuple[str, ...] = ()  # its other IPv4 fixed IPs
 
 
 def read_neighbor(state: resources_pb2.NeighborState) -> Reading:
@@ -89,9 +92,11 @@ def read_neighbor(state: resources_pb2.NeighborState) -> Reading:
     if fixed is None:
         return Reading(state.operation_type, cfg.id, False, mac, "", remote, 0, "", None)
     tunnel_id, ip = fixed.tunnel_id, fixed.ip_address
-    made = Neighbor(tunnel_id, mac, ip, remote) if ok and 0 < tunnel_id < VNI_LIMIT else None
+    more = tuple(dict.fromkeys(f.ip_address for f in cfg.fixed_ips if f.ip_address != ip and _ipv4(f.ip_address))) \
+        if len(cfg.fixed_ips) > 1 else ()
+    made = Neighbor(tunnel_id, mac, ip, remote, more) if ok and 0 < tunnel_id < VNI_LIMIT else None
     return Reading(state.operation_type, cfg.id, ok, mac, ip, remote, tunnel_id, fixed.subnet_id, made,
-                   fixed.neighbor_type == common.L3)
+                   fixed.neighbor_type == common.L3, more)
 
 
 class NeighborIntake:
@@ -131,6 +136,9 @@ class _Work:
     flows: FlowSink | None = None
     #: What the flows of this message change in the agent's tables, to undo if the bundle is not applied.
     new_vnis: list[int] = field(default_factory=list)
+    new_decap: list[int] = field(default_factory=list)  # VNIs whose table-4 flow this message adds
+    dropped_decap: list[int] = field(default_factory=list)  # ... and removes (their last local port went)
+    freed_vlans: list[tuple[int, int]] = field(default_factory=list)  # (VNI, VLAN) no longer used at all
     neighbors_before: dict[str, Neighbor | None] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # per stage, for the log
     reported: frozenset[int] = ALL_KINDS  # the kinds whose statuses go in the reply
@@ -140,6 +148,7 @@ class _Work:
     silent_flow_ops: int = 0  # unreported neighbour operations waiting on the flow bundle
     #: The message's own subnet states given as INFO: where a router reads its subnets, as ACA's does.
     subnets: dict[str, resources_pb2.SubnetConfiguration] = field(default_factory=dict)
+    subnet_vnis: dict[str, int] = field(default_factory=dict)  # the VNI of each subnet state in the message
     routers_before: Routers | None = None  # the host's routers before this message changed them
     firewall_before: Firewall | None = None
     filters_changed: set[str] = field(default_factory=set)  # ports whose security group flows are made again
@@ -183,6 +192,8 @@ class Agent:
         self.vpcs: dict[str, resources_pb2.VpcConfiguration] = {}
         self.subnets: dict[str, resources_pb2.SubnetConfiguration] = {}
         self.vlans: dict[int, int] = {}  # VNI -> local VLAN
+        self.free_vlans: list[int] = []  # freed, taken again lowest first (a heap)
+        self.decap: set[int] = set()  # VNIs with a table-4 flow: those with a port here
         self.ports: dict[str, LocalPort] = {}
         self.neighbors: dict[str, Neighbor] = {}
         self.routers = Routers()
@@ -232,6 +243,8 @@ class Agent:
                     kept = self._lookup(self.subnets, rid, s, common.SUBNET, work)
                     if s.operation_type == common.INFO:
                         work.subnets[kept.id] = kept
+                    if s.operation_type != common.DELETE and 0 < kept.tunnel_id < VNI_LIMIT:
+                        work.subnet_vnis[kept.id] = int(kept.tunnel_id)
                 for rid, s in routers:
                     self._router(rid, s, work)
                 for rid, s in security_groups:  # before the ports: a port's filter reads its groups' rules
@@ -239,6 +252,8 @@ class Agent:
                 for rid, s in ports:
                     self._port(rid, s, work)
                 self._neighbors(neighbors, work)
+                if work.gone_ports:
+                    self._release(work)
                 for rid, s in dhcps:
                     self._dhcp_entry(rid, s, work)
                 self._not_emulated(common.GATEWAY, gateways, work)
@@ -420,16 +435,38 @@ class Agent:
         return int(vpc.tunnel_id) if vpc is not None and vpc.tunnel_id else None
 
     def _vlan(self, vni: int, work: _Work) -> int:
-        """The VNI's local VLAN, allocated (with its decapsulation flow) on first use."""
+        """The VNI's local VLAN, allocated on first use (the lowest free one)."""
         vlan = self.vlans.get(vni)
         if vlan is None:
-            vlan = len(self.vlans) + 1
+            vlan = heapq.heappop(self.free_vlans) if self.free_vlans else len(self.vlans) + 1
             if vlan > VLAN_MAX:
                 raise DataplaneError(f"more than {VLAN_MAX} VNIs on one host")
             self.vlans[vni] = vlan
             work.new_vnis.append(vni)
-            work.flows.add([flows.vni_flow(vni, vlan)])
         return vlan
+
+    def _decapsulate(self, vni: int, vlan: int, work: _Work) -> None:
+        """Table 4's flow for the VNI, as ACA adds it: with the first port of the VNI on this host."""
+        if vni not in self.decap:
+            self.decap.add(vni)
+            work.new_decap.append(vni)
+            work.flows.add([flows.vni_flow(vni, vlan)])
+
+    def _release(self, work: _Work) -> None:
+        """As ACA: a VNI's table-4 flow goes when its last port here goes. Its VLAN is free again once nothing here
+        uses it (no port, neighbour or router subnet)."""
+        gone = {p.vni for _, p in work.gone_ports} & self.decap
+        for vni in gone - {p.vni for p in self.ports.values()}:
+            self.decap.discard(vni)
+            work.dropped_decap.append(vni)
+            work.flows.add([flows.vni_delete(vni)])
+            used = any(n.vni == vni for n in self.neighbors.values()) or any(
+                s.vni == vni for r in self.routers.routers.values() for s in r.subnets.values()) or any(
+                n.vni == vni for n in self.routers.routed.values())
+            if not used:
+                vlan = self.vlans.pop(vni)
+                work.freed_vlans.append((vni, vlan))
+                heapq.heappush(self.free_vlans, vlan)
 
     def _port(self, rid: str, state: resources_pb2.PortState, work: _Work) -> None:
         """As ACA: CREATE makes the port (again, if what it says changed), DELETE removes it, UPDATE removes it when
@@ -479,6 +516,7 @@ class Agent:
             log.warning("port %s: %s", rid, exc)
             status.operation_status = common.FAILURE
             return
+        self._decapsulate(port.vni, vlan, work)
         self._remember(port)
         work.new_ports.append((status, NewVm(port, vlan, gateway)))
         self._filter(port, rid, vlan, groups, work)
@@ -531,6 +569,7 @@ class Agent:
         reply_status = work.reply.operation_statuses.add if common.NEIGHBOR in work.reported else None
         flow_ops, known, host_ip, vlans = work.flow_ops, self.neighbors, self.host_ip, self.vlans
         routed = self.routers.routed
+        message_vnis = work.subnet_vnis
         before, chunk = work.neighbors_before, self.dp.CHUNK
         lines: list = []
         encap, delete = work.flows.encap, work.flows.delete
@@ -555,6 +594,8 @@ class Agent:
                 lines += self._routers_changing(work).remove_neighbor(rid)
             if old is not None:
                 lines += delete(vlans[old.vni], old.mac, old.ip)
+                for extra in old.more:  # rare: its other addresses' ARP answers
+                    lines.append(flows.neighbor_delete(vlans[old.vni], old.mac, extra)[1])
                 if status is None:
                     silent_flow_ops += 1
                 else:
@@ -562,12 +603,15 @@ class Agent:
             if op == delete_op:
                 continue
             made = r.neighbor
-            if made is None:  # refused, or its VNI is its subnet's (this host's tables, from earlier messages)
-                vni = (r.tunnel_id or self._vni_of_subnet(r.subnet_id)) if r.ok else None
+            own = message_vnis.get(r.subnet_id) if message_vnis else None  # ACA's: its subnet's, in this message
+            if made is not None and own is not None and own != made.vni:
+                made = None
+            if made is None:  # refused, or its VNI is not its fixed IP's: the message's subnet's, else an earlier one's
+                vni = (own or r.tunnel_id or self._vni_of_subnet(r.subnet_id)) if r.ok else None
                 if not (vni and vni < VNI_LIMIT):
                     refuse(status, common.INVALID_ARG)
                     continue
-                made = Neighbor(vni, r.mac, r.ip, r.host_ip)
+                made = Neighbor(vni, r.mac, r.ip, r.host_ip, r.more)
             carried = True
             if r.l3:  # its routes first; as ACA, its L2 flows whether a router carries it or not
                 try:
@@ -599,6 +643,8 @@ class Agent:
                     continue
             known[rid] = made
             lines += encap(made.vni, vlan, made.mac, made.ip, made.host_ip)
+            for extra in made.more:
+                lines.append(flows.neighbor_flows(made.vni, vlan, made.mac, extra, made.host_ip)[1])
             if not carried:
                 pass  # already failed
             elif status is None:
@@ -669,7 +715,15 @@ class Agent:
     def _undo_tables(self, work: _Work) -> None:
         """The bundle was not applied: the agent's tables go back to what the data plane still has."""
         for vni in work.new_vnis:
-            self.vlans.pop(vni, None)
+            vlan = self.vlans.pop(vni, None)
+            if vlan is not None:
+                heapq.heappush(self.free_vlans, vlan)
+        self.decap.difference_update(work.new_decap)
+        self.decap.update(work.dropped_decap)
+        for vni, vlan in work.freed_vlans:
+            self.vlans[vni] = vlan
+            self.free_vlans.remove(vlan)
+        heapq.heapify(self.free_vlans)
         if work.routers_before is not None:
             self.routers = work.routers_before
         if work.firewall_before is not None:

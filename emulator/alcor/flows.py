@@ -87,6 +87,10 @@ def vni_flow(vni: int, vlan: int) -> str:
             f"actions=mod_vlan_vid:{vlan},output:{PATCH_INT_OFPORT}")
 
 
+def vni_delete(vni: int) -> str:
+    return f"delete_strict table=4,priority=1,tun_id={vni:#x}"
+
+
 def neighbor_flows(vni: int, vlan: int, mac: str, ip: str | None, host_ip: str) -> list[str]:
     """Encapsulation towards a remote VM, and the ARP answer for its address."""
     out = [f"add cookie={COOKIE},table=20,priority=1,dl_vlan={vlan},dl_dst={mac},"

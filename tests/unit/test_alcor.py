@@ -461,3 +461,59 @@ def test_the_controller_counts_pending_apart_from_failures():
         reply.operation_statuses.add(resource_id=rid, operation_status=status)
     pushed = Pushed("10.0.0.1", 0.0, 0.1, 5, reply)
     assert pushed.failed == ["bad (INVALID_ARG)"] and pushed.pending == ["vif"]
+
+
+def test_a_vnis_decapsulation_goes_with_its_last_port_and_its_vlan_is_taken_again():
+    """As ACA: table 4's flow comes with the VNI's first port here and goes with its last; the VLAN, once nothing
+    here uses it, is the next VNI's."""
+    from emulator.alcor.dataplane import RecordingDataplane
+
+    dp = RecordingDataplane()
+    dp.setup()
+    agent = Agent(dp, "10.9.0.1", "ce.x.")
+    agent.push_v2(goalstates.per_host([PORTS[0], PORTS[2]])["10.9.0.1"])  # b1 (blue), r1 (red)
+    assert sum(f.startswith(("add cookie=0xace,table=4,", "cookie=0xace,table=4,priority=1")) for f in dp.flows) == 2
+    red_vlan = agent.vlans[1002]
+    neighbour = goalstate_pb2.GoalStateV2()  # a blue neighbour keeps blue's VLAN in use once b1 goes
+    neighbour.neighbor_states[PORTS[1].id].CopyFrom(goalstates.neighbor_state(PORTS[1]))
+    agent.push_v2(neighbour)
+    for gone in (PORTS[0], PORTS[2]):
+        agent.push_v2(goalstates.per_host([gone], op=common.DELETE)["10.9.0.1"])
+    assert f"delete_strict table=4,priority=1,tun_id={1001:#x}" in dp.flows
+    assert f"delete_strict table=4,priority=1,tun_id={1002:#x}" in dp.flows
+    assert 1001 in agent.vlans and 1002 not in agent.vlans and agent.decap == set()
+    green = goalstates.Port("g1", goalstates.Vpc("green", 1003, "10.3.0.0/24"), "10.9.0.1", "10.3.0.11",
+                            "fa:16:3e:00:00:09")
+    agent.push_v2(goalstates.per_host([green])["10.9.0.1"])
+    assert agent.vlans[1003] == red_vlan and dp.flows[-1] == f"add cookie=0xace,table=4,priority=1,tun_id={1003:#x}," \
+                                                               f"actions=mod_vlan_vid:{red_vlan},output:1"
+
+
+def test_a_neighbours_vni_is_its_subnets_in_the_same_message_as_aca_reads_it(agent):
+    """ACA ignores the fixed IP's tunnel id when the message has the subnet; without the subnet in the message,
+    cloudemu falls back to the fixed IP's (then to a subnet from an earlier message)."""
+    gs = goalstates.per_host(PORTS)["10.9.0.1"]
+    entry = gs.neighbor_states[PORTS[1].id]  # b2, of blue (1001)
+    entry.configuration.fixed_ips[0].tunnel_id = 4242
+    agent.push_v2(gs)
+    assert agent.neighbors[PORTS[1].id].vni == 1001
+    alone = goalstate_pb2.GoalStateV2()
+    alone.neighbor_states[PORTS[1].id].CopyFrom(entry)
+    agent.push_v2(alone)
+    assert agent.neighbors[PORTS[1].id].vni == 4242
+
+
+def test_every_ipv4_fixed_ip_of_a_neighbour_is_answered_as_aca_loops_over_them(agent):
+    gs = goalstates.per_host(PORTS)["10.9.0.1"]
+    entry = gs.neighbor_states[PORTS[1].id]
+    entry.configuration.fixed_ips.add(subnet_id=BLUE.subnet_id, ip_address="10.1.0.99")
+    entry.configuration.fixed_ips.add(subnet_id=BLUE.subnet_id, ip_address="fd00::9")  # IPv6: none of ours
+    agent.dp.calls.clear()
+    agent.push_v2(gs)
+    text = agent.dp.calls[0][-1]
+    assert "arp_tpa=10.1.0.12," in text and "arp_tpa=10.1.0.99," in text and "fd00" not in text
+    gone = goalstate_pb2.GoalStateV2()
+    gone.neighbor_states[PORTS[1].id].CopyFrom(goalstates.neighbor_state(PORTS[1], common.DELETE))
+    agent.dp.calls.clear()
+    agent.push_v2(gone)
+    assert "arp_tpa=10.1.0.99" in agent.dp.calls[0][-1]  # removed with it
