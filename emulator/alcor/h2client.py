@@ -20,6 +20,7 @@ from emulator.model import ACA_PORT
 SERVICE = "/alcor.schema.GoalStateProvisioner/"
 PUSH_STREAM = SERVICE + "PushGoalStatesStream"
 SETTINGS = {http2.INITIAL_WINDOW_SIZE: WINDOW, http2.ENABLE_PUSH: 0}
+CONNECT_TIMEOUT = 30.0  # an agent still starting (its port published before it listens) is waited for this long
 _GRPC = http2.header_block([(b"te", b"trailers"), (b"content-type", b"application/grpc")])
 
 
@@ -52,13 +53,23 @@ class _Connection(Http2Protocol):
         self.authority = authority.encode()
         self.calls: dict[int, _Call] = {}
         self.lost: Exception | None = None
+        #: Done once the server has said something (its SETTINGS come first): it serves. A port forwarded to an agent
+        #: that does not listen yet accepts, then closes without a word.
+        self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
 
     # -- asyncio ---------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if not self.ready.done():
+            self.ready.set_result(None)
+        super().data_received(data)
+
     def broken(self, exc: http2.ProtocolError) -> None:
         self._fail(CallError(f"the agent broke HTTP/2: {exc}"))
 
     def connection_lost(self, exc) -> None:
         self._fail(CallError("the agent closed the connection"))
+        if not self.ready.done():
+            self.ready.set_exception(CallError("the agent closed the connection before serving"))
 
     def _fail(self, error: Exception) -> None:
         self.lost = self.lost or error
@@ -132,15 +143,22 @@ class _Connection(Http2Protocol):
 
 
 async def _open(target: str, authority: str, timeout: float) -> _Connection:
+    """A connection the agent serves on, tried again (every 0.2 s, within `timeout`) while the agent is not up yet:
+    refused, or closed before it said anything, as gRPC's wait-for-ready does."""
     loop = asyncio.get_running_loop()
-    protocol = _Connection(authority)
     async with asyncio.timeout(timeout):
-        if target.startswith("unix:"):
-            await loop.create_unix_connection(lambda: protocol, target[5:])
-        else:
-            host, _, port = target.rpartition(":")
-            await loop.create_connection(lambda: protocol, host.strip("[]"), int(port))
-    return protocol
+        while True:
+            protocol = _Connection(authority)
+            try:
+                if target.startswith("unix:"):
+                    await loop.create_unix_connection(lambda p=protocol: p, target[5:])
+                else:
+                    host, _, port = target.rpartition(":")
+                    await loop.create_connection(lambda p=protocol: p, host.strip("[]"), int(port))
+                await protocol.ready
+                return protocol
+            except (ConnectionRefusedError, FileNotFoundError, CallError):
+                await asyncio.sleep(0.2)
 
 
 async def push_all(targets: dict[str, str], messages: dict[str, Sequence[bytes | Callable[[], bytes]]], *,
@@ -155,9 +173,10 @@ async def push_all(targets: dict[str, str], messages: dict[str, Sequence[bytes |
     async def one(host: str) -> None:
         async with gate:
             try:
-                conn = await _open(targets[host], f"{host}:{ACA_PORT}", timeout)
+                conn = await _open(targets[host], f"{host}:{ACA_PORT}", min(timeout, CONNECT_TIMEOUT))
             except (TimeoutError, OSError) as exc:
-                out[host] = CallError(f"cannot connect to {targets[host]}: {exc or type(exc).__name__}")
+                why = f"not serving within {min(timeout, CONNECT_TIMEOUT):g} s" if isinstance(exc, TimeoutError) else exc
+                out[host] = CallError(f"cannot connect to {targets[host]}: {why}")
                 return
             answers = []
             try:

@@ -139,3 +139,31 @@ def test_random_frames_end_in_a_protocol_error_or_are_taken_never_anything_else(
         except http2.ProtocolError:
             assert server.closed
         assert len(server._buffer) < 9 + 40 or server.closed
+
+
+def test_the_client_waits_for_an_agent_that_is_not_serving_yet(tmp_path):
+    """A published port accepts before its agent listens, and closes: the client connects again until the agent
+    says something (as gRPC's wait-for-ready), and gives up with a clear error when it never does."""
+    import asyncio
+
+    from emulator.alcor import h2client
+
+    path = str(tmp_path / "agent.sock")
+    seen = []
+
+    async def scenario():
+        async def handle(reader, writer):
+            seen.append(1)
+            if len(seen) >= 3:
+                writer.write(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # an empty SETTINGS frame: it serves
+                await writer.drain()
+                await asyncio.sleep(0.5)
+            writer.close()
+        server = await asyncio.start_unix_server(handle, path)
+        async with server:
+            conn = await h2client._open(f"unix:{path}", "x:50001", 5)
+            conn.transport.close()
+        with pytest.raises(TimeoutError):
+            await h2client._open(f"unix:{tmp_path / 'nobody.sock'}", "x:50001", 0.5)
+    asyncio.run(scenario())
+    assert len(seen) == 3
