@@ -17,7 +17,7 @@ class Kind:
 
 KINDS: dict[str, Kind] = {
     # a host with its own OVS (br-int, br-tun) and a goal-state agent: ours (builtin) or the user's ACA image
-    "compute": Kind(frozenset({"agent", "agent_listen"}), "provisioners.kinds.compute:Compute"),
+    "compute": Kind(frozenset({"agent", "agent_listen", "on_demand"}), "provisioners.kinds.compute:Compute"),
     # a containerized control-plane service, started after its dependencies are healthy
     "service": Kind(frozenset({"depends_on", "healthcheck"}), "provisioners.kinds.service:Service"),
     # a pack of hollow compute nodes (`agent: hollow`), which the compiler makes: one namespace and process for many

@@ -42,6 +42,7 @@ IN_CONTAINER = {"dir": "/run/cloudemu-node", "code": "/opt/cloudemu/code", "site
 #: Every compute node's underlay address and MAC, for static ARP (see node.static_peers): one file per experiment,
 #: in a directory of its own that containers get read-only (a node must not rewrite what the others read).
 PEERS_FILE = "underlay-peers"
+NCM_SOCKET = "ncm.sock"  # where an on-demand agent asks cloudemu's controller (`cloudemu alcor ncm` serves it)
 PEERS_DIR = ".peers"
 
 
@@ -54,7 +55,8 @@ def agent_argv(node: PlanNode, base: str, peers: str | None = None) -> list[str]
     host = "underlay" if spec.get("listen") == "underlay" else "0.0.0.0"  # noqa: S104 - where ACA listens
     return ["-m", AGENT_MODULE, "--dir", f"{base}/ovs", "--vm-prefix", spec["vm_prefix"],
             "--listen", f"{host}:{spec['port']}", "--socket", f"{base}/agent.sock",
-            "--underlay-peers", f"{peers or peers_dir(node)}/{PEERS_FILE}"]
+            "--underlay-peers", f"{peers or peers_dir(node)}/{PEERS_FILE}",
+            *(["--ncm", f"unix:{base}/{NCM_SOCKET}"] if spec.get("on_demand") else [])]
 
 
 def underlay_peers(plan: Plan) -> str:

@@ -343,6 +343,17 @@ class Agent:
                            server_mac if MAC_RE.fullmatch(server_mac) else DHCP_SERVER_MAC, vlan)
         return dhcp.answer(request, lease)
 
+    # -- what the on-demand engine asks, from its own threads (each a copy made in one C call, or one get) -----------
+    def vni_of_vlan(self, vlan: int) -> int | None:
+        return next((vni for vni, v in list(self.vlans.items()) if v == vlan), None)
+
+    def neighbour_mac(self, vni: int, ip: str) -> str | None:
+        return next((n.mac for n in list(self.neighbors.values()) if n.vni == vni and (n.ip == ip or ip in n.more)),
+                    None)
+
+    def has_local(self, vni: int, ip: str) -> bool:
+        return any(p.vni == vni and p.ip.split("/")[0] == ip for p in list(self.ports.values()))
+
     def _firewall_changing(self, work: _Work) -> Firewall:
         if work.firewall_before is None:
             work.firewall_before = self.firewall.copy()

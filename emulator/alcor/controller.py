@@ -76,6 +76,10 @@ def agent_nodes(plan: Plan) -> dict[str, PlanNode]:
     return out
 
 
+def on_demand_hosts(plan: Plan) -> set[str]:
+    return {ip for ip, n in agent_nodes(plan).items() if n.options.get("compute", {}).get("on_demand")}
+
+
 def agent_targets(plan: Plan) -> dict[str, str]:
     """Compute node underlay IP -> where cloudemu reaches its agent (the unix socket in the node's directory; a
     pack's one socket serves all its nodes, each call naming its node: see stream)."""
@@ -205,6 +209,8 @@ def program_vms(plan: Plan, on_reply=None, push=None) -> list[Pushed]:
 
     `push(targets, messages)` sends them some other way (through each machine's worker on a cluster)."""
     messages = {host: [gs] for host, gs in goalstates.per_host(plan_ports(plan)).items()}
+    for host in on_demand_hosts(plan) & set(messages):  # their neighbours come when a VM first needs one
+        goalstates.without_neighbours(messages[host][0], host)
     if push is None:
         pushed = push_all(agent_targets(plan), messages, on_reply=on_reply)
     else:

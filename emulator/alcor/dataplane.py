@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import struct
 import subprocess
 import threading
 from collections.abc import Callable, Iterable
@@ -26,6 +27,18 @@ from emulator.runtime.executor import within_open_files
 from provisioners import nsconfig
 
 log = logging.getLogger("cloudemu.agent")
+SOL_PACKET, PACKET_AUXDATA, TP_STATUS_VLAN_VALID = 263, 8, 0x10
+AUXDATA = struct.Struct("IIIHHHH")  # struct tpacket_auxdata: status, len, snaplen, mac, net, vlan_tci, vlan_tpid
+
+
+def with_vlan_tag(frame: bytes, ancillary: list) -> bytes:
+    """The frame as it was on the wire: its 802.1Q tag, which the kernel moved to the packet's metadata, put back."""
+    for level, kind, data in ancillary:
+        if level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= AUXDATA.size:
+            status, _, _, _, _, tci, tpid = AUXDATA.unpack_from(data)
+            if status & TP_STATUS_VLAN_VALID:
+                return frame[:12] + struct.pack("!HH", tpid or 0x8100, tci) + frame[12:]
+    return frame
 
 
 class DataplaneError(CloudemuError, RuntimeError):
@@ -78,6 +91,7 @@ class Dataplane(Protocol):
     def configure_vms(self, vms: list[NewVm]) -> None: ...
     def prime_tunnels(self, neighbors: Iterable) -> None: ...  # each with its host_ip
     def serve_dhcp(self, answer: Callable[[bytes], bytes | None]) -> None: ...  # frames punted from br-int
+    def serve_demand(self, punted: Callable[[bytes], None]) -> Callable[[bytes], None]: ...  # from br-tun; -> send
 
 
 class OvsDataplane:
@@ -85,8 +99,9 @@ class OvsDataplane:
 
     CHUNK = 4096
 
-    def __init__(self, *, datapath_type: str = "netdev", mtu: int = 1450, env: dict[str, str] | None = None):
-        self.datapath_type, self.mtu = datapath_type, mtu
+    def __init__(self, *, datapath_type: str = "netdev", mtu: int = 1450, env: dict[str, str] | None = None,
+                 on_demand: bool = False):
+        self.datapath_type, self.mtu, self.on_demand = datapath_type, mtu, on_demand
         self.env = {**os.environ, **(env or {})}
         self.tx_csum_off = datapath_type == "netdev"  # TCP through a userspace datapath needs it
         self.primed: set[str] = set()  # remote hosts whose underlay address has been resolved
@@ -141,8 +156,8 @@ class OvsDataplane:
     QUIET = ["set", "Open_vSwitch", ".", "other_config:max-revalidator=10000", "other_config:stats-update-interval=3600000"]
 
     def setup(self) -> None:
-        self.vsctl([self.QUIET, *flows.bridge_commands(self.datapath_type)])
-        for bridge, base, argv in (("br-tun", flows.base_flows(), self.FLOWS_ARGV),
+        self.vsctl([self.QUIET, *flows.bridge_commands(self.datapath_type, on_demand=self.on_demand)])
+        for bridge, base, argv in (("br-tun", flows.base_flows(on_demand=self.on_demand), self.FLOWS_ARGV),
                                    ("br-int", flows.int_base_flows(), self.INT_FLOWS_ARGV)):
             self.run(["ovs-ofctl", "del-flows", bridge])
             self.add_flows(base, argv)
@@ -225,22 +240,30 @@ exit 0
     # -- DHCP ------------------------------------------------------------------------------
     def serve_dhcp(self, answer: Callable[[bytes], bytes | None]) -> None:
         """Frames punted to br-int's DHCP port are answered by `answer`, from a thread of their own."""
-        self.run(["ip", "link", "set", flows.DHCP_PORT, "up"])
+        send = self._serve_port(flows.DHCP_PORT, "dhcp", lambda frame: (reply := answer(frame)) and send(reply))
+
+    def serve_demand(self, punted: Callable[[bytes], None]) -> Callable[[bytes], None]:
+        """Frames br-tun punts in on-demand mode go to `punted`; what it returns sends frames back into br-tun."""
+        return self._serve_port(flows.DEMAND_PORT, "on-demand", punted)
+
+    def _serve_port(self, port: str, name: str, handle: Callable[[bytes], object]) -> Callable[[bytes], None]:
+        """Every frame OVS outputs to an internal port, to `handle` on a thread of its own; returns the port's send."""
+        self.run(["ip", "link", "set", port, "up"])
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
-        sock.bind((flows.DHCP_PORT, 0))
+        sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)  # the kernel takes a VLAN tag off a frame it receives
+        sock.bind((port, 0))
 
         def serve() -> None:
             while True:
-                frame, (_, _, kind, *_) = sock.recvfrom(4096)
+                frame, ancillary, _, (_, _, kind, *_) = sock.recvmsg(65536, socket.CMSG_SPACE(AUXDATA.size))
                 if kind == socket.PACKET_OUTGOING:
-                    continue  # our own answers, seen again
+                    continue  # our own frames, seen again
                 try:
-                    reply = answer(frame)
-                    if reply:
-                        sock.send(reply)
+                    handle(with_vlan_tag(frame, ancillary))
                 except Exception as exc:  # noqa: BLE001 - one bad frame must not end the server
-                    log.warning("DHCP: %s", exc)
-        threading.Thread(target=serve, name="dhcp", daemon=True).start()
+                    log.warning("%s: %s", name, exc)
+        threading.Thread(target=serve, name=name, daemon=True).start()
+        return sock.send
 
     # -- tunnels --------------------------------------------------------------------------
     def prime_tunnels(self, neighbors: Iterable) -> None:

@@ -27,6 +27,8 @@ PATCH_INT_OFPORT = 1  # patch-int on br-tun
 VXLAN_OFPORT = 100  # vxlan-generic on br-tun, as ACA numbers it
 #: br-int's port where DHCP requests go to the agent (ACA punts them to its OpenFlow controller), and its answers come from.
 DHCP_PORT, DHCP_OFPORT = "dhcp-punt", 65000
+#: br-tun's port where, in on-demand mode, what no flow knows goes to the agent (ACA: to its OpenFlow controller).
+DEMAND_PORT, DEMAND_OFPORT = "demand-punt", 65001
 #: Marks every flow this agent installs, so a restart can find and replace them.
 COOKIE = "0xace"
 TAP_PREFIX = "tap"
@@ -40,8 +42,10 @@ def tap_name(port_id: str) -> str:
     return (TAP_PREFIX + port_id)[:IFNAME_MAX]
 
 
-def bridge_commands(datapath_type: str) -> list[list[str]]:
-    """One ovs-vsctl transaction: br-int, br-tun, the patch pair and the flow-based VXLAN port."""
+def bridge_commands(datapath_type: str, *, on_demand: bool = False) -> list[list[str]]:
+    """One ovs-vsctl transaction: br-int, br-tun, the patch pair, the flow-based VXLAN port, the punt ports."""
+    demand = [["--may-exist", "add-port", "br-tun", DEMAND_PORT],
+              ["set", "Interface", DEMAND_PORT, "type=internal", f"ofport_request={DEMAND_OFPORT}"]] if on_demand else []
     return [
         ["--may-exist", "add-br", "br-int"], ["set", "Bridge", "br-int", f"datapath_type={datapath_type}"],
         ["--may-exist", "add-br", "br-tun"], ["set", "Bridge", "br-tun", f"datapath_type={datapath_type}",
@@ -55,13 +59,20 @@ def bridge_commands(datapath_type: str) -> list[list[str]]:
          f"ofport_request={VXLAN_OFPORT}"],
         ["--may-exist", "add-port", "br-int", DHCP_PORT],  # a trunk: the answers carry the VM's VLAN
         ["set", "Interface", DHCP_PORT, "type=internal", f"ofport_request={DHCP_OFPORT}"],
+        *demand,
     ]
 
 
-def base_flows() -> list[str]:
-    """br-tun's fixed pipeline (every table ends in a drop)."""
+def base_flows(*, on_demand: bool = False) -> list[str]:
+    """br-tun's fixed pipeline (every table ends in a drop). On demand, an unknown destination (table 20) or ARP
+    target (table 51) goes to the agent instead, which sends back ARP answers (to br-int) and held frames (to 2)."""
     c = f"cookie={COOKIE}"
-    return [
+    demand = [f"{c},table=0,priority=2,in_port={DEMAND_OFPORT},arp,arp_op=2,actions=output:{PATCH_INT_OFPORT}",
+              f"{c},table=0,priority=1,in_port={DEMAND_OFPORT},actions=resubmit(,2)",
+              f"{c},table=20,priority=0,actions=output:{DEMAND_OFPORT}",
+              f"{c},table=51,priority=0,actions=output:{DEMAND_OFPORT}"]
+    miss = "" if on_demand else "drop"
+    out = [
         f"{c},table=0,priority=1,in_port={PATCH_INT_OFPORT},actions=resubmit(,2)",
         f"{c},table=0,priority=1,in_port={VXLAN_OFPORT},actions=resubmit(,4)",
         f"{c},table=0,priority=0,actions=drop",
@@ -70,8 +81,7 @@ def base_flows() -> list[str]:
         f"{c},table=2,priority=1,dl_dst=00:00:00:00:00:00/01:00:00:00:00:00,actions=resubmit(,20)",
         f"{c},table=2,priority=0,actions=drop",
         f"{c},table=4,priority=0,actions=drop",
-        f"{c},table=20,priority=0,actions=drop",
-        f"{c},table=51,priority=0,actions=drop",
+        *([f"{c},table=20,priority=0,actions=drop", f"{c},table=51,priority=0,actions=drop"] if miss else demand),
         f"{c},table=52,priority=1,arp,actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],{MAC_REG.format('NXM_OF_ETH_SRC[]')},"
         "load:0x2->NXM_OF_ARP_OP[],move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],"
         f"{MAC_REG.format('NXM_NX_ARP_SHA[]')},move:NXM_OF_ARP_TPA[]->NXM_NX_REG4[],"
@@ -79,6 +89,7 @@ def base_flows() -> list[str]:
         f"{c},table=52,priority=1,icmp,actions=resubmit(,20)",
         f"{c},table=52,priority=0,actions=drop",
     ]
+    return out
 
 
 def vni_flow(vni: int, vlan: int) -> str:

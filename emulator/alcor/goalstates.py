@@ -219,6 +219,15 @@ def add(gs: goalstate_pb2.GoalStateV2, host: str, port: Port, *, neighbor: bool 
             listed.add(type=common.DHCP, id=entry.configuration.id)
 
 
+def without_neighbours(gs: goalstate_pb2.GoalStateV2, host: str) -> None:
+    """The message as an on-demand host gets it: its neighbours come later, each when first needed."""
+    gs.ClearField("neighbor_states")
+    if host in gs.host_resources:
+        kept = [r for r in gs.host_resources[host].resources if r.type != common.NEIGHBOR]
+        del gs.host_resources[host].resources[:]
+        gs.host_resources[host].resources.extend(kept)
+
+
 def per_host(ports: Iterable[Port], *, op: int = common.CREATE) -> dict[str, goalstate_pb2.GoalStateV2]:
     """host IP -> the one message that host's agent gets (DELETE undoes what CREATE made).
 

@@ -175,6 +175,9 @@ class ModelDataplane:
     def serve_dhcp(self, answer) -> None:
         pass  # a hollow node keeps its DHCP entries; no VM asks for them
 
+    def serve_demand(self, punted):
+        return lambda frame: None  # no VM sends a first packet
+
     def count(self) -> int:
         if self.exact:
             return len(self.table) + len(self.int_table) + len(self.encaps) + len(self.arps)

@@ -19,9 +19,13 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
+
 from emulator.alcor.agent import Agent
 from emulator.alcor.dataplane import OvsDataplane
 from emulator.alcor.flows import VXLAN_OFPORT
+from emulator.alcor.ondemand import OnDemand
+from emulator.alcor.schema import goalstateprovisioner_pb2_grpc as rpc
 from emulator.alcor.server import ACA_PORT, serve
 from emulator.runtime import ovsinstance, processes, tokens
 from provisioners import nsconfig
@@ -89,6 +93,15 @@ def writable_sysctls(where: str = "/run/cloudemu-proc") -> None:
     nsconfig.PROC_SYS = f"{where}/sys"
 
 
+def start_on_demand(agent: Agent, dp: OvsDataplane, ncm: str) -> OnDemand:
+    channel = grpc.insecure_channel(ncm)
+    stub = rpc.GoalStateProvisionerStub(channel)
+    engine = OnDemand(lambda request: stub.RequestGoalStates(request, timeout=5), lambda frame: None,
+                      agent.vni_of_vlan, agent.neighbour_mac, agent.has_local)
+    engine.send = dp.serve_demand(engine.punted)
+    return engine
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--dir", required=True, type=Path, help="where this node's OVS keeps its database, sockets, logs")
@@ -100,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datapath", choices=["auto", "netdev", "system"], default="auto")
     p.add_argument("--underlay-peers", type=Path, help="a file of 'address MAC' lines: the other compute nodes")
     p.add_argument("--log", type=Path, help="write standard output and errors to this file (a container's agent)")
+    p.add_argument("--ncm", help="on-demand mode: learn neighbours on a VM's first packet, asking this controller "
+                                 "(host:port or unix:/path) with RequestGoalStates, as ACA's -a/-p")
     args = p.parse_args(argv)
     processes.log_to(args.log, logging.INFO)
 
@@ -121,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     underlay = first_ipv4_device() if args.underlay == "auto" else args.underlay
     found = underlay_of(underlay)
     host_ip, _, mtu, _ = found
-    dp = OvsDataplane(datapath_type=datapath, mtu=mtu - VXLAN_OVERHEAD, env=ovsinstance.env(args.dir))
+    dp = OvsDataplane(datapath_type=datapath, mtu=mtu - VXLAN_OVERHEAD, env=ovsinstance.env(args.dir),
+                      on_demand=bool(args.ncm))
     dp.setup()
     step(f"bridges laid out ({datapath} datapath)")
     if datapath == "netdev":
@@ -135,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     agent = Agent(dp, host_ip, tokens.identifier(args.vm_prefix, "--vm-prefix"))
     dp.serve_dhcp(agent.answer_dhcp)
     step("DHCP answered on br-int's dhcp-punt port")
+    if args.ncm:
+        start_on_demand(agent, dp, args.ncm)
+        step(f"on-demand: unknown destinations asked of {args.ncm}")
     server = serve(agent, *listen)
     print(json.dumps({"ready": True, "host_ip": host_ip, "listen": address, "datapath": datapath,
                       "vxlan_ofport": VXLAN_OFPORT}), flush=True)

@@ -141,6 +141,39 @@ def state(experiment: str, node: str, output: str) -> None:
     emit(answer, output, table)
 
 
+@alcor.command("ncm")
+@click.argument("experiment")
+@click.option("--seconds", type=click.FloatRange(min=0.1), help="serve this long (default: until Ctrl-C or SIGTERM)")
+@OUTPUT
+@guarded
+def ncm(experiment: str, seconds: float | None, output: str) -> None:
+    """Serve as Alcor's NCM for the experiment's on-demand compute nodes: a VM's first packet to an unknown
+    destination makes its agent ask here (RequestGoalStates); the neighbour is pushed to it. Prints what was asked."""
+    import signal
+    import threading
+
+    from emulator.alcor import ncm as ncm_role
+
+    emu = Emulation.attach(experiment)
+    try:
+        server, served = ncm_role.serve(emu.plan)
+    except ValueError as exc:
+        fail(str(exc), 2, output)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    if output != "json":
+        err.print(f"serving {len(ncm_role.sockets(emu.plan))} on-demand compute node(s) of {experiment}; Ctrl-C to stop")
+    done.wait(seconds)
+    ncm_role.stop(server, emu.plan)
+    answer = served.summary()
+    table = table_of(f"on-demand lookups of {experiment}", "measure", "value")
+    for key in ("requests", "answered", "unknown", "failed"):
+        table.add_row(key, str(answer[key]))
+    table.add_row("answer time p50 / p90 / max (ms)", " / ".join(str(answer["answer_ms"][k]) for k in ("p50", "p90", "max")))
+    emit(answer, output, table)
+
+
 @alcor.command("calibrate")
 @click.argument("experiment")
 @click.option("--node", help="the full compute node to measure  [default: the first]")

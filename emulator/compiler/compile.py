@@ -219,6 +219,11 @@ class Compiled:
         listen = node.options.get("agent_listen", "any") if node is not None else "any"
         compute = {"agent": agent, "port": ACA_PORT, "listen": listen, "vm_prefix": self.netns_prefix,
                    "dir": f"{COMPUTE_DIR}/{self.experiment}/{name}"}
+        if node is not None and node.options.get("on_demand"):
+            if agent != "builtin":
+                raise TopologyError("on_demand is a mode of cloudemu's own agent (agent: builtin)", where=node.where,
+                                    field=f"nodes.{node.name}.on_demand")
+            compute["on_demand"] = True
         if engine == "netns":
             opts: dict[str, Any] = {"compute": compute}
             if node is not None and node.options.get("ports"):

@@ -243,6 +243,11 @@ def node_options(kind: str, raw: dict, where_of, field: str) -> dict[str, Any]:
                 raise fail("expected builtin (cloudemu's agent), external (your ACA image) or hollow (the agent's "
                            f"control plane alone, many to a process), got {value!r}", where, f)
             out[key] = value
+        elif key == "on_demand":
+            if not isinstance(value, bool):
+                raise fail(f"expected true (neighbours learned on a VM's first packet, from cloudemu's controller) or "
+                           f"false, got {value!r}", where, f)
+            out[key] = value
         elif key == "agent_listen":
             if value not in ("any", "underlay"):
                 raise fail(f"expected any (0.0.0.0, as ACA listens) or underlay (the node's own address), got {value!r}",
