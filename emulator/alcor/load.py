@@ -62,6 +62,7 @@ class LoadResult:
     agent_ms: list[float]
     timeline: list[tuple[float, float]]  # (sent at s, latency ms) per message
     reach: dict[str, list[Any]] = field(default_factory=dict)
+    on_demand: dict[str, Any] | None = None  # the NCM's counts, on on-demand compute nodes
     pending: int = 0  # operations an agent answered PENDING (ACA, while a port's VIF is not there yet)
 
     def summary(self) -> dict[str, Any]:
@@ -74,7 +75,8 @@ class LoadResult:
                 "ports_per_s": round(self.ports / self.seconds, 1) if self.seconds else None,
                 "errors": len(self.errors), "first_errors": self.errors[:10], "pending": self.pending,
                 "port_latency_ms": pct(self.per_port_ms), "message_latency_ms": pct(self.per_message_ms),
-                "agent_time_ms": pct(self.agent_ms), "reachability": self.reach}
+                "agent_time_ms": pct(self.agent_ms), "reachability": self.reach,
+                **({"on_demand": self.on_demand} if self.on_demand else {})}
 
 
 def fake_hosts(n: int) -> list[str]:

@@ -94,12 +94,23 @@ def sockets(plan: Plan) -> list[Path]:
             if n.options.get("compute", {}).get("on_demand")]
 
 
-def serve(plan: Plan) -> tuple[grpc.Server, Ncm]:
-    """The NCM of an experiment, serving each on-demand node's socket."""
+def serving(path: Path) -> bool:
+    """Whether an NCM answers on this socket already."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as probe:
+        return probe.connect_ex(str(path)) == 0
+
+
+def serve(plan: Plan, more_ports: list[goalstates.Port] = ()) -> tuple[grpc.Server, Ncm]:
+    """The NCM of an experiment, serving each on-demand node's socket; it knows the plan's VMs and `more_ports`."""
     paths = sockets(plan)
     if not paths:
         raise ValueError(f"experiment {plan.experiment} has no on-demand compute node (on_demand: true)")
-    ncm = Ncm(controller.plan_ports(plan), controller.agent_targets(plan))
+    busy = [p for p in paths if p.is_socket() and serving(p)]
+    if busy:
+        raise RuntimeError(f"an NCM serves experiment {plan.experiment} already ({busy[0]}): stop it first")
+    ncm = Ncm([*controller.plan_ports(plan), *more_ports], controller.agent_targets(plan))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     rpc.add_GoalStateProvisionerServicer_to_server(ncm, server)
     for path in paths:

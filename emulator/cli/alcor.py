@@ -77,6 +77,12 @@ def load(experiment: str | None, vpcs: int, ports_per_vpc: int, neighbours: str,
             fail(f"experiment {experiment} has no compute nodes (kind: compute) whose agents could take goal states", 2,
                  output)
         hosts = sorted(targets)
+        lazy = controller.on_demand_hosts(emu.plan)
+        if lazy and lazy != set(hosts):
+            fail(f"experiment {experiment} mixes on-demand compute nodes with others: a load drives either kind, not "
+                 "both", 2, output)
+        if lazy:
+            spec.neighbours = "none"  # each learned when a VM first needs it, through this load's own NCM
     else:
         fail("name an experiment (cloudemu alcor load EXP) or an agent (--target HOST:PORT)", 2, output)
     total = vpcs * ports_per_vpc
@@ -88,7 +94,9 @@ def load(experiment: str | None, vpcs: int, ports_per_vpc: int, neighbours: str,
     if emu is not None and samples:
         full = {ip for ip, n in controller.agent_nodes(emu.plan).items() if "compute" in n.options}
         ports = [p for p in loadtest.generate_ports(spec, hosts) if p.host_ip in full]  # only full nodes make VMs
-        result.reach = loadtest.sample_reachability(ports, loadtest.vm_pinger(emu.plan, emu.target.run), samples)
+        with _ncm_if_on_demand(emu, ports, output) as asked:
+            result.reach = loadtest.sample_reachability(ports, loadtest.vm_pinger(emu.plan, emu.target.run), samples)
+        result.on_demand = asked()
     if plot_file:
         loadtest.plot(result, plot_file)
     summary = result.summary()
@@ -101,6 +109,11 @@ def load(experiment: str | None, vpcs: int, ports_per_vpc: int, neighbours: str,
             table.add_row(key.replace("_", " "), f"p50 {q['p50']}  p90 {q['p90']}  p99 {q['p99']}  max {q['max']}")
     table.add_row("errors", str(summary["errors"]) + ("" if not summary["first_errors"] else
                                                       f" (first: {summary['first_errors'][0]})"))
+    if summary.get("on_demand"):
+        od = summary["on_demand"]
+        table.add_row("on-demand lookups", f"{od['requests']} asked: {od['answered']} answered, {od['unknown']} unknown, "
+                                           f"{od['failed']} failed; answer p50 {od['answer_ms']['p50']} "
+                                           f"p90 {od['answer_ms']['p90']} max {od['answer_ms']['max']} ms")
     if summary["pending"]:
         table.add_row("pending", f"{summary['pending']} (the agent answered PENDING: it keeps trying, as ACA does)")
     reach = summary["reachability"]
@@ -112,6 +125,26 @@ def load(experiment: str | None, vpcs: int, ports_per_vpc: int, neighbours: str,
     emit(summary, output, table)
     bad = summary["errors"] or (reach and (reach["same_vpc_failed"] or reach["other_vpc_reached"]))
     sys.exit(1 if bad else 0)
+
+
+@contextlib.contextmanager
+def _ncm_if_on_demand(emu: Emulation, ports: list, output: str):
+    """For the pings of a load on on-demand compute nodes: the NCM they ask, knowing the load's ports; yields what
+    gives its counts once it stopped (None without on-demand nodes)."""
+    from emulator.alcor import controller
+    from emulator.alcor import ncm as ncm_role
+
+    if not controller.on_demand_hosts(emu.plan):
+        yield lambda: None
+        return
+    try:
+        server, served = ncm_role.serve(emu.plan, ports)
+    except RuntimeError as exc:
+        fail(f"{exc} (a load on on-demand nodes serves its own NCM)", 1, output)
+    try:
+        yield served.summary
+    finally:
+        ncm_role.stop(server, emu.plan)
 
 
 @alcor.command("state")

@@ -64,3 +64,23 @@ def test_neighbours_are_learned_on_the_first_packet_through_the_ncm_and_counted(
             ncm.kill()
         result = emu.down()
     assert result.clean and leftovers(name) == {}
+
+
+def test_a_load_on_on_demand_nodes_counts_the_lookups_its_pings_needed(state_dir):
+    """`alcor load` on on-demand nodes sends ports only, serves its own NCM for its pings, and reports the lookups:
+    same-VPC pairs are answered, other-VPC addresses are unknown (and stay unreachable)."""
+    from tests.conftest import cli
+
+    name = "alcor_lazy_load"
+    emu = Emulation(load_text(LAZY.format(name=name))).up()
+    try:
+        proc = cli("alcor", "load", name, "--vpcs", "2", "--ports-per-vpc", "6", "--samples", "3", "-o", "json",
+                   check=False)
+        summary = json.loads(proc.stdout)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        lookups = summary["on_demand"]
+        assert lookups["answered"] >= 3 and lookups["unknown"] >= 1, lookups
+        assert summary["reachability"]["same_vpc_failed"] == [] and summary["reachability"]["other_vpc_reached"] == []
+    finally:
+        result = emu.down()
+    assert result.clean and leftovers(name) == {}
