@@ -135,3 +135,19 @@ def test_a_bundle_that_fails_leaves_the_routers_as_they_were():
     reply = agent.push_v2(gs)
     assert statuses(reply) == {(FRONT.router_id, common.ROUTER): common.FAILURE}
     assert (set(agent.routers.routers), {k: dict(r.routes) for k, r in agent.routers.routers.items()}) == before
+
+
+def test_a_router_keyed_as_ncm_renames_it_is_still_the_router_its_configuration_names():
+    """NCM keys router states `hostIp/routerId` in host_resources and renames the map key: the agent reads neither
+    (as ACA, it takes the configuration's id), so the router is programmed all the same."""
+    agent, dp = agent_on(A)
+    gs = goalstates.per_host(PORTS)[A]
+    state = gs.router_states[FRONT.router_id]
+    renamed = goalstate_pb2.GoalStateV2()
+    renamed.CopyFrom(gs)
+    del renamed.router_states[FRONT.router_id]
+    renamed.router_states[f"{A}/{FRONT.router_id}"].CopyFrom(state)
+    renamed.host_resources[A].resources.add(type=common.ROUTER, id=f"{A}/{FRONT.router_id}")
+    reply = agent.push_v2(renamed)
+    assert statuses(reply)[(FRONT.router_id, common.ROUTER)] == common.SUCCESS
+    assert sum("table=0,priority=50" in f for f in dp.flows) == 3
