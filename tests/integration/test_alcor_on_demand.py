@@ -11,6 +11,7 @@ import time
 from emulator.api import Emulation
 from emulator.topology.loader import load_text
 from tests.conftest import NEEDS_ROOT_OVS, ROOT, leftovers
+from tests.traffic import pings
 
 pytestmark = NEEDS_ROOT_OVS
 
@@ -32,16 +33,12 @@ links:
 """
 
 
-def pings(emu: Emulation, src: str, ip: str, count: int = 1) -> bool:
-    return emu.node(src).run(["ping", "-c", str(count), "-W", "1", ip]).returncode == 0
-
-
 def test_neighbours_are_learned_on_the_first_packet_through_the_ncm_and_counted(state_dir):
     name = "alcor_lazy"
     emu = Emulation(load_text(LAZY.format(name=name))).up()
     ncm = None
     try:
-        assert not pings(emu, "a1", "10.8.2.12")  # nothing pushed ahead, and no NCM to ask yet
+        assert not pings(emu, "a1", "10.8.2.12", tries=1)  # nothing pushed ahead, and no NCM to ask yet
         ncm = subprocess.Popen([str(ROOT / ".venv/bin/cloudemu"), "alcor", "ncm", name, "-o", "json"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 30
@@ -49,10 +46,10 @@ def test_neighbours_are_learned_on_the_first_packet_through_the_ncm_and_counted(
             assert time.monotonic() < deadline and ncm.poll() is None, ncm.stderr.read() if ncm.poll() else "no socket"
             time.sleep(0.1)
         time.sleep(1.1)  # past the second in which a destination the NCM could not answer is not asked again
-        assert pings(emu, "a1", "10.8.1.12")  # the first ping: its ARP resolved through the NCM
-        assert pings(emu, "a2", "10.8.1.11")  # the other way: cn2 asks for a1 in turn
-        assert pings(emu, "a1", "10.8.2.12", count=4)  # routed: a first packet each way asks, the next go through
-        assert not pings(emu, "a1", "10.8.1.99")  # nobody has it: the NCM says so
+        assert pings(emu, "a1", "10.8.1.12", tries=1)  # the first ping: its ARP resolved through the NCM
+        assert pings(emu, "a2", "10.8.1.11", tries=1)  # the other way: cn2 asks for a1 in turn
+        assert pings(emu, "a1", "10.8.2.12", tries=1, count=4)  # routed: a first packet each way asks, the next go through
+        assert not pings(emu, "a1", "10.8.1.99", tries=1)  # nobody has it: the NCM says so
         ncm.send_signal(subprocess.signal.SIGTERM)
         out, errors = ncm.communicate(timeout=30)
         stats = json.loads(out)

@@ -3,7 +3,6 @@ across two, the gateways answering ping; a router DELETE stops it."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest
@@ -14,6 +13,7 @@ from emulator.alcor.schema import goalstate_pb2
 from emulator.api import Emulation
 from emulator.topology.loader import load_text
 from tests.conftest import NEEDS_ROOT_OVS, leftovers
+from tests.traffic import pings, serve_tcp, tcp_answer
 
 pytestmark = NEEDS_ROOT_OVS
 
@@ -37,45 +37,19 @@ links:
   - endpoints: [cn2, tor]
 """
 
-SERVE = ("import socket,sys\n"
-         "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 8080)); s.listen()\n"
-         "print('ready', flush=True)\n"
-         "while True:\n"
-         "    c, peer = s.accept(); c.sendall(('hello ' + peer[0]).encode()); c.close()\n")
-ASK = ("import socket,sys\n"
-       "s=socket.create_connection((sys.argv[1], 8080), timeout=3); print(s.recv(100).decode())\n")
-
-
-def pings(emu: Emulation, src: str, ip: str, tries: int = 3) -> bool:
-    for _ in range(tries):
-        if emu.node(src).run(["ping", "-c", "1", "-W", "1", ip]).returncode == 0:
-            return True
-    return False
-
-
-def tcp_answer(emu: Emulation, src: str, ip: str) -> str:
-    """What a TCP server at `ip` says to `src` (it names the address it saw), or the client's error."""
-    proc = emu.node(src).run(["python3", "-c", ASK, ip], timeout=30)
-    return proc.stdout.strip() if proc.returncode == 0 else f"failed: {proc.stderr.strip()[-200:]}"
-
-
 @pytest.mark.parametrize("engine", ["netns", "docker"])
 def test_subnets_of_a_vpc_are_routed_on_one_node_and_across_nodes_until_the_router_goes(state_dir, engine):
     name = f"alcor_l3_{engine}"
     emu = Emulation(load_text(ROUTED.format(name=name, engine=engine))).up()
     servers = []
     try:
-        for vm in ("f1", "b2", "b1"):
-            server = emu.node(vm).popen(["python3", "-c", SERVE], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                        text=True)
-            servers.append(server)
-            assert server.stdout.readline().strip() == "ready"
+        servers = [serve_tcp(emu, vm, 8080) for vm in ("f1", "b2", "b1")]
         # across compute nodes, both ways: ping and TCP, each side seeing the other's own address (no NAT)
         assert pings(emu, "f1", "10.3.2.12") and pings(emu, "b2", "10.3.1.11")
-        assert tcp_answer(emu, "f1", "10.3.2.12") == "hello 10.3.1.11"
-        assert tcp_answer(emu, "b2", "10.3.1.11") == "hello 10.3.2.12"
+        assert tcp_answer(emu, "f1", "10.3.2.12", 8080) == "hello 10.3.1.11"
+        assert tcp_answer(emu, "b2", "10.3.1.11", 8080) == "hello 10.3.2.12"
         # on one compute node
-        assert pings(emu, "f1", "10.3.2.11") and tcp_answer(emu, "b1", "10.3.1.11") == "hello 10.3.2.11"
+        assert pings(emu, "f1", "10.3.2.11") and tcp_answer(emu, "b1", "10.3.1.11", 8080) == "hello 10.3.2.11"
         # the gateways answer ping and ARP, with the gateway MAC the subnet state gave
         assert pings(emu, "f1", "10.3.1.1") and pings(emu, "b2", "10.3.2.1")
         front = next(p.vpc for p in controller.plan_ports(emu.plan) if p.name == "f1")
@@ -96,7 +70,7 @@ def test_subnets_of_a_vpc_are_routed_on_one_node_and_across_nodes_until_the_rout
             time.sleep(0.2)
         assert not pings(emu, "f1", "10.3.2.12", tries=1) and not pings(emu, "f1", "10.3.2.11", tries=1)
         assert not pings(emu, "f1", "10.3.1.1", tries=1)
-        assert tcp_answer(emu, "f1", "10.3.2.12").startswith("failed")
+        assert tcp_answer(emu, "f1", "10.3.2.12", 8080).startswith("failed")
         assert pings(emu, "b1", "10.3.2.12")  # the same subnet is switched as before
     finally:
         for server in servers:

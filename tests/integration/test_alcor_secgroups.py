@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from emulator.alcor import controller, goalstates
@@ -11,6 +9,7 @@ from emulator.alcor.schema import goalstate_pb2
 from emulator.api import Emulation
 from emulator.topology.loader import load_text
 from tests.conftest import NEEDS_ROOT_OVS, leftovers
+from tests.traffic import pings, serve_tcp, tcp_answer
 
 pytestmark = NEEDS_ROOT_OVS
 
@@ -36,26 +35,11 @@ links:
   - endpoints: [cn2, tor]
 """
 
-SERVE = ("import socket,sys\n"
-         "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-         "s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(); print('ready', flush=True)\n"
-         "while True:\n"
-         "    c, peer = s.accept(); c.sendall(b'open'); c.close()\n")
-ASK = ("import socket,sys\n"
-       "s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2); print(s.recv(10).decode())\n")
-
-
 def reaches(emu: Emulation, src: str, ip: str, port: int | None = None, tries: int = 2) -> bool:
     """ICMP (no port) or a TCP connection answered."""
-    for _ in range(tries):
-        if port is None:
-            ok = emu.node(src).run(["ping", "-c", "1", "-W", "1", ip]).returncode == 0
-        else:
-            proc = emu.node(src).run(["python3", "-c", ASK, ip, str(port)], timeout=30)
-            ok = proc.returncode == 0 and proc.stdout.strip() == "open"
-        if ok:
-            return True
-    return False
+    if port is None:
+        return pings(emu, src, ip, tries=tries)
+    return any(tcp_answer(emu, src, ip, port).startswith("hello") for _ in range(tries))
 
 
 @pytest.mark.parametrize("engine", ["netns", "docker"])
@@ -64,12 +48,7 @@ def test_a_security_group_lets_in_what_its_rules_allow_and_nothing_else(state_di
     emu = Emulation(load_text(GUARDED.format(name=name, engine=engine))).up()
     servers = []
     try:
-        for vm in ("b1", "b2", "f1", "bx"):
-            for port in (80, 22):
-                server = emu.node(vm).popen(["python3", "-c", SERVE, str(port)], stdout=subprocess.PIPE,
-                                            stderr=subprocess.DEVNULL, text=True)
-                servers.append(server)
-                assert server.stdout.readline().strip() == "ready"
+        servers = [serve_tcp(emu, vm, port) for vm in ("b1", "b2", "f1", "bx") for port in (80, 22)]
         # from the allowed subnet, across nodes and on one: ICMP and TCP 80 in, TCP 22 not
         for target, ip in (("b2", "10.5.2.12"), ("b1", "10.5.2.11")):
             assert reaches(emu, "f1", ip), target
