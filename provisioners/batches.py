@@ -85,11 +85,10 @@ def namespace_configs(plan: Plan, tx_csum_off: bool) -> list[nsconfig.NamespaceC
     return list(configs.values())
 
 
-def ends_of_switches_in(plan: Plan, netns: str) -> Plan:
-    switches = {n.name for n in plan.nodes if n.kind == "switch"}
-
+def ends_of_switches_in(plan: Plan, netns: dict[str, str]) -> Plan:
+    """The plan with each switch's link ends in the namespace given for it (its OVS instance's)."""
     def move(end: PlanEnd) -> PlanEnd:
-        return replace(end, netns=netns) if end.node in switches else end
+        return replace(end, netns=netns[end.node]) if end.node in netns else end
 
     return replace(plan, links=[replace(link, a=move(link.a), b=move(link.b)) for link in plan.links],
                    tunnels=[replace(t, end=move(t.end)) for t in plan.tunnels])

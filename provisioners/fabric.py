@@ -37,8 +37,8 @@ class Fabric:
     # -- what will exist -------------------------------------------------
     def resources(self, plan: Plan) -> list[Resource]:
         plan = self.placed(plan)
-        ovs = self.switch_ovs(plan)
-        out = [Resource("netns", switchd.namespace_of(ovs)), Resource("ovs-instance", str(ovs))] if ovs else []
+        out = [r for ovs in self.instances(plan)
+               for r in (Resource("netns", switchd.namespace_of(ovs)), Resource("ovs-instance", str(ovs)))]
         out += [Resource("netns", n.netns) for n in plan.nodes if n.kind == "host"]
         out += [Resource("linux-bridge", n.device) for n in plan.nodes if n.kind == "bridge"]
         out += [Resource("ovs-bridge", n.device) for n in plan.nodes if n.kind == "switch"]
@@ -70,24 +70,35 @@ class Fabric:
         problems += _port_problems(plan)
         return problems
 
-    def switch_ovs(self, plan: Plan) -> Path | None:
-        """The experiment's own OVS directory, when its switches get one (see provisioners.switchd)."""
+    def switch_instances(self, plan: Plan) -> dict[str, Path]:
+        """Switch name -> the private OVS that holds it, when the experiment's switches get their own (see
+        provisioners.switchd); empty when they go to the machine's OVS."""
         switches = [n for n in plan.nodes if n.kind == "switch"]
         controllers = any(n.options.get("controller") for n in switches)
         if not switches or not switchd.private(self.kernel_datapath(), controllers):
-            return None
-        return switchd.base_for(plan.experiment, plan.machine)
+            return {}
+        ports = dict.fromkeys((n.name for n in switches), 0)
+        for end in [e for link in plan.links for e in (link.a, link.b)] + [t.end for t in plan.tunnels]:
+            if end.node in ports:
+                ports[end.node] += 1
+        return {name: switchd.base_for(plan.experiment, plan.machine, i)
+                for i, group in enumerate(switchd.shards(ports, switchd.ports_per_instance())) for name in group}
+
+    def instances(self, plan: Plan) -> list[Path]:
+        return sorted(set(self.switch_instances(plan).values()))
 
     def placed(self, plan: Plan) -> Plan:
-        """The plan as this machine builds it: with a private OVS, switches' link ends live in its namespace."""
-        ovs = self.switch_ovs(plan)
-        return batches.ends_of_switches_in(plan, switchd.namespace_of(ovs)) if ovs else plan
+        """The plan as this machine builds it: with private OVS instances, a switch's link ends live in the namespace
+        of the one that holds it."""
+        where = self.switch_instances(plan)
+        return batches.ends_of_switches_in(plan, {s: switchd.namespace_of(b) for s, b in where.items()}) if where else plan
 
     def _ovs_problems(self, plan: Plan) -> list[str]:
-        tools = ["ovs-vsctl", "ovsdb-server", "ovs-vswitchd", "ovsdb-tool"] if self.switch_ovs(plan) else ["ovs-vsctl"]
+        private = bool(self.switch_instances(plan))
+        tools = ["ovs-vsctl", "ovsdb-server", "ovs-vswitchd", "ovsdb-tool"] if private else ["ovs-vsctl"]
         if not all(self.ex.which(t) for t in tools):
             return ["Open vSwitch is missing: apt-get install openvswitch-switch (or run scripts/setup.sh)"]
-        if not self.switch_ovs(plan) and self.ex.run(["ovs-vsctl", "--timeout=5", "show"], check=False).returncode != 0:
+        if not private and self.ex.run(["ovs-vsctl", "--timeout=5", "show"], check=False).returncode != 0:
             return ["Open vSwitch is not running: start it with "
                     "/usr/share/openvswitch/scripts/ovs-ctl --system-id=random start (or run scripts/setup.sh)"]
         if not self.kernel_datapath() and any(
@@ -100,9 +111,8 @@ class Fabric:
         """A planned name that already exists belongs to someone else: refuse rather than touch it."""
         existing_ns = set(os.listdir(NETNS_DIR)) if NETNS_DIR.exists() else set()
         existing_dev = devices.names()
-        ovs = self.switch_ovs(plan)
         clash = [n.netns for n in plan.nodes if n.netns and n.netns in existing_ns]
-        clash += [ns for ns in [ovs and switchd.namespace_of(ovs)] if ns and ns in existing_ns]
+        clash += [ns for ns in map(switchd.namespace_of, self.instances(plan)) if ns in existing_ns]
         clash += [n.device for n in plan.nodes if n.device and n.device in existing_dev]
         clash += [e.dev for link in plan.links for e in (link.a, link.b) if e.netns is None and e.dev in existing_dev]
         clash += [batches.tunnel_resource(t).name for t in plan.tunnels if t.end.netns is None and t.end.dev in existing_dev]
@@ -136,8 +146,12 @@ class Fabric:
         """Everything but the hosts' own processes; `make_hosts(plan, hosts, journal, advance)` makes each host's
         namespace (by its engine) while OVS starts. The journal holds the plan's resources already."""
         plan = self.placed(plan)
-        ovs = self.switch_ovs(plan)
-        db = ovsinstance.db(ovs) if ovs else None  # None: the machine's OVS
+        where = self.switch_instances(plan)
+        instances = sorted(set(where.values()))
+        switch_namespaces = [switchd.namespace_of(b) for b in instances]
+
+        def db_of(switch: str) -> str | None:  # None: the machine's OVS
+            return ovsinstance.db(where[switch]) if where else None
         hosts = [n for n in plan.nodes if n.kind == "host"]
         switches = [n for n in plan.nodes if n.kind == "switch"]
         bridges = [n for n in plan.nodes if n.kind == "bridge"]
@@ -148,30 +162,31 @@ class Fabric:
         # ports while the namespaces are configured.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ovs") as background:
             with phases.phase("namespaces", total=len(hosts)) as step:
-                if ovs:  # IPv6 off before any port arrives: bridge ports need no addresses
-                    self.ex.ip_batch([f"netns add {switchd.namespace_of(ovs)}"])
-                    journal.mark([Resource("netns", switchd.namespace_of(ovs))], "created")
-                    nsconfig.configure([nsconfig.NamespaceConfig(switchd.namespace_of(ovs), ipv6_later=False)])
-                making_switches = background.submit(self._make_switches, plan, switches, ovs, db, userspace)
+                if instances:  # IPv6 off before any port arrives: bridge ports need no addresses
+                    self.ex.ip_batch([f"netns add {ns}" for ns in switch_namespaces])
+                    journal.mark([Resource("netns", ns) for ns in switch_namespaces], "created")
+                    nsconfig.configure([nsconfig.NamespaceConfig(ns, ipv6_later=False) for ns in switch_namespaces])
+                making_switches = background.submit(self._make_switches, plan, switches, instances, db_of, userspace)
                 make_hosts(plan, hosts, journal, step.advance)
 
             with phases.phase("switches", total=len(switches) + len(bridges)) as step:
                 self._make_linux_bridges(plan, bridges, journal, mark)
                 making_switches.result()
-                journal.mark([Resource("ovs-instance", str(ovs))] if ovs else [], "created")
+                journal.mark([Resource("ovs-instance", str(b)) for b in instances], "created")
                 journal.mark([Resource("ovs-bridge", s.device) for s in switches], "created")
                 step.advance(len(switches) + len(bridges))
 
             with phases.phase("links", total=len(plan.links)) as step:
                 self.ex.ip_batch(batches.veth_lines(plan.links, mark))
                 kinds = {n.name: n for n in plan.nodes}
-                ports = []
+                ports: dict[str | None, list] = {}  # per OVS database
                 bridge_ports = []
                 for link in plan.links:
                     for end in (link.a, link.b):
                         owner = kinds[end.node]
                         if owner.kind == "switch":
-                            ports.append(batches.ovs_port(owner.device, end.dev, plan.experiment))
+                            ports.setdefault(db_of(owner.name), []).append(
+                                batches.ovs_port(owner.device, end.dev, plan.experiment))
                         elif owner.kind == "bridge":
                             bridge_ports.append(f"link set dev {end.dev} master {owner.device}")
                 self.ex.ip_batch(bridge_ports)
@@ -181,25 +196,25 @@ class Fabric:
             # Ports join while the switches' side of every link is still down, so ovs-vswitchd sees no
             # link event meanwhile (each makes it reconfigure every port) and hosts are configured at
             # the same time; the switches' side comes up last, in one netlink batch.
-            adding_ports = background.submit(self.ex.ovs_vsctl, ports, db=db)
+            adding_ports = background.submit(self._add_ports, ports)
 
             if plan.tunnels:
                 with phases.phase("tunnels", total=len(plan.tunnels)) as step:
-                    self.make_tunnels(plan, mark, db)
+                    self.make_tunnels(plan, mark, db_of)
                     journal.mark([batches.tunnel_resource(t) for t in plan.tunnels], "created")
                     step.advance(len(plan.tunnels))
 
             configs = batches.namespace_configs(plan, tx_csum_off=userspace and bool(switches))
-            switch_side = [c for c in configs if ovs and c.netns == switchd.namespace_of(ovs)]
+            switch_side = [c for c in configs if c.netns in switch_namespaces]
             with phases.phase("configure", total=len(hosts)) as step:
                 self.ex.tc_batch(batches.root_shaping([*plan.links, *plan.tunnels]))
                 nsconfig.configure([c for c in configs if c not in switch_side], step.advance)
                 self._apply_netem(plan)
 
-            with phases.phase("switch ports", total=len(ports)) as step:
+            with phases.phase("switch ports", total=sum(map(len, ports.values()))) as step:
                 adding_ports.result()
                 nsconfig.configure(switch_side)
-                step.advance(len(ports))
+                step.advance(sum(map(len, ports.values())))
 
         published = [(n, port) for n in hosts for port in n.options.get("ports", ())]
         if published:
@@ -209,11 +224,24 @@ class Fabric:
                     journal.mark([Resource("port", f"{outer}", node.netns)], "created")
                     step.advance(1)
 
-    def _make_switches(self, plan: Plan, switches: list[PlanNode], ovs: Path | None, db: str | None,
+    def _make_switches(self, plan: Plan, switches: list[PlanNode], instances: list[Path], db_of,
                        userspace: bool) -> None:
-        if ovs:
-            ovsinstance.start(ovs, ["nsenter", f"--net={NETNS_DIR / switchd.namespace_of(ovs)}"])
-        self.ex.ovs_vsctl([cmd for s in switches for cmd in batches.ovs_bridge_commands(s, plan.experiment, userspace)], db=db)
+        """Each private instance started in its namespace, then its bridges in one transaction, instances side by
+        side (each daemon is a process of its own)."""
+        def one(db: str | None, members: list[PlanNode]) -> None:
+            base = next((b for b in instances if ovsinstance.db(b) == db), None)
+            if base is not None:
+                ovsinstance.start(base, ["nsenter", f"--net={NETNS_DIR / switchd.namespace_of(base)}"])
+            self.ex.ovs_vsctl([cmd for s in members for cmd in batches.ovs_bridge_commands(s, plan.experiment, userspace)],
+                              db=db)
+        by_db: dict[str | None, list[PlanNode]] = {}
+        for s in switches:
+            by_db.setdefault(db_of(s.name), []).append(s)
+        _side_by_side(one, by_db)
+
+    def _add_ports(self, ports: dict[str | None, list]) -> None:
+        """Each instance's ports in one transaction of its own, instances side by side."""
+        _side_by_side(lambda db, commands: self.ex.ovs_vsctl(commands, db=db), ports)
 
     def _make_linux_bridges(self, plan: Plan, bridges: list[PlanNode], journal: Journal, mark: str) -> None:
         lines = []
@@ -228,7 +256,7 @@ class Fabric:
             journal.mark([Resource("iptables", b.device) for b in bridges], "created")
         journal.mark([Resource("linux-bridge", b.device) for b in bridges], "created")
 
-    def make_tunnels(self, plan: Plan, mark: str, db: str | None) -> None:
+    def make_tunnels(self, plan: Plan, mark: str, db_of) -> None:
         """Links cut by placement: a Linux VXLAN device per end, bound to the underlay address.
 
         A switch end is that device as an OVS port (it works on the userspace datapath,
@@ -236,7 +264,7 @@ class Fabric:
         made in the root namespace, then moved into the host's and renamed: its UDP
         socket stays on the underlay."""
         nodes = {n.name: n for n in plan.nodes}
-        lines, ports = [], []
+        lines, ports = [], {}
         for t in plan.tunnels:
             dev = t.create_as or t.end.dev
             lines += [f"link add {dev} type vxlan id {t.vni} remote {t.remote_ip} local {t.local_ip} dstport {t.port}",
@@ -250,9 +278,9 @@ class Fabric:
             if t.realize == "bridge":
                 lines.append(f"link set dev {dev} master {owner.device}")
             elif t.realize == "ovs":
-                ports.append(batches.ovs_port(owner.device, t.end.dev, plan.experiment))
+                ports.setdefault(db_of(owner.name), []).append(batches.ovs_port(owner.device, t.end.dev, plan.experiment))
         self.ex.ip_batch(lines)
-        self.ex.ovs_vsctl(ports, db=db)
+        self._add_ports(ports)
 
     def make_namespaces(self, hosts: list[PlanNode], journal: Journal, advance) -> None:
         """Plain hosts: a network namespace each, in one batch."""
@@ -364,7 +392,8 @@ class Fabric:
         """Per node, is its namespace or device there; a node's kind handler says more (provisioners.kinds)."""
         namespaces = self.namespaces(plan.experiment)
         # wherever `up` put them, whatever CLOUDEMU_OVS says now
-        bridges = set(self._ovs_bridges_of(plan.experiment, switchd.base_for(plan.experiment, plan.machine)))
+        bridges = {b for ovs in switchd.instances_of(plan.experiment, plan.machine) or [None]
+                   for b in self._ovs_bridges_of(plan.experiment, ovs)}
         present = devices.names()
         out = []
         for n in plan.nodes:
@@ -396,6 +425,17 @@ def _netns_with_prefix(prefix: str) -> set[str]:
     if not NETNS_DIR.exists():
         return set()
     return {name for name in os.listdir(NETNS_DIR) if name.startswith(prefix)}
+
+
+def _side_by_side(work, groups: dict) -> None:
+    """`work(key, items)` for each group, from a few threads at once; raises the first error."""
+    if len(groups) <= 1:
+        for key, items in groups.items():
+            work(key, items)
+        return
+    with ThreadPoolExecutor(max_workers=min(4, len(groups)), thread_name_prefix="ovs-instance") as pool:
+        for done in [pool.submit(work, key, items) for key, items in groups.items()]:
+            done.result()
 
 
 def _traces(experiment: str) -> list[Resource]:

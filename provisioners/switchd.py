@@ -11,6 +11,12 @@ and `down` ends the pair at once (emulator.runtime.processes) and drops the name
 The machine's OVS is used instead with the kernel module (removal is cheap there), and
 when a switch names an OpenFlow controller, which may listen on the machine's loopback.
 `CLOUDEMU_OVS=system|private` overrides the choice.
+
+A userspace ovs-vswitchd reconfigures every port it has for each port it adds, so a daemon's cost grows with
+the square of its ports: 5,000 ports in one took 34 s. An experiment's switches are therefore spread over
+several private instances, each holding at most PORTS_PER_INSTANCE ports (whole switches, in plan order, so
+that neighbouring switches share one); links between switches of two instances are veths between their
+namespaces. `CLOUDEMU_OVS_PORTS` sets the budget.
 """
 
 from __future__ import annotations
@@ -37,9 +43,40 @@ def private(kernel_datapath: bool, controllers: bool) -> bool:
     return wanted == "private" or (wanted == "auto" and not kernel_datapath and not controllers)
 
 
-def base_for(experiment: str, machine: str) -> Path:
-    """A dot keeps it apart from compute node directories (/run/cloudemu/<exp>/<node>)."""
-    return ROOT / experiment / f".ovs-{machine}"
+PORTS_PER_INSTANCE = 1000
+
+
+def ports_per_instance() -> int:
+    value = os.environ.get("CLOUDEMU_OVS_PORTS", str(PORTS_PER_INSTANCE))
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"CLOUDEMU_OVS_PORTS={value!r}: a number of ports, at least 1")
+    return int(value)
+
+
+def shards(ports: dict[str, int], budget: int) -> list[list[str]]:
+    """Switches (name -> its ports, in plan order) packed into instances of at most `budget` ports each (a switch
+    with more has one of its own)."""
+    out: list[list[str]] = []
+    used = budget
+    for name, n in ports.items():
+        if used + n > budget and (not out or out[-1]):
+            out.append([])
+            used = 0
+        out[-1].append(name)
+        used += n
+    return out
+
+
+def base_for(experiment: str, machine: str, shard: int = 0) -> Path:
+    """A dot keeps it apart from compute node directories (/run/cloudemu/<exp>/<node>); the first instance has no
+    number (as before there were several)."""
+    return ROOT / experiment / (f".ovs-{machine}" if shard == 0 else f".ovs-{machine}.{shard}")
+
+
+def instances_of(experiment: str, machine: str) -> list[Path]:
+    """The experiment's private instances on this machine, wherever `up` put them."""
+    return sorted(p for p in (ROOT / experiment).glob(f".ovs-{machine}*")
+                  if p.name == f".ovs-{machine}" or p.name.startswith(f".ovs-{machine}."))
 
 
 def namespace_for(experiment: str, machine: str) -> str:

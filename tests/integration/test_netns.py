@@ -242,3 +242,23 @@ print("made", len(made.splitlines()))
         names = [n for n in os.listdir("/run/netns") if n.startswith("ce.fdlimit.")]
         subprocess.run(["ip", "-force", "-batch", "-"], input="".join(f"netns del {n}\n" for n in names), text=True)
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] > limit  # the test's own limit untouched
+
+
+def test_a_looped_fabric_spread_over_several_ovs_instances_converges_and_each_switch_answers(state_dir, monkeypatch):
+    """With at most 4 ports per ovs-vswitchd, a fat-tree k=4 (20 switches, 4 ports each) runs in 20 instances, its
+    switch-to-switch links veths between their namespaces: STP still converges, pingall passes, every switch
+    answers ovs-vsctl and ovs-ofctl through its own daemon, and down leaves nothing."""
+    monkeypatch.setenv("CLOUDEMU_OVS_PORTS", "4")
+    name = "ftshard"
+    emu = Emulation(load_text(f"version: 1\nname: {name}\ntopology: {{generator: fattree, k: 4}}\n")).up()
+    try:
+        daemons = leftovers(name).get("processes", [])
+        assert len(daemons) == 2 * 20  # an ovsdb-server and an ovs-vswitchd per instance
+        for switch in ("c1", "e8"):
+            bridge = emu.plan.node(switch).device
+            assert emu.node(switch).cmd(["ovs-vsctl", "list-br"]).split() == [bridge]  # its own daemon holds it alone
+            assert "actions=NORMAL" in emu.node(switch).cmd(["ovs-ofctl", "dump-flows", bridge])
+        assert emu.pingall(wait=60).failed == []
+    finally:
+        assert emu.down().clean
+    assert leftovers(name) == {}

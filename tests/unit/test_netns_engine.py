@@ -38,8 +38,8 @@ def _engine(monkeypatch, kernel: bool, choice: str | None) -> fabric.Fabric:
 def test_which_ovs_holds_the_switches(monkeypatch, kernel, choice, controller, private):
     text = SMOKE.replace("{kind: switch}", "{kind: switch, controller: 'tcp:127.0.0.1:6653'}") if controller else SMOKE
     plan = compile_topology(load_text(text))
-    base = _engine(monkeypatch, kernel, choice).switch_ovs(plan)
-    assert (base == switchd.base_for("t", "local")) if private else base is None
+    where = _engine(monkeypatch, kernel, choice).switch_instances(plan)
+    assert where == ({"s1": switchd.base_for("t", "local")} if private else {})
 
 
 def test_bad_choice_is_named(monkeypatch):
@@ -97,3 +97,27 @@ def test_ip_batches_never_name_more_namespaces_than_the_open_files_limit_allows(
     assert all(sum(ln.count(" netns ") for ln in part if not ln.startswith("netns ")) <= 100 for part in parts)
     assert len(parts) == 10 and parts[0][:500] == lines[:500]  # namespace creation names none: one batch
     assert within_open_files(lines, limit=1 << 20) == [lines]
+
+
+def test_switches_are_spread_over_instances_of_bounded_ports(monkeypatch):
+    """A userspace ovs-vswitchd's cost grows with the square of its ports: whole switches, in plan order, go to
+    instances of at most CLOUDEMU_OVS_PORTS ports each; link ends move to their own switch's namespace."""
+    assert switchd.shards({"a": 3, "b": 3, "c": 5, "d": 1}, 6) == [["a", "b"], ["c", "d"]]
+    assert switchd.shards({"big": 9, "a": 1}, 4) == [["big"], ["a"]]  # a switch above the budget has one of its own
+    monkeypatch.setenv("CLOUDEMU_OVS_PORTS", "12")
+    engine = _engine(monkeypatch, kernel=False, choice=None)
+    plan = compile_topology(load_text("version: 1\nname: t\ntopology: {generator: linear, switches: 4, "
+                                      "hosts_per_switch: 5}\n"))
+    where = engine.switch_instances(plan)
+    assert len(set(where.values())) == 4 and where["s1"] == switchd.base_for("t", "local")
+    assert where["s2"] == switchd.base_for("t", "local", 1)
+    placed = engine.placed(plan)
+    for link in placed.links:
+        for end in (link.a, link.b):
+            if end.node in where:
+                assert end.netns == switchd.namespace_of(where[end.node])
+    kinds = {r.kind for r in engine.resources(plan)}
+    assert sum(r.kind == "ovs-instance" for r in engine.resources(plan)) == 4 and "netns" in kinds
+    monkeypatch.setenv("CLOUDEMU_OVS_PORTS", "zero")
+    with pytest.raises(ValueError, match="CLOUDEMU_OVS_PORTS"):
+        switchd.ports_per_instance()
