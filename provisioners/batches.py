@@ -75,7 +75,10 @@ def root_shaping(links: list[PlanLink | PlanTunnel]) -> list[str]:
 def namespace_configs(plan: Plan, tx_csum_off: bool) -> list[nsconfig.NamespaceConfig]:
     """Per namespace: hosts' (addresses, checksums), and the switches' when they have one (ports up, shaping)."""
     hosts = {n.netns for n in plan.nodes if n.kind == "host"}
-    configs = {ns: nsconfig.NamespaceConfig(ns) for ns in sorted(hosts)}
+    # Hosts have IPv4 addresses only, and no IPv6 at all: every new link's duplicate address detection, router
+    # solicitations and MLD reports are multicast, flooded by every switch to every port; at 500 hosts on 10
+    # userspace switches that kept ovs-vswitchd busy for 5 s after `up`, and the first pings across switches failed.
+    configs = {ns: nsconfig.NamespaceConfig(ns, ipv6=False) for ns in sorted(hosts)}
     ends = [(end, link.params) for link in plan.links for end in (link.a, link.b)]
     ends += [(t.end, t.params) for t in plan.tunnels]
     for end, params in ends:
