@@ -214,6 +214,7 @@ class Fabric:
             with phases.phase("switch ports", total=sum(map(len, ports.values()))) as step:
                 adding_ports.result()
                 nsconfig.configure(switch_side)
+                self._start_switches(instances)
                 step.advance(sum(map(len, ports.values())))
 
         published = [(n, port) for n in hosts for port in n.options.get("ports", ())]
@@ -226,22 +227,38 @@ class Fabric:
 
     def _make_switches(self, plan: Plan, switches: list[PlanNode], instances: list[Path], db_of,
                        userspace: bool) -> None:
-        """Each private instance started in its namespace, then its bridges in one transaction, instances side by
-        side (each daemon is a process of its own)."""
+        """The switches' bridges, one transaction per OVS. A private instance's database starts alone and takes its
+        whole configuration (bridges here, ports later) before its ovs-vswitchd starts (_start_switches): the
+        daemon then opens every port once, where it reconfigures every port it has for each port added or link
+        coming up while it runs (5,000 ports in one daemon: 34 s)."""
         def one(db: str | None, members: list[PlanNode]) -> None:
             base = next((b for b in instances if ovsinstance.db(b) == db), None)
             if base is not None:
-                ovsinstance.start(base, ["nsenter", f"--net={NETNS_DIR / switchd.namespace_of(base)}"])
+                ovsinstance.start(base, self._in_namespace(base), switch=False)
             self.ex.ovs_vsctl([cmd for s in members for cmd in batches.ovs_bridge_commands(s, plan.experiment, userspace)],
-                              db=db)
+                              db=db, wait=base is None)
         by_db: dict[str | None, list[PlanNode]] = {}
         for s in switches:
             by_db.setdefault(db_of(s.name), []).append(s)
         _side_by_side(one, by_db)
 
     def _add_ports(self, ports: dict[str | None, list]) -> None:
-        """Each instance's ports in one transaction of its own, instances side by side."""
-        _side_by_side(lambda db, commands: self.ex.ovs_vsctl(commands, db=db), ports)
+        """Each instance's ports in one transaction of its own, instances side by side (into a private instance's
+        database before its daemon runs)."""
+        _side_by_side(lambda db, commands: self.ex.ovs_vsctl(commands, db=db, wait=db is None), ports)
+
+    def _start_switches(self, instances: list[Path]) -> None:
+        """Each private instance's ovs-vswitchd, its links up already; done once it has applied its configuration (a
+        transaction that waits for it)."""
+        def one(base: Path, _) -> None:
+            ovsinstance.start_switch(base, self._in_namespace(base))
+            self.ex.ovs_vsctl([["set", "Open_vSwitch", ".", "external_ids:cloudemu-ready=true"]], db=ovsinstance.db(base),
+                              timeout=600)
+        _side_by_side(one, dict.fromkeys(instances))
+
+    @staticmethod
+    def _in_namespace(base: Path) -> list[str]:
+        return ["nsenter", f"--net={NETNS_DIR / switchd.namespace_of(base)}"]
 
     def _make_linux_bridges(self, plan: Plan, bridges: list[PlanNode], journal: Journal, mark: str) -> None:
         lines = []

@@ -80,11 +80,13 @@ class LocalExecutor:
         if text:
             self.run(["tc", "-batch", "-"], input=text)
 
-    def ovs_vsctl(self, commands: Sequence[Sequence[str]], *, timeout: int = 120, db: str | None = None) -> str:
-        """Several ovs-vsctl commands as one OVSDB transaction (on the OVS at `db`, else the machine's)."""
+    def ovs_vsctl(self, commands: Sequence[Sequence[str]], *, timeout: int = 120, db: str | None = None,
+                  wait: bool = True) -> str:
+        """Several ovs-vsctl commands as one OVSDB transaction (on the OVS at `db`, else the machine's); without
+        `wait`, done once the database has them (ovs-vswitchd may not run yet)."""
         if not commands:
             return ""
-        argv = ["ovs-vsctl", f"--timeout={timeout}", *([f"--db={db}"] if db else [])]
+        argv = ["ovs-vsctl", f"--timeout={timeout}", *([f"--db={db}"] if db else []), *([] if wait else ["--no-wait"])]
         for cmd in commands:
             argv += ["--", *cmd]
         return self.run(argv, timeout=timeout + 10).stdout

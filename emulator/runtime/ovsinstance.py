@@ -27,8 +27,9 @@ def db(base: Path) -> str:
     return f"unix:{env(base)['OVS_RUNDIR']}/db.sock"
 
 
-def start(base: Path, prefix: list[str] | None = None) -> list[int]:
-    """Starts both daemons (under `prefix`, e.g. an nsenter into a namespace); returns their pids."""
+def start(base: Path, prefix: list[str] | None = None, *, switch: bool = True) -> list[int]:
+    """Starts both daemons (under `prefix`, e.g. an nsenter into a namespace); returns their pids. Without `switch`,
+    the database alone: it takes a whole configuration before ovs-vswitchd reads it (start_switch)."""
     where = env(base)
     full = {**os.environ, **where}
     for d in where.values():
@@ -41,8 +42,17 @@ def start(base: Path, prefix: list[str] | None = None) -> list[int]:
     _run([*pre, "ovsdb-server", str(conf), f"--remote=punix:{run}/db.sock", f"--pidfile={run}/ovsdb-server.pid",
           "--detach", f"--log-file={log}/ovsdb-server.log"], full)
     _run(["ovs-vsctl", f"--db={db(base)}", "--no-wait", "init"], full)
-    _run([*pre, "ovs-vswitchd", db(base), f"--pidfile={run}/ovs-vswitchd.pid", "--detach",
-          f"--log-file={log}/ovs-vswitchd.log"], full)
+    if not switch:
+        return [int(Path(run, "ovsdb-server.pid").read_text())]
+    return [*start_switch(base, prefix)]
+
+
+def start_switch(base: Path, prefix: list[str] | None = None) -> list[int]:
+    """ovs-vswitchd over the instance's database (started by `start`); returns its pid."""
+    where = env(base)
+    run, log = where["OVS_RUNDIR"], where["OVS_LOGDIR"]
+    _run([*(prefix or []), "ovs-vswitchd", db(base), f"--pidfile={run}/ovs-vswitchd.pid", "--detach",
+          f"--log-file={log}/ovs-vswitchd.log"], {**os.environ, **where})
     return [int(Path(run, f).read_text()) for f in ("ovsdb-server.pid", "ovs-vswitchd.pid")]
 
 
