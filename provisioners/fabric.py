@@ -68,6 +68,7 @@ class Fabric:
                 "(sch_netem); remove those parameters or run on a machine whose kernel has netem")
         problems += self._collisions(plan)
         problems += _port_problems(plan)
+        problems += _neighbour_table_problems(sum(n.kind == "host" for n in plan.nodes))
         return problems
 
     def switch_instances(self, plan: Plan) -> dict[str, Path]:
@@ -442,6 +443,26 @@ def _netns_with_prefix(prefix: str) -> set[str]:
     if not NETNS_DIR.exists():
         return set()
     return {name for name in os.listdir(NETNS_DIR) if name.startswith(prefix)}
+
+
+#: ARP entries the machine's table must hold per emulated host (a few peers each way).
+NEIGHBOURS_PER_HOST = 8
+GC_THRESH3 = Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
+
+
+def _neighbour_table_problems(hosts: int) -> list[str]:
+    """The kernel's ARP table is one for all namespaces: past gc_thresh3 entries, new neighbours fail everywhere."""
+    try:
+        limit = int(GC_THRESH3.read_text())
+    except (OSError, ValueError):
+        return []
+    need = NEIGHBOURS_PER_HOST * hosts
+    if need <= limit:
+        return []
+    return [f"{hosts} hosts need room for about {need} ARP entries, and this machine's table (one for every network "
+            f"namespace) holds {limit}: raise it with sysctl -w net.ipv4.neigh.default.gc_thresh3={need * 4} "
+            f"net.ipv4.neigh.default.gc_thresh2={need * 2} net.ipv4.neigh.default.gc_thresh1={need} "
+            "(scripts/setup.sh does)"]
 
 
 def _side_by_side(work, groups: dict) -> None:

@@ -20,6 +20,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The kernel's ARP table is one for every network namespace: at its default 1,024 entries, 150 hosts pinging
+# a few peers each fill it and new neighbours fail ("neighbor table overflow"). Room for 8 per host of 20,000+
+# (entries are made only when used); only ever raised.
+for pair in "gc_thresh1 131072" "gc_thresh2 262144" "gc_thresh3 524288"; do
+  set -- $pair
+  [ "$(cat /proc/sys/net/ipv4/neigh/default/$1)" -ge "$2" ] || sysctl -qw "net.ipv4.neigh.default.$1=$2"
+done
+
 # Open vSwitch: start it ourselves when nothing (systemd) did.
 if ! ovs-vsctl --timeout=3 show >/dev/null 2>&1; then
   /usr/share/openvswitch/scripts/ovs-ctl --system-id=random --no-monitor start >/dev/null 2>&1 || true

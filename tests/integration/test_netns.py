@@ -262,3 +262,23 @@ def test_a_looped_fabric_spread_over_several_ovs_instances_converges_and_each_sw
     finally:
         assert emu.down().clean
     assert leftovers(name) == {}
+
+
+def test_pingall_past_a_hundred_hosts_samples_two_pairs_per_host_and_still_finds_a_dead_one(state_dir):
+    """150 hosts: 300 pairs sampled from 22,350, pinged from this process in one go; every pair on request; a host
+    whose link is down shows in both, as a sender and as a destination."""
+    name = "pingmany"
+    emu = Emulation(load_text(f"version: 1\nname: {name}\n"
+                              "topology: {generator: linear, switches: 3, hosts_per_switch: 50}\n")).up()
+    try:
+        sampled = emu.pingall(wait=5)
+        assert (sampled.pairs, sampled.of_pairs, sampled.failed) == (300, 150 * 149, [])
+        every = emu.pingall(every_pair=True)
+        assert (every.pairs, every.of_pairs, every.failed) == (150 * 149, 0, [])
+        emu.node("h77").run(["ip", "link", "set", "eth0", "down"])
+        dead = emu.pingall()
+        assert all("h77" in p for p in dead.failed)
+        assert sum(p[0] == "h77" for p in dead.failed) == 2 and sum(p[1] == "h77" for p in dead.failed) >= 1
+    finally:
+        assert emu.down().clean
+    assert leftovers(name) == {}
