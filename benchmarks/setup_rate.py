@@ -8,6 +8,12 @@ The same topology for all three: H hosts spread over S OVS switches in a chain
 Targets (issue 2): cloudemu at least 10x faster than Mininet up and down, and
 within 3x of the bare loop (which makes the same namespaces, veths, bridges and
 ports, but sets no addresses or shaping and keeps no journal).
+
+Density (issue 21): beside them the kernel's own floor (namespaces, veths and addresses in `ip -batch`, no
+switch), the machine's memory per emulated host (kernel included), and a sampled pingall (two peers a host):
+
+    sudo .venv/bin/python benchmarks/setup_rate.py --hosts 10000 --switches 200 --skip-mininet --skip-bare \\
+        --pingall --runs 3
 """
 
 from __future__ import annotations
@@ -31,18 +37,48 @@ def topology_text(hosts: int, switches: int, name: str) -> str:
             f"topology: {{generator: linear, switches: {switches}, hosts_per_switch: {hosts // switches}}}\n")
 
 
-def run_cloudemu(hosts: int, switches: int) -> tuple[float, float, dict]:
+def available_kb() -> int:
+    info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    return int(info["MemAvailable"].split()[0])
+
+
+def run_cloudemu(hosts: int, switches: int, pingall: bool = False) -> tuple[float, float, dict]:
     emu = Emulation(load_text(topology_text(hosts, switches, "bench")))
+    before = available_kb()
     t0 = time.perf_counter()
     emu.up()
     up = time.perf_counter() - t0
-    sample = emu.hosts()[:1] + emu.hosts()[-1:]
-    reach = sample[0].run(["ping", "-c1", "-W2", sample[1].ip]).returncode == 0
+    extra = {"memory_kb_per_host": round((before - available_kb()) / hosts, 1)}
+    if pingall:
+        res = emu.pingall(wait=10)
+        extra["pingall"] = {"pairs": res.pairs, "failed": len(res.failed), "seconds": round(res.seconds, 2)}
     t0 = time.perf_counter()
     res = emu.down()
     down = time.perf_counter() - t0
     assert res.clean, res.left
-    return up, down, {"phases": {k: round(v, 3) for k, v in emu.timings.items()}, "first_to_last_ping": reach}
+    return up, down, {"phases": {k: round(v, 3) for k, v in emu.timings.items()}, **extra}
+
+
+def run_kernel_floor(hosts: int, switches: int) -> tuple[float, float, dict]:
+    """What the kernel itself costs: a namespace, a veth into it and an address per host (`ip -batch`, bounded by
+    the open-files limit as cloudemu's are, then netlink), no switch at all."""
+    from emulator.runtime.executor import within_open_files
+    from provisioners import nsconfig
+
+    lines = [f"netns add kf.h{h}" for h in range(hosts)]
+    links = [f"link add kf-{h} type veth peer name eth0 netns kf.h{h}" for h in range(hosts)]
+    addresses = [nsconfig.NamespaceConfig(f"kf.h{h}", [nsconfig.IfaceConfig(
+        "eth0", f"10.{h >> 16 & 255}.{h >> 8 & 255}.{h & 255 or 1}/8")], ipv6=False) for h in range(hosts)]
+    t0 = time.perf_counter()
+    subprocess.run(["ip", "-batch", "-"], input="\n".join(lines) + "\n", text=True, check=True)
+    for part in within_open_files(links):
+        subprocess.run(["ip", "-batch", "-"], input="\n".join(part) + "\n", text=True, check=True)
+    nsconfig.configure(addresses)  # over netlink from two threads, as cloudemu configures its hosts
+    up = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    subprocess.run(["ip", "-force", "-batch", "-"], input="\n".join(f"netns del kf.h{h}" for h in range(hosts)) + "\n",
+                   text=True)
+    return up, time.perf_counter() - t0, {}
 
 
 def run_bare(hosts: int, switches: int) -> tuple[float, float, dict]:
@@ -107,18 +143,31 @@ def main() -> None:
     ap.add_argument("--hosts", type=int, default=1000)
     ap.add_argument("--switches", type=int, default=20)
     ap.add_argument("--skip-mininet", action="store_true")
+    ap.add_argument("--skip-bare", action="store_true", help="no bare ip -batch + one ovs-vsctl loop (quadratic past "
+                                                             "a few thousand ports in one daemon)")
+    ap.add_argument("--pingall", action="store_true", help="time a sampled pingall after cloudemu's up")
+    ap.add_argument("--runs", type=int, default=1, help="repeat, and print the median and range of each figure")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = ap.parse_args()
     os.environ.setdefault("CLOUDEMU_STATE_DIR", tempfile.mkdtemp(prefix="cloudemu-bench-"))
 
-    runs = {"cloudemu": run_cloudemu(args.hosts, args.switches), "bare ip -batch": run_bare(args.hosts, args.switches)}
+    if args.runs > 1:
+        return repeated(args)
+    runs = {"cloudemu": run_cloudemu(args.hosts, args.switches, args.pingall),
+            "kernel floor": run_kernel_floor(args.hosts, args.switches)}
+    if not args.skip_bare:
+        runs["bare ip -batch"] = run_bare(args.hosts, args.switches)
     if not args.skip_mininet:
         runs["mininet"] = run_mininet(args.hosts, args.switches)
     ce_up, ce_down, _ = runs["cloudemu"]
     result = {"hosts": args.hosts, "switches": args.switches,
               "runs": {k: {"up_s": round(u, 3), "down_s": round(d, 3), **extra} for k, (u, d, extra) in runs.items()},
-              "ratio_vs_bare": {"up": round(ce_up / runs["bare ip -batch"][0], 2),
-                                "down": round(ce_down / runs["bare ip -batch"][1], 2)}}
+              "ratio_vs_kernel_floor": {"up": round(ce_up / runs["kernel floor"][0], 2),
+                                        "down": round(ce_down / runs["kernel floor"][1], 2)},
+              "cloudemu_ms_per_host": round(ce_up / args.hosts * 1e3, 3)}
+    if "bare ip -batch" in runs:
+        result["ratio_vs_bare"] = {"up": round(ce_up / runs["bare ip -batch"][0], 2),
+                                   "down": round(ce_down / runs["bare ip -batch"][1], 2)}
     if "mininet" in runs:
         result["speedup_vs_mininet"] = {"up": round(runs["mininet"][0] / ce_up, 1),
                                         "down": round(runs["mininet"][1] / ce_down, 1)}
@@ -129,11 +178,38 @@ def main() -> None:
     print(f"{'engine':<16}{'up (s)':>10}{'down (s)':>10}{'hosts/s up':>12}")
     for name, (u, d, _) in runs.items():
         print(f"{name:<16}{u:>10.2f}{d:>10.2f}{args.hosts / u:>12.0f}")
-    print(f"cloudemu / bare: up {result['ratio_vs_bare']['up']}x, down {result['ratio_vs_bare']['down']}x (target <= 3x)")
+    if "ratio_vs_bare" in result:
+        print(f"cloudemu / bare: up {result['ratio_vs_bare']['up']}x, down {result['ratio_vs_bare']['down']}x "
+              "(target <= 3x)")
+    floor = result["ratio_vs_kernel_floor"]
+    print(f"cloudemu / kernel floor: up {floor['up']}x, down {floor['down']}x; {result['cloudemu_ms_per_host']} ms "
+          f"and {runs['cloudemu'][2]['memory_kb_per_host']} KB per host")
     if "speedup_vs_mininet" in result:
         s = result["speedup_vs_mininet"]
         print(f"cloudemu speed-up over Mininet: up {s['up']}x, down {s['down']}x (target >= 10x)")
     print("cloudemu phases:", runs["cloudemu"][2]["phases"])
+
+
+def repeated(args) -> None:
+    """`--runs N`: cloudemu and the kernel floor N times; the median and range of each figure."""
+    import statistics
+
+    rows = []
+    for _ in range(args.runs):
+        up, down, extra = run_cloudemu(args.hosts, args.switches, args.pingall)
+        k_up, k_down, _ = run_kernel_floor(args.hosts, args.switches)
+        row = {"up_s": up, "down_s": down, "ms_per_host": up / args.hosts * 1e3, "kb_per_host": extra["memory_kb_per_host"],
+               "kernel_floor_up_s": k_up, "kernel_floor_down_s": k_down, "up_vs_floor": up / k_up}
+        if args.pingall:
+            row |= {"pingall_s": extra["pingall"]["seconds"], "pingall_failed": extra["pingall"]["failed"]}
+        rows.append(row)
+        print(json.dumps({k: round(v, 3) for k, v in row.items()}), flush=True)
+
+    def spread(key: str) -> str:
+        values = sorted(r[key] for r in rows)
+        return f"{statistics.median(values):.3g} ({values[0]:.3g}-{values[-1]:.3g})"
+    print(json.dumps({"hosts": args.hosts, "switches": args.switches, "runs": args.runs,
+                      **{k: spread(k) for k in rows[0]}}, indent=1))
 
 
 if __name__ == "__main__":
