@@ -37,6 +37,9 @@ def topology_text(hosts: int, switches: int, name: str) -> str:
             f"topology: {{generator: linear, switches: {switches}, hosts_per_switch: {hosts // switches}}}\n")
 
 
+PING_TIMEOUT, PING_SAMPLE = 1.0, None  # --ping-timeout, --ping-sample
+
+
 def available_kb() -> int:
     info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
     return int(info["MemAvailable"].split()[0])
@@ -50,7 +53,7 @@ def run_cloudemu(hosts: int, switches: int, pingall: bool = False) -> tuple[floa
     up = time.perf_counter() - t0
     extra = {"memory_kb_per_host": round((before - available_kb()) / hosts, 1)}
     if pingall:
-        res = emu.pingall(wait=10)
+        res = emu.pingall(wait=10, timeout=PING_TIMEOUT, sample=PING_SAMPLE)
         extra["pingall"] = {"pairs": res.pairs, "failed": len(res.failed), "seconds": round(res.seconds, 2)}
     t0 = time.perf_counter()
     res = emu.down()
@@ -147,8 +150,13 @@ def main() -> None:
                                                              "a few thousand ports in one daemon)")
     ap.add_argument("--pingall", action="store_true", help="time a sampled pingall after cloudemu's up")
     ap.add_argument("--runs", type=int, default=1, help="repeat, and print the median and range of each figure")
+    ap.add_argument("--ping-timeout", type=float, default=1.0, help="seconds a ping waits (a first packet through "
+                                                                    "100 userspace switches takes about 3 s)")
+    ap.add_argument("--ping-sample", type=int, help="pairs pingall samples at most")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = ap.parse_args()
+    global PING_TIMEOUT, PING_SAMPLE
+    PING_TIMEOUT, PING_SAMPLE = args.ping_timeout, args.ping_sample
     os.environ.setdefault("CLOUDEMU_STATE_DIR", tempfile.mkdtemp(prefix="cloudemu-bench-"))
 
     if args.runs > 1:

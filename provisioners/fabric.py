@@ -236,7 +236,9 @@ class Fabric:
             base = next((b for b in instances if ovsinstance.db(b) == db), None)
             if base is not None:
                 ovsinstance.start(base, self._in_namespace(base), switch=False)
-            self.ex.ovs_vsctl([cmd for s in members for cmd in batches.ovs_bridge_commands(s, plan.experiment, userspace)],
+            hosts = sum(n.kind == "host" for n in plan.nodes)
+            self.ex.ovs_vsctl([cmd for s in members
+                               for cmd in batches.ovs_bridge_commands(s, plan.experiment, userspace, hosts)],
                               db=db, wait=base is None)
         by_db: dict[str | None, list[PlanNode]] = {}
         for s in switches:
