@@ -155,16 +155,17 @@ def exec_(experiment: str, node: str, command: tuple[str, ...]) -> None:
 @click.option("--wait", default=0.0, show_default=True, help="retry failed pairs for this many seconds")
 @click.option("--all", "every_pair", is_flag=True,
               help="every ordered pair even past 100 hosts (by default each then pings two others: 2N pairs, not N^2)")
+@click.option("--sample", type=click.IntRange(1, None), help="pairs to sample at most past 100 hosts  [default: 2,000]")
 @OUTPUT
 @guarded
-def pingall(experiment: str | None, wait: float, every_pair: bool, output: str) -> None:
+def pingall(experiment: str | None, wait: float, every_pair: bool, sample: int | None, output: str) -> None:
     """All hosts ping all hosts (past 100 hosts, a sample: two each); exit 1 on any loss."""
     if experiment is None:
         names = known_experiments()
         if len(names) != 1:
             fail(f"name the experiment; up now: {', '.join(names) or 'none'}", 2, output)
         experiment = names[0]
-    res = Emulation.attach(experiment).pingall(wait=wait, every_pair=every_pair)
+    res = Emulation.attach(experiment).pingall(wait=wait, every_pair=every_pair, sample=sample)
     sampled = f" (sampled from {res.of_pairs:,})" if res.of_pairs else ""
     table = table_of(f"pingall {experiment}", "pairs", "failed", "loss %", "seconds")
     table.add_row(f"{res.pairs}{sampled}", str(len(res.failed)), f"{res.loss_percent:.1f}", f"{res.seconds:.2f}")
