@@ -332,9 +332,11 @@ class Fabric:
         journaled = journaled + [r for r in _traces(experiment) if r not in known]  # a journal cut short by kill -9
         with phases.phase("processes"):
             portforward.stop(experiment)
-            for r in journaled:
-                if r.kind == "ovs-instance" and not ovsinstance.stop(Path(r.name)):
-                    computenodes.remove_dirs([r.name])
+
+            def stop(base: str, _) -> None:  # instances side by side: each closes its own packet sockets
+                if not ovsinstance.stop(Path(base)):
+                    computenodes.remove_dirs([base])
+            _side_by_side(stop, dict.fromkeys(r.name for r in journaled if r.kind == "ovs-instance"))
             namespaces = sorted({r.name for r in journaled if r.kind == "netns"} | _netns_with_prefix(ns_prefix))
             _kill_processes_in(namespaces)
         # Namespaces first: the kernel then removes their veths in one batched clean-up,
