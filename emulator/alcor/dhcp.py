@@ -13,6 +13,8 @@ import socket
 import struct
 from typing import NamedTuple
 
+from emulator.runtime.icmp import checksum
+
 DISCOVER, OFFER, REQUEST, ACK, NAK = 1, 2, 3, 5, 6
 MAGIC = b"\x63\x82\x53\x63"
 LEASE_SECONDS = 86400  # ACA's default lease time
@@ -128,20 +130,11 @@ def answer(request: Request, lease: Lease) -> bytes | None:
     destination = "255.255.255.255" if broadcast else lease.ip
     udp_length = 8 + len(payload)
     pseudo = socket.inet_aton(server) + socket.inet_aton(destination) + struct.pack("!BBH", 0, 17, udp_length)
-    udp_sum = _checksum(pseudo + struct.pack("!HHHH", 67, 68, udp_length, 0) + payload) or 0xFFFF
+    udp_sum = checksum(pseudo + struct.pack("!HHHH", 67, 68, udp_length, 0) + payload) or 0xFFFF
     udp = struct.pack("!HHHH", 67, 68, udp_length, udp_sum)
     header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + udp_length, 0, 0, 64, 17, 0, socket.inet_aton(server),
                          socket.inet_aton(destination))
-    ip = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+    ip = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
     dst = b"\xff" * 6 if broadcast else request.chaddr[:6]
     src = bytes.fromhex(lease.server_mac.replace(":", ""))
     return dst + src + struct.pack("!HHH", ETH_VLAN, lease.vlan & 0x0FFF, ETH_IP) + ip + udp + payload
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF

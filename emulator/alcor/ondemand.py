@@ -20,12 +20,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
+from emulator.alcor.dhcp import ETH_IP, ETH_VLAN
 from emulator.alcor.schema import common_pb2 as common
 from emulator.alcor.schema import goalstateprovisioner_pb2 as gsp
 
 log = logging.getLogger("cloudemu.agent")
 QUIET_SECONDS = 1.0  # an unknown destination is not asked about again sooner
-ETH_VLAN, ETH_ARP, ETH_IP = 0x8100, 0x0806, 0x0800
+ETH_ARP = 0x0806
 
 
 class Punted(NamedTuple):

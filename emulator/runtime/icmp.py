@@ -21,7 +21,8 @@ from provisioners.nsconfig import setns
 ECHO_REQUEST, ECHO_REPLY = 8, 0
 
 
-def _checksum(data: bytes) -> int:
+def checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071): of an IP header, or of ICMP or UDP with its pseudo-header."""
     if len(data) % 2:
         data += b"\0"
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -32,7 +33,7 @@ def _checksum(data: bytes) -> int:
 
 def echo(ident: int, seq: int) -> bytes:
     body = struct.pack("!HH", ident, seq) + b"cloudemu"
-    return struct.pack("!BBH", ECHO_REQUEST, 0, _checksum(struct.pack("!BBH", ECHO_REQUEST, 0, 0) + body)) + body
+    return struct.pack("!BBH", ECHO_REQUEST, 0, checksum(struct.pack("!BBH", ECHO_REQUEST, 0, 0) + body)) + body
 
 
 def _socket_in(netns_path: str, home: int) -> socket.socket:

@@ -11,6 +11,7 @@ from emulator.alcor.agent import Agent
 from emulator.alcor.dataplane import RecordingDataplane
 from emulator.alcor.schema import common_pb2 as common
 from emulator.alcor.schema import goalstate_pb2
+from emulator.runtime.icmp import checksum
 
 MAC = "fa:16:3e:00:00:07"
 
@@ -35,11 +36,11 @@ def read_answer(frame: bytes) -> tuple[int, dict[int, bytes], str, int]:
     tpid, tci, ethertype = struct.unpack_from("!HHH", frame, 12)
     assert (tpid, ethertype) == (0x8100, 0x0800)
     ip = frame[18:38]
-    assert dhcp._checksum(ip) == 0
+    assert checksum(ip) == 0
     total = struct.unpack_from("!H", ip, 2)[0]
     udp = frame[38:18 + total]
     pseudo = ip[12:20] + struct.pack("!BBH", 0, 17, len(udp))
-    assert dhcp._checksum(pseudo + udp) == 0
+    assert checksum(pseudo + udp) == 0
     bootp = udp[8:]
     yiaddr = socket.inet_ntoa(bootp[16:20])
     opts = dhcp.options(bootp[240:])
