@@ -73,7 +73,7 @@ def configure(namespaces: list[NamespaceConfig], on_done: Callable[[int], None] 
             for i, ns in enumerate(chunk):
                 if errors:
                     return
-                _enter(ns.netns)
+                enter(ns.netns)
                 _configure_one(ns)
                 if on_done and (i % 50 == 49 or i == len(chunk) - 1):
                     with lock:
@@ -99,7 +99,7 @@ def links_up(devices: list[str]) -> None:
     _send_all([_link_up(socket.if_nametoindex(dev)) for dev in devices], "of this process")
 
 
-def _enter(netns: str) -> None:
+def enter(netns: str) -> None:
     """By descriptor: pyroute2's setns by name lists /run/netns each time, and creates a missing one."""
     fd = os.open(netns if netns.startswith("/") else f"{NETNS_RUN}/{netns}", os.O_RDONLY)
     try:

@@ -16,7 +16,7 @@ import socket
 import struct
 import time
 
-from provisioners.nsconfig import setns
+from provisioners import nsconfig
 
 ECHO_REQUEST, ECHO_REPLY = 8, 0
 
@@ -37,13 +37,11 @@ def echo(ident: int, seq: int) -> bytes:
 
 
 def _socket_in(netns_path: str, home: int) -> socket.socket:
-    fd = os.open(netns_path, os.O_RDONLY)
+    nsconfig.enter(netns_path)
     try:
-        setns(fd)
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     finally:
-        os.close(fd)
-        setns(home)
+        nsconfig.setns(home)
     sock.setblocking(False)
     return sock
 

@@ -241,7 +241,7 @@ def test_the_agent_learns_a_neighbours_mac_from_the_kernels_own_arp_and_gives_up
 
         def in_a() -> None:  # setns acts on this thread only
             try:
-                nsconfig._enter(a)
+                nsconfig.enter(a)
 
                 def knock(missing: set[str]) -> None:
                     asked.append(sorted(missing))
