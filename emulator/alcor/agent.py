@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 from emulator.alcor import dhcp, flows
 from emulator.alcor.dataplane import Dataplane, DataplaneError, FlowSink, LocalPort, NewVm
+from emulator.alcor.flows import MAC_RE
 from emulator.alcor.routers import Routed, RouterRefused, Routers, read_subnet
 from emulator.alcor.schema import common_pb2 as common
 from emulator.alcor.schema import goalstate_pb2, goalstateprovisioner_pb2, resources_pb2
@@ -36,8 +37,6 @@ from emulator.runtime import tokens
 log = logging.getLogger("cloudemu.agent")
 Reply = goalstateprovisioner_pb2.GoalStateOperationReply
 Status = Reply.GoalStateOperationStatus
-#: Checked with fullmatch: `$` would accept a trailing newline, and a newline in batch text is a second command.
-MAC_RE = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}")
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,40}")
 HOSTNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}")
 DHCP_SERVER_MAC = "fa:16:3f:ff:ff:fe"  # the answers' source when the subnet names no gateway MAC
@@ -421,7 +420,7 @@ class Agent:
                     if found is None:
                         raise RouterRefused(f"router {rid}: subnet {table.subnet_id} is not an INFO subnet state of "
                                             "the message", common.FAILURE)
-                    subnets[found.id] = read_subnet(found, lambda m: MAC_RE.fullmatch(m) is not None)
+                    subnets[found.id] = read_subnet(found)
                 old = self.routers.routers.get(rid)
                 if old is not None and cfg.update_type == common.DELTA:
                     subnets = {**old.subnets, **subnets}

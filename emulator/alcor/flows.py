@@ -23,6 +23,8 @@ the reply's eight actions live once in table 52, and each table-51 flow carries 
 
 from __future__ import annotations
 
+import re
+
 PATCH_INT_OFPORT = 1  # patch-int on br-tun
 VXLAN_OFPORT = 100  # vxlan-generic on br-tun, as ACA numbers it
 #: br-int's port where DHCP requests go to the agent (ACA punts them to its OpenFlow controller), and its answers come from.
@@ -32,6 +34,9 @@ DEMAND_PORT, DEMAND_OFPORT = "demand-punt", 65001
 #: Marks every flow this agent installs, so a restart can find and replace them.
 COOKIE = "0xace"
 TAP_PREFIX = "tap"
+#: A MAC as goal states give it, lower case. Checked with fullmatch: `$` would accept a trailing newline, and a
+#: newline in batch text is a second command.
+MAC_RE = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}")
 IFNAME_MAX = 14  # ACA cuts "tap" + port id to 14 characters
 #: Where a table-51 flow leaves the answering VM's MAC for table 52 (reg4 holds an address while swapping).
 MAC_FIELD = "NXM_NX_XXREG0[0..47]"

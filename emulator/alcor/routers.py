@@ -55,7 +55,7 @@ class RouterRefused(ValueError):
         self.status = status
 
 
-def read_subnet(cfg: resources_pb2.SubnetConfiguration, mac_ok: Callable[[str], bool]) -> RouterSubnet:
+def read_subnet(cfg: resources_pb2.SubnetConfiguration) -> RouterSubnet:
     """A router's subnet as ACA checks it: a CIDR with its prefix, a VXLAN VNI, an IPv4 gateway with a MAC."""
     if "/" not in cfg.cidr:
         raise RouterRefused(f"subnet {cfg.id}: cidr {cfg.cidr!r} has no prefix length")
@@ -67,7 +67,7 @@ def read_subnet(cfg: resources_pb2.SubnetConfiguration, mac_ok: Callable[[str], 
     if not 0 < cfg.tunnel_id < VNI_LIMIT:
         raise RouterRefused(f"subnet {cfg.id}: tunnel id {cfg.tunnel_id} is not a VXLAN VNI")
     mac = cfg.gateway.mac_address.lower()
-    if not mac_ok(mac):
+    if not flows.MAC_RE.fullmatch(mac):
         raise RouterRefused(f"subnet {cfg.id}: gateway MAC {cfg.gateway.mac_address!r} is not a MAC")
     return RouterSubnet(cfg.id, int(cfg.tunnel_id), cidr, cfg.gateway.ip_address, mac)
 
