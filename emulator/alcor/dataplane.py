@@ -240,14 +240,15 @@ exit 0
     # -- DHCP ------------------------------------------------------------------------------
     def serve_dhcp(self, answer: Callable[[bytes], bytes | None]) -> None:
         """Frames punted to br-int's DHCP port are answered by `answer`, from a thread of their own."""
-        send = self._serve_port(flows.DHCP_PORT, "dhcp", lambda frame: (reply := answer(frame)) and send(reply))
+        self._serve_port(flows.DHCP_PORT, "dhcp", answer)
 
     def serve_demand(self, punted: Callable[[bytes], None]) -> Callable[[bytes], None]:
         """Frames br-tun punts in on-demand mode go to `punted`; what it returns sends frames back into br-tun."""
         return self._serve_port(flows.DEMAND_PORT, "on-demand", punted)
 
-    def _serve_port(self, port: str, name: str, handle: Callable[[bytes], object]) -> Callable[[bytes], None]:
-        """Every frame OVS outputs to an internal port, to `handle` on a thread of its own; returns the port's send."""
+    def _serve_port(self, port: str, name: str, handle: Callable[[bytes], bytes | None]) -> Callable[[bytes], None]:
+        """Every frame OVS outputs to an internal port, to `handle` on a thread of its own, which sends back what it
+        returns at once; returns the port's send, for answers that come later."""
         self.run(["ip", "link", "set", port, "up"])
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
         sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)  # the kernel takes a VLAN tag off a frame it receives
@@ -259,7 +260,9 @@ exit 0
                 if kind == socket.PACKET_OUTGOING:
                     continue  # our own frames, seen again
                 try:
-                    handle(with_vlan_tag(frame, ancillary))
+                    reply = handle(with_vlan_tag(frame, ancillary))
+                    if reply:
+                        sock.send(reply)
                 except Exception as exc:  # noqa: BLE001 - one bad frame must not end the server
                     log.warning("%s: %s", name, exc)
         threading.Thread(target=serve, name=name, daemon=True).start()
