@@ -167,7 +167,7 @@ class Fabric:
                     self.ex.ip_batch([f"netns add {ns}" for ns in switch_namespaces])
                     journal.mark([Resource("netns", ns) for ns in switch_namespaces], "created")
                     nsconfig.configure([nsconfig.NamespaceConfig(ns, ipv6_later=False) for ns in switch_namespaces])
-                making_switches = background.submit(self._make_switches, plan, switches, instances, db_of, userspace)
+                making_switches = background.submit(self._make_switches, plan, switches, where, userspace)
                 make_hosts(plan, hosts, journal, step.advance)
 
             with phases.phase("switches", total=len(switches) + len(bridges)) as step:
@@ -226,24 +226,23 @@ class Fabric:
                     journal.mark([Resource("port", f"{outer}", node.netns)], "created")
                     step.advance(1)
 
-    def _make_switches(self, plan: Plan, switches: list[PlanNode], instances: list[Path], db_of,
-                       userspace: bool) -> None:
+    def _make_switches(self, plan: Plan, switches: list[PlanNode], where: dict[str, Path], userspace: bool) -> None:
         """The switches' bridges, one transaction per OVS. A private instance's database starts alone and takes its
         whole configuration (bridges here, ports later) before its ovs-vswitchd starts (_start_switches): the
         daemon then opens every port once, where it reconfigures every port it has for each port added or link
         coming up while it runs (5,000 ports in one daemon: 34 s)."""
-        def one(db: str | None, members: list[PlanNode]) -> None:
-            base = next((b for b in instances if ovsinstance.db(b) == db), None)
+        hosts = sum(n.kind == "host" for n in plan.nodes)
+
+        def one(base: Path | None, members: list[PlanNode]) -> None:  # None: the machine's OVS
             if base is not None:
                 ovsinstance.start(base, self._in_namespace(base), switch=False)
-            hosts = sum(n.kind == "host" for n in plan.nodes)
             self.ex.ovs_vsctl([cmd for s in members
                                for cmd in batches.ovs_bridge_commands(s, plan.experiment, userspace, hosts)],
-                              db=db, wait=base is None)
-        by_db: dict[str | None, list[PlanNode]] = {}
+                              db=ovsinstance.db(base) if base else None, wait=base is None)
+        by_base: dict[Path | None, list[PlanNode]] = {}
         for s in switches:
-            by_db.setdefault(db_of(s.name), []).append(s)
-        _side_by_side(one, by_db)
+            by_base.setdefault(where.get(s.name), []).append(s)
+        _side_by_side(one, by_base)
 
     def _add_ports(self, ports: dict[str | None, list]) -> None:
         """Each instance's ports in one transaction of its own, instances side by side (into a private instance's
