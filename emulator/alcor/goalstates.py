@@ -241,11 +241,13 @@ def per_host(ports: Iterable[Port], *, op: int = common.CREATE) -> dict[str, goa
         if p.vpc.router:
             routed[p.vpc.router_id][p.vpc.subnet_id] = p.vpc
     out: dict[str, goalstate_pb2.GoalStateV2] = {}
+    own_subnets: dict[str, dict[str, Vpc]] = defaultdict(dict)  # host -> the subnets of its own ports
     for p in ports:
         add(message_for(out, p.host_ip), p.host_ip, p, op=op)
+        own_subnets[p.host_ip][p.vpc.subnet_id] = p.vpc
     made: dict = {}
     for host, gs in out.items():
-        subnets = {p.vpc.subnet_id: p.vpc for p in ports if p.host_ip == host}
+        subnets = own_subnets[host]
         routers = sorted({s.router_id for s in subnets.values() if s.router})
         for rid in routers:  # the router and every subnet it has (ACA reads them from the same message)
             for s in routed[rid].values():
