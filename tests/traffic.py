@@ -15,9 +15,11 @@ ASK = ("import socket,sys\n"
        "s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2); print(s.recv(100).decode())\n")
 
 
-def pings(emu: Emulation, src: str, ip: str, tries: int = 3, count: int = 1) -> bool:
-    """True when `src` reaches `ip` within `tries` pings of `count` packets (one answer is enough)."""
-    return any(emu.node(src).run(["ping", "-c", str(count), "-W", "1", ip]).returncode == 0 for _ in range(tries))
+def pings(emu: Emulation, src: str, ip: str, tries: int = 3, count: int = 1, wait: int = 1) -> bool:
+    """True when `src` reaches `ip` within `tries` pings of `count` packets (one answer is enough), each answer
+    awaited `wait` seconds."""
+    return any(emu.node(src).run(["ping", "-c", str(count), "-W", str(wait), ip]).returncode == 0
+               for _ in range(tries))
 
 
 def serve_tcp(emu: Emulation, vm: str, port: int) -> subprocess.Popen:

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from emulator.alcor.agent import Agent
 from emulator.alcor.dataplane import OvsDataplane
 from emulator.alcor.flows import VXLAN_OFPORT
 from emulator.alcor.ondemand import OnDemand
+from emulator.alcor.schema import goalstateprovisioner_pb2 as gsp
 from emulator.alcor.schema import goalstateprovisioner_pb2_grpc as rpc
 from emulator.alcor.server import ACA_PORT, serve
 from emulator.runtime import ovsinstance, processes, tokens
@@ -93,11 +95,36 @@ def writable_sysctls(where: str = "/run/cloudemu-proc") -> None:
     nsconfig.PROC_SYS = f"{where}/sys"
 
 
+class NcmClient:
+    """The controller the on-demand engine asks. After a failed connect a gRPC channel waits out a back-off that grows
+    to two minutes, so an agent that asked before its NCM was up would stay deaf that long: a call that finds no NCM
+    drops its channel, and the next question connects at once on a fresh one."""
+
+    OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
+
+    def __init__(self, target: str):
+        self.target = target
+        self.lock = threading.Lock()
+        self.stub = self._connect()
+
+    def _connect(self) -> rpc.GoalStateProvisionerStub:
+        return rpc.GoalStateProvisionerStub(grpc.insecure_channel(self.target, options=self.OPTIONS))
+
+    def ask(self, request: gsp.HostRequest) -> gsp.HostRequestReply:
+        stub = self.stub
+        try:
+            return stub.RequestGoalStates(request, timeout=5)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                with self.lock:
+                    if self.stub is stub:  # not renewed by another question meanwhile
+                        self.stub = self._connect()
+            raise
+
+
 def start_on_demand(agent: Agent, dp: OvsDataplane, ncm: str) -> OnDemand:
-    channel = grpc.insecure_channel(ncm)
-    stub = rpc.GoalStateProvisionerStub(channel)
-    engine = OnDemand(lambda request: stub.RequestGoalStates(request, timeout=5), lambda frame: None,
-                      agent.vni_of_vlan, agent.neighbour_mac, agent.has_local)
+    engine = OnDemand(NcmClient(ncm).ask, lambda frame: None, agent.vni_of_vlan, agent.neighbour_mac,
+                      agent.has_local)
     engine.send = dp.serve_demand(engine.punted)
     return engine
 

@@ -46,8 +46,10 @@ def test_neighbours_are_learned_on_the_first_packet_through_the_ncm_and_counted(
             assert time.monotonic() < deadline and ncm.poll() is None, ncm.stderr.read() if ncm.poll() else "no socket"
             time.sleep(0.1)
         time.sleep(1.1)  # past the second in which a destination the NCM could not answer is not asked again
-        assert pings(emu, "a1", "10.8.1.12", tries=1)  # the first ping: its ARP resolved through the NCM
-        assert pings(emu, "a2", "10.8.1.11", tries=1)  # the other way: cn2 asks for a1 in turn
+        # the first ping: its ARP resolved through the NCM, and a2's answer needs cn2 to ask in turn (on a busy
+        # machine two lookups and their flows can take longer than ping's usual second)
+        assert pings(emu, "a1", "10.8.1.12", tries=1, wait=5)
+        assert pings(emu, "a2", "10.8.1.11", tries=1)  # the other way: both sides know each other now
         assert pings(emu, "a1", "10.8.2.12", tries=1, count=4)  # routed: a first packet each way asks, the next go through
         assert not pings(emu, "a1", "10.8.1.99", tries=1)  # nobody has it: the NCM says so
         ncm.send_signal(subprocess.signal.SIGTERM)
