@@ -6,6 +6,7 @@ late, in the compiler, still point at the line the user has to change.
 
 from __future__ import annotations
 
+import dataclasses
 import graphlib
 import ipaddress
 import re
@@ -471,11 +472,27 @@ class Machine:
 
 
 @dataclass
+class LxdCluster:
+    """An LXD cluster whose members are the inventory's machines (member name = machine name): its API endpoint and
+    the client certificate it trusts, or the local socket of a member."""
+
+    endpoint: str | None = None  # https://host:port
+    cert: str | None = None  # client certificate the cluster trusts
+    key: str | None = None
+    server_cert: str | None = None  # the cluster's certificate, pinned (as lxc pins a remote's)
+    socket: str | None = None  # unix socket of a member, instead of the endpoint
+
+    def to_dict(self) -> dict[str, str]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass
 class Cluster:
     name: str
     machines: list[Machine]
     source: str | None = None
     known_hosts: str | None = None  # the SSH host keys to verify machines against (default ~/.ssh/known_hosts)
+    lxd: LxdCluster | None = None  # the machines are the members of this LXD cluster
 
     @classmethod
     def local(cls, count: int = 1) -> Cluster:

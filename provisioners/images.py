@@ -164,8 +164,9 @@ def lxd_metadata(rootfs: Path) -> bytes:
     return buf.getvalue()
 
 
-def import_lxd(rootfs: Path, image: str = DEFAULT_IMAGE) -> str:
-    client = lxd_client()
+def import_lxd(rootfs: Path, image: str = DEFAULT_IMAGE, client=None) -> str:
+    """Into this machine's LXD, or into the LXD cluster `client` speaks to (once: LXD copies it to members)."""
+    client = client or lxd_client()
     alias = lxd_alias(image)
     if client.images.exists(alias, alias=True):
         existing = client.images.get_by_alias(alias)

@@ -32,12 +32,27 @@ class LxdEngine(HostEngine):
             self._local.client = images.lxd_client()
         return self._local.client
 
+    @property
+    def clustered(self) -> bool:
+        """This daemon is a member of an LXD cluster: instances are placed on members by `target`, the machine
+        name the placement chose (member name = machine name)."""
+        return bool(self.client.host_info["environment"].get("server_clustered"))
+
     def engine_problems(self, plan: Plan, nodes: list[PlanNode]) -> list[str]:
         try:
             client = self.client
         except PreflightError as exc:
             return [str(exc)]
         problems = []
+        if self.clustered:
+            members = {m.server_name: m.status for m in client.cluster.members.all()}
+            for machine in sorted({n.machine for n in nodes}):
+                if machine not in members:
+                    problems.append(f"machine {machine} is not a member of this LXD cluster (members: "
+                                    f"{', '.join(sorted(members))}): name the machines as their members")
+                elif members[machine].lower() != "online":
+                    problems.append(f"LXD cluster member {machine} is {members[machine].lower()}: bring it back or "
+                                    "'lxc cluster evacuate' it and plan without it")
         for image in sorted({n.options["image"] for n in nodes}):
             if not client.images.exists(images.lxd_alias(image), alias=True):
                 hint = "'cloudemu image build --engine lxd'" if image == images.DEFAULT_IMAGE else "'lxc image import'"
@@ -51,7 +66,12 @@ class LxdEngine(HostEngine):
         return problems
 
     def start(self, plan: Plan, node: PlanNode) -> int:
-        instance = self.client.instances.create(self._config(plan, node), wait=True)
+        if self.clustered:  # through the cluster's API, on the member the plan says; then where it landed is checked
+            instance = self.client.instances.create(self._config(plan, node), wait=True, target=node.machine)
+            if instance.location != node.machine:
+                raise RuntimeError(f"LXD placed {instance.name} on {instance.location}, the plan says {node.machine}")
+        else:
+            instance = self.client.instances.create(self._config(plan, node), wait=True)
         instance.start(wait=True)
         return instance.state().pid
 
@@ -80,7 +100,11 @@ class LxdEngine(HostEngine):
                 "config": config, "devices": devices}
 
     def containers_of(self, experiment: str) -> dict[str, str]:
-        return {i.name: i.status for i in self.client.instances.all() if i.config.get(OWNER_KEY) == experiment}
+        """The experiment's instances here: on a cluster member, those located on this member only (each machine's
+        `down` removes its own; the cluster's API lists every member's)."""
+        here = self.client.host_info["environment"].get("server_name") if self.clustered else None
+        return {i.name: i.status for i in self.client.instances.all()
+                if i.config.get(OWNER_KEY) == experiment and (here is None or i.location == here)}
 
     def remove(self, name: str) -> None:
         """Stop and delete; the instance may be stopping already (down ends the processes in its namespace)."""

@@ -35,6 +35,8 @@ RUN = Path(os.environ.get("CLOUDEMU_TESTBED_RUN", "/run/cloudemu-testbed"))
 BRIDGE = "cetb0"
 NETNS_PREFIX = "cetb-"
 MARK = "cloudemu-testbed"
+LXD_CLUSTER = "lxd-cluster"
+LXD_PORT = 8443
 #: Underlays to try, in order: benchmarking and shared ranges, unlikely to be anyone's real network.
 CANDIDATES = ["198.18.0.0/24", "198.18.1.0/24", "198.19.0.0/24", "100.64.250.0/24", "10.250.250.0/24"]
 
@@ -83,10 +85,13 @@ def save_state(state: dict) -> None:
     (RUN / "state.json").write_text(json.dumps(state, indent=2))
 
 
-def machine_env(name: str) -> dict[str, str]:
-    """What a session on the machine sees: its own OVS, cloudemu state and runner directories."""
-    return {**ovsinstance.env(RUN / name / "ovs"), "CLOUDEMU_STATE_DIR": str(ROOT / name / "state"),
-            "CLOUDEMU_MACHINE": name}
+def machine_env(name: str, engine: str | None = None) -> dict[str, str]:
+    """What a session on the machine sees: its own OVS, cloudemu state and runner directories (and its LXD)."""
+    env = {**ovsinstance.env(RUN / name / "ovs"), "CLOUDEMU_STATE_DIR": str(ROOT / name / "state"),
+           "CLOUDEMU_MACHINE": name}
+    if (engine or load_state().get("engine")) == LXD_CLUSTER:
+        env.update(lxd_env(name))
+    return env
 
 
 def in_netns(name: str, argv: list[str]) -> list[str]:
@@ -130,12 +135,12 @@ def start_ovs(name: str) -> list[int]:
     return ovsinstance.start(RUN / name / "ovs", in_netns(name, []))
 
 
-def sshd_config(name: str, address: str, key_dir: Path) -> Path:
+def sshd_config(name: str, address: str, key_dir: Path, engine: str) -> Path:
     d = ROOT / name
     host_key = d / "ssh_host_ed25519_key"
     if not host_key.exists():
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{MARK}-{name}", "-f", str(host_key)])
-    env = " ".join(f"{k}={v}" for k, v in machine_env(name).items())
+    env = " ".join(f"{k}={v}" for k, v in machine_env(name, engine).items())
     config = d / "sshd_config"
     config.write_text(f"""# {MARK} machine {name}
 ListenAddress {address}
@@ -183,7 +188,7 @@ def up(count: int, out: Path, underlay: str | None, engine: str) -> None:
         raise SystemExit("testbed: sshd is missing: apt-get install openssh-server (scripts/setup.sh does)")
     net = pick_underlay(underlay)
     hosts = list(net.hosts())
-    state = {"underlay": str(net), "bridge": BRIDGE, "machines": {}, "iptables": False}
+    state = {"underlay": str(net), "bridge": BRIDGE, "machines": {}, "iptables": False, "engine": engine}
     save_state(state)  # journal first: a crash from here on is cleaned by `down`
     ROOT.mkdir(parents=True, exist_ok=True)
     key = ROOT / "id_ed25519"
@@ -216,12 +221,14 @@ def up(count: int, out: Path, underlay: str | None, engine: str) -> None:
         state["machines"][name]["pids"].update({"ovsdb-server": ovsdb, "ovs-vswitchd": vswitchd})
         state["machines"][name]["keeper"] = start_keeper(name)  # in its network namespace: down ends it there
         save_state(state)
-        sshd_config(name, address, ROOT)
+        sshd_config(name, address, ROOT, engine)
         state["machines"][name]["pids"]["sshd"] = start_sshd(name)
         save_state(state)
         pub = (ROOT / name / "ssh_host_ed25519_key.pub").read_text().split()
         known.append(f"{address} {pub[0]} {pub[1]}")
     (ROOT / "known_hosts").write_text("\n".join(known) + "\n")
+    if engine == LXD_CLUSTER:
+        form_lxd_cluster(state)
     write_inventory(out, state, python, engine)
     print(f"testbed: {count} machines on {net} (bridge {BRIDGE}); inventory {out}")
 
@@ -238,12 +245,129 @@ def _remove_stale_link(dev: str) -> None:
 
 def write_inventory(out: Path, state: dict, python: str, engine: str) -> None:
     cpus = os.cpu_count() or 2
+    provisioner = "lxd" if engine == LXD_CLUSTER else engine
     lines = ["# written by scripts/testbed: machines emulated on this host (namespaces with their own sshd and OVS)",
              "version: 1", "name: testbed", f"known_hosts: {ROOT / 'known_hosts'}",
-             f"defaults: {{user: root, key: {ROOT / 'id_ed25519'}, provisioner: {engine}, python: {python}, "
+             f"defaults: {{user: root, key: {ROOT / 'id_ed25519'}, provisioner: {provisioner}, python: {python}, "
              f"cpu: {cpus}, max_nodes: 2000, underlay: eth0, mtu: 1500}}", "machines:"]
     lines += [f"  {name}: {{address: {m['address']}}}" for name, m in state["machines"].items()]
+    if engine == LXD_CLUSTER:
+        first = next(iter(state["machines"].values()))
+        lines += ["# the machines are the members of this LXD cluster (one LXD daemon per machine)",
+                  f"lxd: {{endpoint: 'https://{first['address']}:{LXD_PORT}', cert: {ROOT / 'lxd-client.crt'}, "
+                  f"key: {ROOT / 'lxd-client.key'}, server_cert: {ROOT / 'lxd-cluster.crt'}}}"]
     out.write_text("\n".join(lines) + "\n")
+
+
+# -- an LXD cluster: one daemon per machine, in the machine's network and mount namespaces --------------------------
+def lxd_env(name: str) -> dict[str, str]:
+    """The machine's own LXD (its directory and socket) and lxc's configuration: never the host's."""
+    return {"LXD_DIR": str(ROOT / name / "lxd"), "LXD_CONF": str(ROOT / name / "lxc-conf")}
+
+
+def in_lxd(name: str, argv: list[str]) -> list[str]:
+    return in_machine(name, ["env", *(f"{k}={v}" for k, v in lxd_env(name).items()), *argv])
+
+
+def start_lxd(name: str) -> int:
+    """The machine's LXD daemon; its command line names the machine's directory (down ends it by that)."""
+    lxd_dir = Path(lxd_env(name)["LXD_DIR"])
+    lxd_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(in_lxd(name, ["lxd", "--group", "root", "--logfile", str(lxd_dir / "lxd.log")]),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    run(in_lxd(name, ["lxd", "waitready", "--timeout", "60"]))
+    return proc.pid  # nsenter and env exec: the daemon's own pid
+
+
+def form_lxd_cluster(state: dict) -> None:
+    """The first machine's daemon starts the cluster, the others join it with tokens; a client certificate is
+    trusted for the inventory, and the cluster's certificate kept to pin."""
+    names = list(state["machines"])
+    first = names[0]
+    first_address = f"{state['machines'][first]['address']}:{LXD_PORT}"
+    for name in names:
+        m = state["machines"][name]
+        m["pids"]["lxd"] = start_lxd(name)
+        save_state(state)
+        address = f"{m['address']}:{LXD_PORT}"
+        if name == first:
+            preseed = {"config": {"core.https_address": address},
+                       "storage_pools": [{"name": "default", "driver": "dir"}],
+                       "profiles": [{"name": "default", "devices": {"root": {"path": "/", "pool": "default",
+                                                                              "type": "disk"}}}],
+                       "cluster": {"server_name": name, "enabled": True}}
+        else:
+            token = run(in_lxd(first, ["lxc", "cluster", "add", name, "--quiet"])).strip()
+            preseed = {"cluster": {"enabled": True, "server_name": name, "server_address": address,
+                                   "cluster_address": first_address, "cluster_token": token,
+                                   "member_config": [{"entity": "storage-pool", "name": "default", "key": "source",
+                                                      "value": ""}]}}
+        run(in_lxd(name, ["lxd", "init", "--preseed"]), input=json.dumps(preseed))  # JSON is YAML
+    cert, key = ROOT / "lxd-client.crt", ROOT / "lxd-client.key"
+    if not cert.exists():
+        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp384r1", "-nodes",
+             "-keyout", str(key), "-out", str(cert), "-days", "3650", "-subj", f"/CN={MARK}"])
+    run(in_lxd(first, ["lxc", "config", "trust", "add", str(cert)]))
+    shutil.copy(ROOT / first / "lxd" / "cluster.crt", ROOT / "lxd-cluster.crt")
+    state["lxd"] = True
+    save_state(state)
+
+
+def lxd_running(name: str) -> bool:
+    pid = load_state()["machines"][name]["pids"].get("lxd")
+    return bool(pid) and ours(pid, markers(name))
+
+
+def stop_lxd(name: str) -> None:
+    """The member's daemon stops (SIGTERM: LXD leaves its instances running, as on a daemon restart): to the
+    cluster, the member is offline."""
+    state = load_state()
+    pid = state["machines"][name]["pids"].pop("lxd", None)
+    if pid:
+        end_process(pid, markers(name), timeout=30)
+    save_state(state)
+
+
+def restart_lxd(name: str) -> None:
+    state = load_state()
+    if not lxd_running(name):
+        state["machines"][name]["pids"]["lxd"] = start_lxd(name)
+        save_state(state)
+
+
+def shut_lxd_cluster(state: dict) -> None:
+    """Every member back up (a stopped one still holds instances), then each shut down with its instances."""
+    names = [n for n, m in state["machines"].items() if (ROOT / n / "lxd").exists()]
+    for name in names:
+        restart_lxd(name)
+    for name in reversed(names):
+        run(in_lxd(name, ["lxd", "shutdown", "--timeout", "60"]), check=False)
+    for name in names:  # a daemon that would not stop, and what it ran: ended by pid, ours by command line
+        for pid in _ours_and_descendants(name):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _ours_and_descendants(name: str) -> list[int]:
+    """Processes whose command line names the machine's directories (the daemon, `[lxc monitor] <dir>`) and
+    their descendants (the instances' processes)."""
+    parent = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                parent[int(p)] = int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    found = {pid for pid in parent if pid != os.getpid() and ours(pid, markers(name))}
+    grew = True
+    while grew:
+        more = {pid for pid, pp in parent.items() if pp in found and pid not in found}
+        found |= more
+        grew = bool(more)
+    return sorted(found)
 
 
 def markers(name: str) -> tuple[str, ...]:
@@ -325,6 +449,8 @@ def start_ssh(name: str) -> None:
 
 def down() -> None:
     state = load_state()
+    if state.get("engine") == LXD_CLUSTER:
+        shut_lxd_cluster(state)
     for name, m in state.get("machines", {}).items():
         for pid in m.get("pids", {}).values():
             end_process(pid, markers(name))
@@ -338,6 +464,7 @@ def down() -> None:
                    "--comment", MARK], check=False) == "" and _rule_present():
             pass
     run(["ip", "link", "del", BRIDGE], check=False)
+    (ROOT / "lxd-cluster.crt").unlink(missing_ok=True)  # a new cluster has a new certificate
     (RUN / "state.json").unlink(missing_ok=True)
     print("testbed: down")
 
@@ -360,11 +487,14 @@ def main() -> None:
     u.add_argument("count", type=int)
     u.add_argument("--out", type=Path, default=Path("cluster.yaml"))
     u.add_argument("--underlay", help="IPv4 network for the machines (default: a free benchmarking range)")
-    u.add_argument("--engine", choices=["netns"], default="netns")
+    u.add_argument("--engine", choices=["netns", LXD_CLUSTER], default="netns",
+                   help=f"the machines' default provisioner; {LXD_CLUSTER}: an LXD daemon per machine, formed into "
+                        "one cluster (the inventory's lxd:, provisioner lxd)")
     sub.add_parser("down", help="remove every machine, process, device and file the testbed made")
     sub.add_parser("status", help="print the testbed's state")
-    for verb in ("stop-ssh", "start-ssh"):
-        s = sub.add_parser(verb, help=f"{verb.split('-')[0]} one machine's sshd (to test a machine that drops)")
+    for verb in ("stop-ssh", "start-ssh", "stop-lxd", "start-lxd"):
+        s = sub.add_parser(verb, help=f"{verb.split('-')[0]} one machine's {verb.split('-')[1]} daemon (to test a "
+                                      "machine that drops)")
         s.add_argument("machine")
     a = p.parse_args()
     if a.cmd == "up":
@@ -377,8 +507,12 @@ def main() -> None:
         status()
     elif a.cmd == "stop-ssh":
         stop_ssh(a.machine)
-    else:
+    elif a.cmd == "start-ssh":
         start_ssh(a.machine)
+    elif a.cmd == "stop-lxd":
+        stop_lxd(a.machine)
+    else:
+        restart_lxd(a.machine)
 
 
 if __name__ == "__main__":

@@ -24,18 +24,29 @@ def image() -> None:
 @image.command("build")
 @click.option("--engine", type=click.Choice(["docker", "lxd"]), multiple=True, default=["docker", "lxd"],
               show_default=True)
+@click.option("--cluster", "cluster_file", type=click.Path(exists=True, dir_okay=False),
+              help="an inventory with lxd: import the LXD image once into that cluster (not this machine's LXD)")
 @OUTPUT
 @guarded
-def image_build(engine: tuple[str, ...], output: str) -> None:
+def image_build(engine: tuple[str, ...], cluster_file: str | None, output: str) -> None:
     """debootstrap a root file system (cached), then import it as cloudemu/node:1."""
     from provisioners import images
 
+    lxd_api = None
+    if cluster_file:
+        from emulator.runtime import lxdcluster
+        from emulator.topology.cluster import load_cluster
+
+        cluster = load_cluster(cluster_file)
+        if cluster.lxd is None:
+            raise click.UsageError(f"{cluster_file} has no lxd: section: --cluster names an LXD cluster's inventory")
+        lxd_api = lxdcluster.client(cluster.lxd)
     t0 = time.perf_counter()
     rootfs = images.build_rootfs(log=lambda text: err.print(text, highlight=False))
     built = {"rootfs": str(rootfs), "rootfs_seconds": round(time.perf_counter() - t0, 2), "images": []}
     for name in engine:
         t1 = time.perf_counter()
-        image_id = images.import_docker(rootfs) if name == "docker" else images.import_lxd(rootfs)
+        image_id = images.import_docker(rootfs) if name == "docker" else images.import_lxd(rootfs, client=lxd_api)
         built["images"].append({"engine": name, "image": images.DEFAULT_IMAGE, "id": image_id,
                                 "seconds": round(time.perf_counter() - t1, 2)})
     if output == "json":

@@ -15,7 +15,7 @@ from typing import Any
 
 from emulator.compiler.compile import compile_cluster
 from emulator.compiler.plan import Plan
-from emulator.model import CloudemuError, Cluster, Machine, Topology, Where
+from emulator.model import CloudemuError, Cluster, LxdCluster, Machine, Topology, Where
 from emulator.runtime.events import Phases
 from emulator.runtime.experiments import CLUSTER, DownResult, ExperimentError, refuse_existing, tags_in_use, topology_meta
 from emulator.runtime.hostinfo import reserved_networks
@@ -267,11 +267,13 @@ def merge_shards(experiment: str, shards: dict[str, dict[str, Any]]) -> Plan:
 
 def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
     return {"name": cluster.name, "source": cluster.source, "known_hosts": cluster.known_hosts,
-            "machines": [{k: v for k, v in dataclasses.asdict(m).items() if k != "where"} for m in cluster.machines]}
+            "machines": [{k: v for k, v in dataclasses.asdict(m).items() if k != "where"} for m in cluster.machines],
+            **({"lxd": cluster.lxd.to_dict()} if cluster.lxd else {})}
 
 
 def cluster_from_dict(d: dict[str, Any]) -> Cluster:
-    return Cluster(d["name"], [Machine(**m, where=Where()) for m in d["machines"]], d.get("source"), d.get("known_hosts"))
+    return Cluster(d["name"], [Machine(**m, where=Where()) for m in d["machines"]], d.get("source"), d.get("known_hosts"),
+                   LxdCluster(**d["lxd"]) if d.get("lxd") else None)
 
 
 def ping_pairs(workers: Workers, experiment: str, by_machine: dict[str, list[list[str]]], *, timeout: float,

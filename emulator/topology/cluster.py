@@ -6,6 +6,11 @@
     machines:
       w1: {address: 10.10.0.1, underlay: eth1, tunnel_ip: 10.10.0.1, cpu: 16, memory: 65536}
       w2: {address: w2.lab.example, tunnel_ip: 10.10.0.2}
+    lxd: {endpoint: https://10.10.0.1:8443, cert: client.crt, key: client.key, server_cert: cluster.crt}
+
+`lxd:` says the machines are the members of an LXD cluster (member name = machine name): `provisioner: lxd` nodes are
+created through its API on the member the placement chose. `socket:` (a member's unix socket) may replace the
+endpoint and certificates. Relative paths are taken from the inventory's directory.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from emulator.engines import ENGINES
-from emulator.model import Cluster, Machine, TopologyError, check_name
+from emulator.model import Cluster, LxdCluster, Machine, TopologyError, check_name
 from emulator.topology import schema
 from emulator.topology.yamlsource import Located, load_yaml, read_yaml_file
 
-TOP_KEYS = {"version", "name", "defaults", "machines", "known_hosts"}
+TOP_KEYS = {"version", "name", "defaults", "machines", "known_hosts", "lxd"}
+LXD_KEYS = {"endpoint", "cert", "key", "server_cert", "socket"}
+ENDPOINT_RE = re.compile(r"https://[A-Za-z0-9.:\[\]-]+:[0-9]{1,5}")
 MACHINE_KEYS = {"address", "user", "key", "port", "provisioner", "cpu", "memory", "max_nodes", "underlay", "tunnel_ip",
                 "mtu", "python"}
 HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})")
@@ -78,7 +85,34 @@ def cluster_from(doc: Located) -> Cluster:
         raise schema.fail(f"expected the path of a known_hosts file, got {known_hosts!r}", w("known_hosts"), "known_hosts")
     if known_hosts and doc.file and not Path(known_hosts).expanduser().is_absolute():
         known_hosts = str(Path(doc.file).parent / known_hosts)
-    return Cluster(name, machines, doc.file, known_hosts)
+    lxd = _lxd(data["lxd"], w, doc.file) if "lxd" in data else None
+    return Cluster(name, machines, doc.file, known_hosts, lxd)
+
+
+def _lxd(raw: Any, w, file: str | None) -> LxdCluster:
+    schema.require_mapping(raw, w("lxd"), "lxd", "a mapping: endpoint, cert, key, server_cert (or socket)")
+    schema.unknown_keys(raw, LXD_KEYS, lambda k: w("lxd", k), "lxd")
+    fields: dict[str, str] = {}
+    for key, value in raw.items():
+        if not isinstance(value, str) or not value:
+            raise schema.fail(f"expected {'a URL' if key == 'endpoint' else 'a path'}, got {value!r}", w("lxd", key),
+                              f"lxd.{key}")
+        if key == "endpoint":
+            if not ENDPOINT_RE.fullmatch(value):
+                raise schema.fail(f"expected https://HOST:PORT (LXD's core.https_address), got {value!r}",
+                                  w("lxd", key), "lxd.endpoint")
+        elif file and not Path(value).expanduser().is_absolute():
+            value = str(Path(file).parent / value)
+        fields[key] = value
+    if "endpoint" in fields:
+        missing = [k for k in ("cert", "key", "server_cert") if k not in fields]
+        if missing:
+            raise schema.fail(f"missing key '{missing[0]}' (the endpoint needs the client certificate and key the "
+                              "cluster trusts, and the cluster's certificate to pin)", w("lxd"), f"lxd.{missing[0]}")
+    elif "socket" not in fields:
+        raise schema.fail("missing key 'endpoint' (https://HOST:PORT) or 'socket' (a member's unix socket)", w("lxd"),
+                          "lxd.endpoint")
+    return LxdCluster(**fields)
 
 
 def _machine_fields(raw: dict, where_of, field: str) -> dict[str, Any]:
