@@ -18,6 +18,16 @@ from provisioners.base import HostEngine, PreflightError
 OWNER_KEY = f"user.{MARKER_KEY}"
 
 
+def instances(client) -> list[dict[str, Any]]:
+    """Every instance in one request (pylxd's objects would each fetch themselves again, and on a cluster fail for
+    those of an offline member). An offline member's have no config: only their name, location and status."""
+    return client.api.instances.get(params={"recursion": 1}).json()["metadata"]
+
+
+def owner(instance: dict[str, Any]) -> str | None:
+    return (instance.get("config") or {}).get(OWNER_KEY)
+
+
 class LxdEngine(HostEngine):
     name = "lxd"
 
@@ -58,7 +68,7 @@ class LxdEngine(HostEngine):
                 hint = "'cloudemu image build --engine lxd'" if image == images.DEFAULT_IMAGE else "'lxc image import'"
                 problems.append(f"image {images.lxd_alias(image)} is not in LXD and no image server can be reached: "
                                 f"make it with {hint}")
-        taken = {i.name for i in client.instances.all()}
+        taken = {i["name"] for i in instances(client)}
         clash = [self.container_name(n) for n in nodes if self.container_name(n) in taken]
         if clash:
             problems.append(f"instance(s) {', '.join(clash[:5])} already exist; if left by an earlier run, "
@@ -103,8 +113,8 @@ class LxdEngine(HostEngine):
         """The experiment's instances here: on a cluster member, those located on this member only (each machine's
         `down` removes its own; the cluster's API lists every member's)."""
         here = self.client.host_info["environment"].get("server_name") if self.clustered else None
-        return {i.name: i.status for i in self.client.instances.all()
-                if i.config.get(OWNER_KEY) == experiment and (here is None or i.location == here)}
+        return {i["name"]: i["status"] for i in instances(self.client)
+                if owner(i) == experiment and (here is None or i["location"] == here)}
 
     def remove(self, name: str) -> None:
         """Stop and delete; the instance may be stopping already (down ends the processes in its namespace)."""

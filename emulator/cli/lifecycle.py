@@ -118,11 +118,14 @@ def status(experiment: str | None, output: str) -> None:
 @OUTPUT
 @guarded
 def doctor(cluster_file: str, parallel: int, accept_new: bool, output: str) -> None:
-    """Preflight every machine of a cluster, creating nothing: SSH, root, OVS, VXLAN port, MTU, addresses."""
+    """Preflight every machine of a cluster, creating nothing: SSH, root, OVS, VXLAN port, MTU, addresses; with
+    the inventory's lxd:, each LXD member too (online, trusted, version, storage pool, node image)."""
     rows = distributed.doctor(load_cluster(cluster_file), accept_new=accept_new, parallel=parallel)
-    table = table_of("doctor", "machine", "address", "result", "datapath", "problems")
+    table = table_of("doctor", "machine", "address", "result", "datapath", "LXD member", "problems")
     for r in rows:
+        lxd = r.get("lxd")
         table.add_row(r["machine"], r["address"], "[green]ok" if r["ok"] else "[red]FAIL", r.get("datapath", "-"),
+                      f"{lxd['status'].lower()} {lxd['version'] or ''}".strip() if lxd else "-",
                       "; ".join(r["problems"]) or "-")
     emit(rows, output, table)
     if not all(r["ok"] for r in rows):

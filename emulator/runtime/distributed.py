@@ -96,7 +96,27 @@ def doctor(cluster: Cluster, *, accept_new: bool = False, parallel: int = 16) ->
         rows.append({"machine": m.name, "address": m.address, "ok": not problems, "problems": problems,
                      "datapath": r["datapath"], "python": r["python"], "experiments": r["experiments"],
                      "round_trips": workers.round_trips().get(m.name, 0)})
+    if cluster.lxd:
+        _with_lxd_members(cluster, rows)
     return rows
+
+
+def _with_lxd_members(cluster: Cluster, rows: list[dict[str, Any]]) -> None:
+    """Each machine's row gains its LXD member's checks; the cluster's own problems (unreachable, untrusted) are a
+    row of their own."""
+    from emulator.runtime import lxdcluster
+    from provisioners import images
+
+    by_member = {r["member"]: r for r in lxdcluster.doctor(cluster, images.lxd_alias(images.DEFAULT_IMAGE))}
+    for row in rows:
+        member = by_member.pop(row["machine"], None)
+        if member is not None:
+            row["lxd"] = {k: member.get(k) for k in ("status", "version", "image", "image_replicas", "url")}
+            row["problems"] += [f"LXD: {p}" for p in member["problems"]]
+            row["ok"] = row["ok"] and member["ok"]
+    rows += [{"machine": f"{name} (LXD member not in the inventory: nothing is placed there)",
+              "address": r.get("url", cluster.lxd.endpoint), "ok": r["ok"], "problems": [f"LXD: {p}" for p in r["problems"]]}
+             for name, r in by_member.items()]
 
 
 def _facts_request(cluster: Cluster) -> dict[str, Any]:
@@ -249,11 +269,30 @@ def destroy_cluster(experiment: str, phases: Phases | None = None, *, workers: W
         else:
             removed += res.get("removed", 0)
     journal.mark([r for r in pending if r.name not in {x.name for x in left}], "removed")
+    if meta["cluster"].get("lxd"):
+        planned = {n["options"]["container"] for shard in meta["shards"].values() for n in shard["nodes"]
+                   if n.get("options", {}).get("engine") == "lxd"}
+        swept, sweep_left = _sweep_lxd(LxdCluster(**meta["cluster"]["lxd"]), experiment, planned)
+        removed += swept
+        left += sweep_left
     if left:
         journal.set_meta(status="partial")
     else:
         journal.remove()
     return DownResult(experiment, removed, left, phases.timings)
+
+
+def _sweep_lxd(lxd: LxdCluster, experiment: str, planned: set[str]) -> tuple[int, list[Resource]]:
+    """The cluster's own view after each machine removed its instances: any the marker still names, on any member
+    (a member whose machine could not be reached, an instance made as a worker failed), removed where it can be."""
+    from emulator.runtime import lxdcluster
+
+    try:
+        removed, left = lxdcluster.sweep(lxd, experiment, planned)
+    except lxdcluster.LxdClusterError as exc:
+        return 0, [Resource("lxd-cluster", lxd.endpoint or lxd.socket or "", netns=str(exc), machine="lxd")]
+    return removed, [Resource("lxd-instance", name, netns=why, machine=why.split()[1].rstrip(":,"))
+                     for name, why in left.items()]
 
 
 # -- using it ----------------------------------------------------------------------

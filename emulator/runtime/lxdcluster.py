@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emulator.compiler.plan import MARKER_KEY
 from emulator.model import CloudemuError, Cluster, LxdCluster
+from provisioners import lxd as lxd_engine
 
-OWNER_KEY = f"user.{MARKER_KEY}"
 TIMEOUT = 30
 
 
@@ -61,24 +60,40 @@ class Member:
         return self.status.lower() == "online"
 
 
+def _get(api, *path: str) -> list[dict[str, Any]]:
+    """One request for a whole collection (pylxd's objects would each fetch themselves again)."""
+    import pylxd.exceptions
+
+    endpoint = api.api
+    for part in path:
+        endpoint = getattr(endpoint, part)
+    try:
+        return endpoint.get(params={"recursion": 1}).json()["metadata"]
+    except (pylxd.exceptions.LXDAPIException, OSError, ValueError) as exc:
+        raise LxdClusterError(f"LXD cluster: listing {'/'.join(path)} failed: {_short(exc)}") from None
+
+
 def members(api) -> dict[str, Member]:
-    return {m.server_name: Member(m.server_name, m.url, m.status, m.message) for m in api.cluster.members.all()}
+    return {m["server_name"]: Member(m["server_name"], m["url"], m["status"], m["message"])
+            for m in _get(api, "cluster", "members")}
 
 
-def instances_of(api, experiment: str) -> dict[str, str]:
-    """The experiment's instances on every member: name -> member."""
-    return {i.name: i.location for i in api.instances.all() if i.config.get(OWNER_KEY) == experiment}
+def instances_of(api, experiment: str, names: set[str] = frozenset()) -> dict[str, str]:
+    """The experiment's instances on every member: name -> member. Those of an offline member have no config to
+    read (the cluster knows only their name and place): they are the experiment's if `names` (the plan's) has them."""
+    return {i["name"]: i["location"] for i in _get(api, "instances")
+            if lxd_engine.owner(i) == experiment or (i.get("config") is None and i["name"] in names)}
 
 
-def sweep(lxd: LxdCluster, experiment: str) -> tuple[int, dict[str, str]]:
-    """After each machine removed its own: what still carries the experiment's marker anywhere is removed where its
-    member is online. Returns (removed, {instance: why it is left})."""
+def sweep(lxd: LxdCluster, experiment: str, names: set[str]) -> tuple[int, dict[str, str]]:
+    """After each machine removed its own: what still carries the experiment's marker anywhere (or, on an offline
+    member, one of its `names`) is removed where its member is online. Returns (removed, {instance: why left})."""
     import pylxd.exceptions
 
     api = client(lxd)
     state = members(api)
     removed, left = 0, {}
-    for name, member in instances_of(api, experiment).items():
+    for name, member in instances_of(api, experiment, names).items():
         if member in state and not state[member].online:
             left[name] = f"on {member}, which is {state[member].status.lower()}"
             continue

@@ -126,6 +126,35 @@ class SshMachines:
                         if n.machine == machine]
             else:
                 out += [NodeState(**{**s, "detail": f"{s['detail']} on {machine}".strip()}) for s in r["nodes"]]
+        return self._with_lxd_members(plan, out) if self.cluster.lxd else out
+
+    def _with_lxd_members(self, plan: Plan, states: list[NodeState]) -> list[NodeState]:
+        """An LXD node's detail says its member and the member's state, from the cluster's API; an instance that is
+        not on the member the plan says is a problem."""
+        from emulator.runtime import lxdcluster
+
+        try:
+            api = lxdcluster.client(self.cluster.lxd)
+            members = lxdcluster.members(api)
+            where = lxdcluster.instances_of(api, plan.experiment, {n.options.get("container") for n in plan.nodes})
+        except Exception as exc:  # noqa: BLE001 - the cluster's view is extra: status still shows the machines'
+            return [NodeState(s.node, s.kind, s.state, f"{s.detail}; LXD cluster: {exc}") for s in states]
+        lxd_nodes = {n.name: n for n in plan.nodes if n.options.get("engine") == "lxd"}
+        out = []
+        for s in states:
+            node = lxd_nodes.get(s.node)
+            if node is None:
+                out.append(s)
+                continue
+            machine, member = node.machine, members.get(node.machine)
+            landed = where.get(node.options["container"])
+            detail = f"{s.detail}; LXD member {member.status.lower() if member else 'unknown'}"
+            state = s.state
+            if landed is None:
+                state, detail = "missing", f"{detail}, no instance in the cluster"
+            elif landed != machine:
+                state, detail = "misplaced", f"{detail}, instance on {landed}"
+            out.append(NodeState(s.node, s.kind, state, detail))
         return out
 
     def argv(self, node: PlanNode, argv: list[str]) -> list[str]:
