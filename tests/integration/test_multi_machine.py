@@ -5,7 +5,6 @@ iperf3 across a tunnel, a machine taken away mid-`up`, and `down` leaves nothing
 on any machine.
 """
 
-import importlib.util
 import json
 import subprocess
 import threading
@@ -20,59 +19,16 @@ from emulator.runtime import distributed
 from emulator.runtime.journal import Journal
 from emulator.topology.cluster import load_cluster, load_cluster_text
 from tests.conftest import NEEDS_ROOT_OVS, ROOT, cli
+from tests.testbed import MACHINES, machine_leftovers, testbed, running_testbed
 
 pytestmark = NEEDS_ROOT_OVS
-MACHINES = ["m1", "m2", "m3"]
 FATTREE = "version: 1\nname: {name}\ndefaults: {{subnet: 10.78.0.0/24}}\ntopology: {{generator: fattree, k: 4}}\n"
-
-
-def _testbed_module():
-    spec = importlib.util.spec_from_file_location("testbed", ROOT / "scripts" / "testbed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-testbed = _testbed_module()
 
 
 @pytest.fixture(scope="module")
 def cluster_file(tmp_path_factory):
-    if testbed.load_state().get("machines"):
-        pytest.fail("a testbed is already up on this host: 'scripts/testbed down' first")
-    out = tmp_path_factory.mktemp("testbed") / "cluster.yaml"
-    try:
-        subprocess.run([str(ROOT / "scripts" / "testbed"), "up", "3", "--out", str(out)], check=True)
+    with running_testbed(tmp_path_factory.mktemp("testbed") / "cluster.yaml") as out:
         yield out
-    finally:
-        subprocess.run([str(ROOT / "scripts" / "testbed"), "down"], check=True)
-        assert not list(Path("/run/netns").glob("cetb-*"))
-        assert not Path("/sys/class/net/cetb0").exists()
-        assert "cloudemu-testbed" not in subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True,
-                                                        text=True).stdout
-        assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and testbed.ours(int(p.name), ("cloudemu-testbed/",))]
-
-
-def machine_leftovers(experiment: str) -> dict[str, list[str]]:
-    """On every testbed machine: our devices, OVS bridges, journals and the experiment's namespaces (each
-    machine has its own /run/netns); and on this host's, any that escaped."""
-    found: dict[str, list[str]] = {}
-    for m in MACHINES:
-        links = json.loads(subprocess.run(["ip", "-n", f"cetb-{m}", "-j", "link"], capture_output=True, text=True,
-                                          check=True).stdout)
-        env = testbed.machine_env(m)
-        bridges = subprocess.run(["ovs-vsctl", f"--db=unix:{env['OVS_RUNDIR']}/db.sock", "list-br"],
-                                 capture_output=True, text=True, check=True).stdout.split()
-        journals = list(Path(env["CLOUDEMU_STATE_DIR"]).glob(f"experiments/{experiment}/journal.sqlite"))
-        items = [lk["ifname"] for lk in links if lk.get("ifalias") == f"cloudemu-exp={experiment}"]
-        items += bridges + [str(j) for j in journals]
-        items += [n for n in testbed.machine_namespaces(m) if n.startswith(f"ce.{experiment}.")]
-        if items:
-            found[m] = items
-    namespaces = [n for n in Path("/run/netns").iterdir() if n.name.startswith(f"ce.{experiment}.")]
-    if namespaces:
-        found["netns"] = [n.name for n in namespaces]
-    return found
 
 
 def test_doctor_passes_on_every_machine(cluster_file):
