@@ -18,6 +18,20 @@ from provisioners.base import HostEngine, PreflightError
 OWNER_KEY = f"user.{MARKER_KEY}"
 
 
+class RequestCount:
+    """LXD API requests this process made: a worker reports them, the cost of going through a cluster's API."""
+
+    def __init__(self):
+        self.made, self.lock = 0, threading.Lock()
+
+    def __call__(self, response, **_) -> None:  # a requests response hook
+        with self.lock:
+            self.made += 1
+
+
+REQUESTS = RequestCount()
+
+
 def instances(client) -> list[dict[str, Any]]:
     """Every instance in one request (pylxd's objects would each fetch themselves again, and on a cluster fail for
     those of an offline member). An offline member's have no config: only their name, location and status."""
@@ -40,6 +54,7 @@ class LxdEngine(HostEngine):
         """One client per thread: pylxd's session keeps a single connection, so threads sharing one queue on it."""
         if getattr(self._local, "client", None) is None:
             self._local.client = images.lxd_client()
+            self._local.client.api.session.hooks["response"].append(REQUESTS)
         return self._local.client
 
     @property

@@ -53,6 +53,7 @@ class ClusterUp:
     metrics: dict[str, Any]
     round_trips: dict[str, int] = field(default_factory=dict)
     machine_timings: dict[str, dict[str, float]] = field(default_factory=dict)
+    lxd_requests: dict[str, int] = field(default_factory=dict)  # LXD API requests each machine's worker made
 
 
 # -- checks on facts (doctor and up share them) -----------------------------------
@@ -166,14 +167,14 @@ def _deploy_cluster(topo: Topology, cluster: Cluster, name: str, placement: str,
             journal.plan([Resource("machine", m, machine=m) for m in shards])
         if after_preflight:
             after_preflight()
-        made = _deploy_shards(workers, journal, shards, phases)
-        return ClusterUp(merge_shards(name, shards), shards, metrics, workers.round_trips(), made)
+        made, lxd_requests = _deploy_shards(workers, journal, shards, phases)
+        return ClusterUp(merge_shards(name, shards), shards, metrics, workers.round_trips(), made, lxd_requests)
     finally:
         workers.close()
 
 
 def _deploy_shards(workers: Workers, journal: Journal, shards: dict[str, dict[str, Any]],
-                   phases: Phases) -> dict[str, dict[str, float]]:
+                   phases: Phases) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
     total = sum(2 * sum(1 for n in s["nodes"] if n["kind"] == "host") + len(s["links"]) + len(s["tunnels"])
                 + sum(1 for n in s["nodes"] if n["kind"] != "host") for s in shards.values())
     with phases.phase("deploy", total=total) as step:
@@ -190,7 +191,7 @@ def _deploy_shards(workers: Workers, journal: Journal, shards: dict[str, dict[st
     if not errors:
         timings = {m: r["timings"] for m, r in results.items()}
         journal.set_meta(status="up", machine_timings=timings, round_trips=workers.round_trips())
-        return timings
+        return timings, {m: r.get("lxd_requests", 0) for m, r in results.items()}
     journal.set_meta(status="failed")
     cleanup = destroy_cluster(journal.experiment, Phases(), workers=workers)
     report = {m: ("failed: " + _plain(errors[m])) if m in errors else

@@ -132,7 +132,9 @@ def up(req: dict[str, Any]) -> dict[str, Any]:
     plan = Plan.from_dict(req["plan"])
     phases = Phases(StreamSink())
     orchestrator.deploy_plan(plan, {"controller": req.get("controller", {})}, phases)
-    return {"timings": phases.timings}
+    from provisioners.lxd import REQUESTS
+
+    return {"timings": phases.timings, "lxd_requests": REQUESTS.made}
 
 
 def down(req: dict[str, Any]) -> dict[str, Any]:

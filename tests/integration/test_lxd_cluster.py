@@ -17,7 +17,7 @@ from emulator.runtime import distributed, lxdcluster
 from emulator.runtime.journal import Journal
 from emulator.topology.cluster import load_cluster
 from tests.conftest import NEEDS_ROOT_OVS, cli
-from tests.testbed import MACHINES, machine_leftovers, testbed, running_testbed
+from tests.testbed import MACHINES, machine_leftovers, running_testbed, testbed
 
 pytestmark = NEEDS_ROOT_OVS
 

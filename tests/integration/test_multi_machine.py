@@ -19,7 +19,7 @@ from emulator.runtime import distributed
 from emulator.runtime.journal import Journal
 from emulator.topology.cluster import load_cluster, load_cluster_text
 from tests.conftest import NEEDS_ROOT_OVS, ROOT, cli
-from tests.testbed import MACHINES, machine_leftovers, testbed, running_testbed
+from tests.testbed import MACHINES, machine_leftovers, running_testbed, testbed
 
 pytestmark = NEEDS_ROOT_OVS
 FATTREE = "version: 1\nname: {name}\ndefaults: {{subnet: 10.78.0.0/24}}\ntopology: {{generator: fattree, k: 4}}\n"
