@@ -329,11 +329,20 @@ def stop_lxd(name: str) -> None:
     save_state(state)
 
 
-def restart_lxd(name: str) -> None:
+def restart_lxd(name: str, timeout: float = 90) -> None:
+    """The member's daemon back, and seen online by the cluster (it marks a member by heartbeats, some seconds
+    after the daemon is ready)."""
     state = load_state()
     if not lxd_running(name):
         state["machines"][name]["pids"]["lxd"] = start_lxd(name)
         save_state(state)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listed = run(in_lxd(name, ["lxc", "cluster", "list", "--format", "csv"]), check=False)
+        if any(line.split(",")[0] == name and ",ONLINE," in line for line in listed.splitlines()):
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"testbed: LXD member {name} did not come back online within {timeout:.0f} s")
 
 
 def shut_lxd_cluster(state: dict) -> None:
