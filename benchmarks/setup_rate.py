@@ -62,14 +62,21 @@ def run_cloudemu(hosts: int, switches: int, pingall: bool = False) -> tuple[floa
     return up, down, {"phases": {k: round(v, 3) for k, v in emu.timings.items()}, **extra}
 
 
+FLOOR_PER_SIDE = 1000  # the kernel floor's veth ends per namespace: cloudemu's ports per private ovs-vswitchd
+
+
 def run_kernel_floor(hosts: int, switches: int) -> tuple[float, float, dict]:
     """What the kernel itself costs: a namespace, a veth into it and an address per host (`ip -batch`, bounded by
-    the open-files limit as cloudemu's are, then netlink), no switch at all."""
+    the open-files limit as cloudemu's are, then netlink), no switch at all. The veths' other ends go where
+    cloudemu's switch ends go: a namespace per 1,000 (as its switches' namespaces, one per private ovs-vswitchd),
+    not the root namespace, whose every new device the machine's own services (udev) also see."""
     from emulator.runtime.executor import within_open_files
     from provisioners import nsconfig
 
-    lines = [f"netns add kf.h{h}" for h in range(hosts)]
-    links = [f"link add kf-{h} type veth peer name eth0 netns kf.h{h}" for h in range(hosts)]
+    sides = [f"kf.sw{i}" for i in range((hosts + FLOOR_PER_SIDE - 1) // FLOOR_PER_SIDE)]
+    lines = [f"netns add {n}" for n in sides] + [f"netns add kf.h{h}" for h in range(hosts)]
+    links = [f"link add kf-{h} netns {sides[h // FLOOR_PER_SIDE]} type veth peer name eth0 netns kf.h{h}"
+             for h in range(hosts)]
     addresses = [nsconfig.NamespaceConfig(f"kf.h{h}", [nsconfig.IfaceConfig(
         "eth0", f"10.{h >> 16 & 255}.{h >> 8 & 255}.{h & 255 or 1}/8")], ipv6=False) for h in range(hosts)]
     t0 = time.perf_counter()
@@ -79,8 +86,8 @@ def run_kernel_floor(hosts: int, switches: int) -> tuple[float, float, dict]:
     nsconfig.configure(addresses)  # over netlink from two threads, as cloudemu configures its hosts
     up = time.perf_counter() - t0
     t0 = time.perf_counter()
-    subprocess.run(["ip", "-force", "-batch", "-"], input="\n".join(f"netns del kf.h{h}" for h in range(hosts)) + "\n",
-                   text=True)
+    names = [f"kf.h{h}" for h in range(hosts)] + sides
+    subprocess.run(["ip", "-force", "-batch", "-"], input="\n".join(f"netns del {n}" for n in names) + "\n", text=True)
     return up, time.perf_counter() - t0, {}
 
 

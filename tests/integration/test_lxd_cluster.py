@@ -56,13 +56,33 @@ def cluster(tmp_path_factory):
         yield load_cluster(out)
 
 
+@pytest.fixture
+def healthy(cluster):
+    """Every member online, as the cluster's API says, for two seconds running: a member brought back by an earlier
+    test is marked by heartbeats, which can lag its daemon's return."""
+    api, deadline, since = lxdcluster.client(cluster.lxd), time.monotonic() + 120, None
+    while time.monotonic() < deadline:
+        states = {name: m.status for name, m in lxdcluster.members(api).items()}
+        if set(states.values()) == {"Online"}:
+            since = since or time.monotonic()
+            if time.monotonic() - since >= 2:
+                return cluster
+        else:
+            since = None
+        time.sleep(0.25)
+    daemons = {m: testbed.lxd_running(m) for m in MACHINES}
+    logs = {m: (testbed.ROOT / m / "lxd" / "lxd.log").read_text()[-600:] for m in MACHINES if states.get(m) != "Online"}
+    pytest.fail(f"the LXD cluster's members did not all come online: {states}; daemons running: {daemons}; {logs}")
+
+
 def instances(cluster, name: str, plan=None) -> dict[str, str]:
     """The experiment's instances anywhere in the cluster: name -> member."""
     names = {n.options["container"] for n in plan.nodes if "container" in n.options} if plan else set()
     return lxdcluster.instances_of(lxdcluster.client(cluster.lxd), name, names)
 
 
-def test_doctor_checks_every_member(cluster):
+def test_doctor_checks_every_member(healthy):
+    cluster = healthy
     rows = distributed.doctor(cluster)
     assert [r["machine"] for r in rows] == MACHINES
     assert all(r["ok"] for r in rows), rows
@@ -70,7 +90,8 @@ def test_doctor_checks_every_member(cluster):
     assert all(r["lxd"]["image"] for r in rows)  # imported once, into the cluster
 
 
-def test_fattree_with_lxd_hosts_placed_by_metis_on_members(state_dir, cluster):
+def test_fattree_with_lxd_hosts_placed_by_metis_on_members(state_dir, healthy):
+    cluster = healthy
     name = "lxc_fattree"
     topo = load_text(FATTREE.format(name=name))
     emu = Emulation(topo, cluster=cluster)
@@ -90,7 +111,8 @@ def test_fattree_with_lxd_hosts_placed_by_metis_on_members(state_dir, cluster):
     assert not Journal(name).exists()
 
 
-def test_member_stopping_after_up_makes_down_partial_until_it_is_back(state_dir, cluster):
+def test_member_stopping_after_up_makes_down_partial_until_it_is_back(state_dir, healthy):
+    cluster = healthy
     name = "lxc_after"
     emu = Emulation(load_text(PINNED.format(name=name)), cluster=cluster).up()
     try:
@@ -112,7 +134,8 @@ def test_member_stopping_after_up_makes_down_partial_until_it_is_back(state_dir,
     assert not Journal(name).exists()
 
 
-def test_member_stopping_during_up_stops_the_run_and_down_finishes_once_it_is_back(state_dir, cluster):
+def test_member_stopping_during_up_stops_the_run_and_down_finishes_once_it_is_back(state_dir, healthy):
+    cluster = healthy
     name = "lxc_during"
     journal_on_m2 = Path(testbed.machine_env("m2")["CLOUDEMU_STATE_DIR"]) / "experiments" / name / "journal.sqlite"
 
@@ -148,7 +171,8 @@ def test_member_stopping_during_up_stops_the_run_and_down_finishes_once_it_is_ba
     assert not Journal(name).exists()
 
 
-def test_compute_nodes_as_lxd_instances_on_two_members(state_dir, cluster):
+def test_compute_nodes_as_lxd_instances_on_two_members(state_dir, healthy):
+    cluster = healthy
     """Alcor compute nodes (their own OVS and agent, VMs as namespaces inside) as privileged LXD instances on two
     members, the switch between them on a third: goal states pushed, VMs of a VPC reach each other, VPCs stay apart."""
     text = (ROOT / "topologies" / "alcor-small.yaml").read_text().replace("name: alcor_small", "name: lxc_alcor")
