@@ -32,8 +32,6 @@ class Ncm(rpc.GoalStateProvisionerServicer):
         self.targets = targets
         self.stubs: dict[str, rpc.GoalStateProvisionerStub] = {}  # a channel per agent, kept (opening one costs 0.2 s)
         self.lock = threading.Lock()
-        for host in targets:  # connected now, so that no VM's first packet waits for it
-            self._stub(host)
         self.stats: dict = {"requests": 0, "answered": 0, "unknown": 0, "failed": 0, "seconds": []}
 
     def RequestGoalStates(self, request, context):  # noqa: N802 - the name is Alcor's
@@ -77,9 +75,7 @@ class Ncm(rpc.GoalStateProvisionerServicer):
                 target = self.targets[host]
                 options = controller.CHANNEL_OPTIONS + ([("grpc.default_authority", f"{host}:{controller.ACA_PORT}")]
                                                         if target.startswith("unix:") else [])
-                channel = grpc.insecure_channel(target, options=options)
-                channel.subscribe(lambda _state: None, try_to_connect=True)
-                stub = self.stubs[host] = rpc.GoalStateProvisionerStub(channel)
+                stub = self.stubs[host] = rpc.GoalStateProvisionerStub(grpc.insecure_channel(target, options=options))
             return stub
 
     def summary(self) -> dict:
