@@ -7,6 +7,7 @@ config: `down` removes exactly the instances that say this experiment.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from typing import Any
@@ -42,6 +43,31 @@ def owner(instance: dict[str, Any]) -> str | None:
     return (instance.get("config") or {}).get(OWNER_KEY)
 
 
+def members(client) -> dict[str, dict[str, Any]]:
+    """A cluster's members in one request: name -> LXD's record (status, message, url, ...)."""
+    return {m["server_name"]: m for m in client.api.cluster.members.get(params={"recursion": 1}).json()["metadata"]}
+
+
+def remove_instance(client, name: str, tries: int = 50) -> bool:
+    """Stop and delete; the instance may be stopping already (down ends the processes in its namespace). False if
+    it was gone already; LXD's error once `tries` attempts, 0.1 s apart, all failed."""
+    import pylxd.exceptions
+
+    for attempt in itertools.count(1):
+        try:
+            instance = client.instances.get(name)
+            if instance.status.lower() != "stopped":
+                instance.stop(force=True, wait=True)
+            instance.delete(wait=True)
+            return True
+        except pylxd.exceptions.NotFound:
+            return False
+        except pylxd.exceptions.LXDAPIException:
+            if attempt >= tries:
+                raise
+            time.sleep(0.1)  # busy with a stop operation of its own
+
+
 class LxdEngine(HostEngine):
     name = "lxd"
 
@@ -70,13 +96,13 @@ class LxdEngine(HostEngine):
             return [str(exc)]
         problems = []
         if self.clustered:
-            members = {m.server_name: m.status for m in client.cluster.members.all()}
+            status = {name: m["status"].lower() for name, m in members(client).items()}
             for machine in sorted({n.machine for n in nodes}):
-                if machine not in members:
+                if machine not in status:
                     problems.append(f"machine {machine} is not a member of this LXD cluster (members: "
-                                    f"{', '.join(sorted(members))}): name the machines as their members")
-                elif members[machine].lower() != "online":
-                    problems.append(f"LXD cluster member {machine} is {members[machine].lower()}: bring it back or "
+                                    f"{', '.join(sorted(status))}): name the machines as their members")
+                elif status[machine] != "online":
+                    problems.append(f"LXD cluster member {machine} is {status[machine]}: bring it back or "
                                     "'lxc cluster evacuate' it and plan without it")
         for image in sorted({n.options["image"] for n in nodes}):
             if not client.images.exists(images.lxd_alias(image), alias=True):
@@ -91,12 +117,11 @@ class LxdEngine(HostEngine):
         return problems
 
     def start(self, plan: Plan, node: PlanNode) -> int:
-        if self.clustered:  # through the cluster's API, on the member the plan says; then where it landed is checked
-            instance = self.client.instances.create(self._config(plan, node), wait=True, target=node.machine)
-            if instance.location != node.machine:
-                raise RuntimeError(f"LXD placed {instance.name} on {instance.location}, the plan says {node.machine}")
-        else:
-            instance = self.client.instances.create(self._config(plan, node), wait=True)
+        # on a cluster: through its API, on the member the plan says; then where it landed is checked
+        target = node.machine if self.clustered else None
+        instance = self.client.instances.create(self._config(plan, node), wait=True, target=target)
+        if target is not None and instance.location != target:
+            raise RuntimeError(f"LXD placed {instance.name} on {instance.location}, the plan says {target}")
         instance.start(wait=True)
         return instance.state().pid
 
@@ -132,22 +157,7 @@ class LxdEngine(HostEngine):
                 if owner(i) == experiment and (here is None or i["location"] == here)}
 
     def remove(self, name: str) -> None:
-        """Stop and delete; the instance may be stopping already (down ends the processes in its namespace)."""
-        import pylxd.exceptions
-
-        for attempt in range(50):
-            try:
-                instance = self.client.instances.get(name)
-                if instance.status.lower() != "stopped":
-                    instance.stop(force=True, wait=True)
-                instance.delete(wait=True)
-                return
-            except pylxd.exceptions.NotFound:
-                return
-            except pylxd.exceptions.LXDAPIException:
-                if attempt == 49:
-                    raise
-                time.sleep(0.1)  # busy with a stop operation of its own
+        remove_instance(self.client, name)
 
     def run_detached(self, name: str, argv: list[str]) -> None:
         # pylxd's execute waits for the command; a daemon-style start goes through the CLI without waiting

@@ -120,6 +120,20 @@ def start_keeper(name: str) -> int:
     raise SystemExit(f"testbed: the mount namespace of {name} did not start")
 
 
+def keeper_alive(name: str, state: dict) -> bool:
+    keeper = state["machines"][name].get("keeper")
+    try:
+        return bool(keeper) and Path(f"/proc/{keeper}/cmdline").read_bytes() == b"sleep\0infinity\0"
+    except OSError:
+        return False
+
+
+def alive(state: dict) -> bool:
+    """Whether any daemon the testbed recorded still runs (each names the machine's directories)."""
+    return any(ours(pid, markers(name)) for name, m in state.get("machines", {}).items()
+               for pid in m.get("pids", {}).values())
+
+
 def in_machine(name: str, argv: list[str]) -> list[str]:
     """In the machine's network and mount namespaces: what its sshd, and so every session, sees."""
     keeper = load_state()["machines"][name]["keeper"]
@@ -182,8 +196,11 @@ def bridged_traffic_filtered() -> bool:
 
 def up(count: int, out: Path, underlay: str | None, engine: str) -> None:
     state = load_state()
-    if state.get("machines"):
+    if state.get("machines") and alive(state):
         raise SystemExit(f"testbed: already up with {len(state['machines'])} machines; 'scripts/testbed down' first")
+    if state.get("machines"):  # recorded, but none of its processes runs: a killed run or a restarted machine
+        print("testbed: clearing a testbed none of whose processes runs (left by a killed run)", file=sys.stderr)
+        down()
     if shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists():
         raise SystemExit("testbed: sshd is missing: apt-get install openssh-server (scripts/setup.sh does)")
     net = pick_underlay(underlay)
@@ -329,27 +346,32 @@ def stop_lxd(name: str) -> None:
     save_state(state)
 
 
-def restart_lxd(name: str, timeout: float = 90) -> None:
-    """The member's daemon back, and seen online by the cluster (it marks a member by heartbeats, some seconds
-    after the daemon is ready)."""
+def restart_lxd(name: str, online_within: float | None = 90) -> None:
+    """The member's daemon back and, unless `online_within` is None, seen online by the cluster (it marks a member
+    by heartbeats, some seconds after the daemon is ready)."""
     state = load_state()
     if not lxd_running(name):
         state["machines"][name]["pids"]["lxd"] = start_lxd(name)
         save_state(state)
-    deadline = time.monotonic() + timeout
+    if online_within is None:
+        return
+    deadline = time.monotonic() + online_within
     while time.monotonic() < deadline:
         listed = run(in_lxd(name, ["lxc", "cluster", "list", "--format", "csv"]), check=False)
         if any(line.split(",")[0] == name and ",ONLINE," in line for line in listed.splitlines()):
             return
         time.sleep(0.5)
-    raise SystemExit(f"testbed: LXD member {name} did not come back online within {timeout:.0f} s")
+    raise SystemExit(f"testbed: LXD member {name} did not come back online within {online_within:.0f} s")
 
 
 def shut_lxd_cluster(state: dict) -> None:
     """Every member back up (a stopped one still holds instances), then each shut down with its instances."""
-    names = [n for n, m in state["machines"].items() if (ROOT / n / "lxd").exists()]
-    for name in names:
-        restart_lxd(name)
+    names = [n for n in state["machines"] if (ROOT / n / "lxd").exists() and keeper_alive(n, state)]
+    for name in names:  # not waiting for the cluster to see it online: it is shut down next in any case
+        try:
+            restart_lxd(name, online_within=None)
+        except SystemExit as exc:  # it will not start: what it left is ended by pid below, and down goes on
+            print(exc, file=sys.stderr)
     for name in reversed(names):
         run(in_lxd(name, ["lxd", "shutdown", "--timeout", "60"]), check=False)
     for name in names:  # a daemon that would not stop, and what it ran: ended by pid, ours by command line

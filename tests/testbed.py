@@ -31,7 +31,7 @@ testbed = _testbed_module()
 def running_testbed(out: Path, engine: str = "netns") -> Iterator[Path]:
     """For a module fixture: the machines up (an LXD daemon each, formed into a cluster, with lxd-cluster), their
     inventory at `out`; afterwards nothing of the testbed is left on this host."""
-    if testbed.load_state().get("machines"):
+    if testbed.alive(testbed.load_state()):  # a stale one (a killed run's) is cleared by `up`
         pytest.fail("a testbed is already up on this host: 'scripts/testbed down' first")
     try:
         subprocess.run([str(ROOT / "scripts" / "testbed"), "up", "3", "--engine", engine, "--out", str(out)],

@@ -292,8 +292,7 @@ def _sweep_lxd(lxd: LxdCluster, experiment: str, planned: set[str]) -> tuple[int
         removed, left = lxdcluster.sweep(lxd, experiment, planned)
     except lxdcluster.LxdClusterError as exc:
         return 0, [Resource("lxd-cluster", lxd.endpoint or lxd.socket or "", netns=str(exc), machine="lxd")]
-    return removed, [Resource("lxd-instance", name, netns=why, machine=why.split()[1].rstrip(":,"))
-                     for name, why in left.items()]
+    return removed, [Resource("lxd-instance", name, netns=why, machine=member) for name, (member, why) in left.items()]
 
 
 # -- using it ----------------------------------------------------------------------

@@ -60,34 +60,32 @@ class Member:
         return self.status.lower() == "online"
 
 
-def _get(api, *path: str) -> list[dict[str, Any]]:
-    """One request for a whole collection (pylxd's objects would each fetch themselves again)."""
+def _listed(listing, api):
+    """A collection listed by the LXD engine's one-request listing, its failure an LxdClusterError."""
     import pylxd.exceptions
 
-    endpoint = api.api
-    for part in path:
-        endpoint = getattr(endpoint, part)
     try:
-        return endpoint.get(params={"recursion": 1}).json()["metadata"]
+        found = listing(api)
     except (pylxd.exceptions.LXDAPIException, OSError, ValueError) as exc:
-        raise LxdClusterError(f"LXD cluster: listing {'/'.join(path)} failed: {_short(exc)}") from None
+        raise LxdClusterError(f"LXD cluster: listing {listing.__name__} failed: {_short(exc)}") from None
+    return found
 
 
 def members(api) -> dict[str, Member]:
-    return {m["server_name"]: Member(m["server_name"], m["url"], m["status"], m["message"])
-            for m in _get(api, "cluster", "members")}
+    return {name: Member(name, m["url"], m["status"], m["message"]) for name, m in _listed(lxd_engine.members, api).items()}
 
 
 def instances_of(api, experiment: str, names: set[str] = frozenset()) -> dict[str, str]:
     """The experiment's instances on every member: name -> member. Those of an offline member have no config to
     read (the cluster knows only their name and place): they are the experiment's if `names` (the plan's) has them."""
-    return {i["name"]: i["location"] for i in _get(api, "instances")
+    return {i["name"]: i["location"] for i in _listed(lxd_engine.instances, api)
             if lxd_engine.owner(i) == experiment or (i.get("config") is None and i["name"] in names)}
 
 
-def sweep(lxd: LxdCluster, experiment: str, names: set[str]) -> tuple[int, dict[str, str]]:
+def sweep(lxd: LxdCluster, experiment: str, names: set[str]) -> tuple[int, dict[str, tuple[str, str]]]:
     """After each machine removed its own: what still carries the experiment's marker anywhere (or, on an offline
-    member, one of its `names`) is removed where its member is online. Returns (removed, {instance: why left})."""
+    member, one of its `names`) is removed where its member is online. Returns (removed, {instance: (member, why
+    it is left)})."""
     import pylxd.exceptions
 
     api = client(lxd)
@@ -95,18 +93,14 @@ def sweep(lxd: LxdCluster, experiment: str, names: set[str]) -> tuple[int, dict[
     removed, left = 0, {}
     for name, member in instances_of(api, experiment, names).items():
         if member in state and not state[member].online:
-            left[name] = f"on {member}, which is {state[member].status.lower()}"
+            left[name] = (member, f"on {member}, which is {state[member].status.lower()}")
             continue
         try:
-            instance = api.instances.get(name)
-            if instance.status.lower() != "stopped":
-                instance.stop(force=True, wait=True)
-            instance.delete(wait=True)
-            removed += 1
-        except pylxd.exceptions.NotFound:
-            pass
+            # once: an error here is most often a member the cluster has not yet marked offline, and each try may
+            # wait on it; what is left is reported, and the next `down` tries again
+            removed += lxd_engine.remove_instance(api, name, tries=1)
         except pylxd.exceptions.LXDAPIException as exc:
-            left[name] = f"on {member}: {_short(exc)}"
+            left[name] = (member, f"on {member}: {_short(exc)}")
     return removed, left
 
 
