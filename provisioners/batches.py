@@ -25,7 +25,7 @@ def needs_netem(link: PlanLink) -> bool:
 
 def veth_lines(links: list[PlanLink], mark: str) -> list[str]:
     lines, marks = [], []
-    for link in links:
+    for link in (link for link in links if link.kind == "veth"):
         first, second = (link.a, link.b) if link.a.netns is None or link.b.netns is not None else (link.b, link.a)
         mtu = f" mtu {link.params['mtu']}" if link.params.get("mtu") else ""
         lines.append(f"link add {veth_side(first, mtu)} type veth peer name {veth_side(second, mtu)}")
@@ -66,6 +66,37 @@ def ovs_port(bridge: str, dev: str, experiment: str) -> list[str]:
     return ["add-port", bridge, dev, f"external_ids:{MARKER_KEY}={experiment}"]
 
 
+def ovs_patch_port(bridge: str, end: PlanEnd, peer: PlanEnd, experiment: str) -> list[list[str]]:
+    return [ovs_port(bridge, end.dev, experiment),
+            ["set", "Interface", end.dev, "type=patch", f"options:peer={peer.dev}"]]
+
+
+#: Switches one chain of patch ports may join: OVS follows patch ports within one lookup, to a depth of 64 bridges
+#: at most (a frame through 200 patched switches in a row was dropped); veths between groups reset it.
+PATCH_GROUP_MAX = 32
+
+
+def patched(plan: Plan, ovs_of: dict[str, object]) -> Plan:
+    """The plan with each unshaped link between two switches of one OVS (`ovs_of`: switch -> its instance; empty
+    when all are on the machine's) realised as patch ports (see provisioners.switchd), in groups of at most
+    PATCH_GROUP_MAX switches joined by patch ports."""
+    # RSTP over a patch port aborts ovs-vswitchd 3.1 (a BPDU handed to the peer bridge retakes the RSTP lock): a
+    # switch that runs it keeps veths
+    switches = {n.name for n in plan.nodes if n.kind == "switch" and not n.options.get("stp")}
+    group = {name: {name} for name in switches}  # switch -> the switches patched to it, itself included
+
+    def patch(link: PlanLink) -> bool:
+        a, b = link.a.node, link.b.node
+        if (a not in switches or b not in switches or link.params or ovs_of.get(a) != ovs_of.get(b)
+                or group[a] is group[b] or len(group[a]) + len(group[b]) > PATCH_GROUP_MAX):
+            return False  # a loop closed inside a group would be one lookup's loop: a veth, like the rest
+        joined = group[a] | group[b]
+        for name in joined:
+            group[name] = joined
+        return True
+    return replace(plan, links=[replace(link, kind="patch") if patch(link) else link for link in plan.links])
+
+
 def root_shaping(links: list[PlanLink | PlanTunnel]) -> list[str]:
     lines = []
     for link in links:
@@ -87,7 +118,7 @@ def namespace_configs(plan: Plan, tx_csum_off: bool) -> list[nsconfig.NamespaceC
     # solicitations and MLD reports are multicast, flooded by every switch to every port; at 500 hosts on 10
     # userspace switches that kept ovs-vswitchd busy for 5 s after `up`, and the first pings across switches failed.
     configs = {ns: nsconfig.NamespaceConfig(ns, ipv6=False) for ns in sorted(hosts)}
-    ends = [(end, link.params) for link in plan.links for end in (link.a, link.b)]
+    ends = [(end, link.params) for link in plan.links if link.kind == "veth" for end in (link.a, link.b)]
     ends += [(t.end, t.params) for t in plan.tunnels]
     for end, params in ends:
         if end.netns:

@@ -42,7 +42,7 @@ class Fabric:
         out += [Resource("netns", n.netns) for n in plan.nodes if n.kind == "host"]
         out += [Resource("linux-bridge", n.device) for n in plan.nodes if n.kind == "bridge"]
         out += [Resource("ovs-bridge", n.device) for n in plan.nodes if n.kind == "switch"]
-        out += [batches.veth_resource(link) for link in plan.links]
+        out += [batches.veth_resource(link) for link in plan.links if link.kind == "veth"]
         out += [batches.tunnel_resource(t) for t in plan.tunnels]
         out += [Resource("port", f"{outer}", n.netns) for n in plan.nodes for outer, *_ in n.options.get("ports", ())]
         if any(n.options.get("ports") for n in plan.nodes):
@@ -92,7 +92,9 @@ class Fabric:
         """The plan as this machine builds it: with private OVS instances, a switch's link ends live in the namespace
         of the one that holds it."""
         where = self.switch_instances(plan)
-        return batches.ends_of_switches_in(plan, {s: switchd.namespace_of(b) for s, b in where.items()}) if where else plan
+        if where:
+            plan = batches.ends_of_switches_in(plan, {s: switchd.namespace_of(b) for s, b in where.items()})
+        return batches.patched(plan, where) if switchd.patch_links() else plan
 
     def _ovs_problems(self, plan: Plan) -> list[str]:
         private = bool(self.switch_instances(plan))
@@ -115,7 +117,8 @@ class Fabric:
         clash = [n.netns for n in plan.nodes if n.netns and n.netns in existing_ns]
         clash += [ns for ns in map(switchd.namespace_of, self.instances(plan)) if ns in existing_ns]
         clash += [n.device for n in plan.nodes if n.device and n.device in existing_dev]
-        clash += [e.dev for link in plan.links for e in (link.a, link.b) if e.netns is None and e.dev in existing_dev]
+        clash += [e.dev for link in plan.links if link.kind == "veth" for e in (link.a, link.b)
+                  if e.netns is None and e.dev in existing_dev]
         clash += [batches.tunnel_resource(t).name for t in plan.tunnels if t.end.netns is None and t.end.dev in existing_dev]
         clash += [t.create_as for t in plan.tunnels if t.create_as and t.create_as in existing_dev]
         problems = []
@@ -183,15 +186,18 @@ class Fabric:
                 ports: dict[str | None, list] = {}  # per OVS database
                 bridge_ports = []
                 for link in plan.links:
-                    for end in (link.a, link.b):
+                    for end, peer in ((link.a, link.b), (link.b, link.a)):
                         owner = kinds[end.node]
-                        if owner.kind == "switch":
+                        if link.kind == "patch":
+                            ports.setdefault(db_of(owner.name), []).extend(
+                                batches.ovs_patch_port(owner.device, end, peer, plan.experiment))
+                        elif owner.kind == "switch":
                             ports.setdefault(db_of(owner.name), []).append(
                                 batches.ovs_port(owner.device, end.dev, plan.experiment))
                         elif owner.kind == "bridge":
                             bridge_ports.append(f"link set dev {end.dev} master {owner.device}")
                 self.ex.ip_batch(bridge_ports)
-                journal.mark([batches.veth_resource(link) for link in plan.links], "created")
+                journal.mark([batches.veth_resource(link) for link in plan.links if link.kind == "veth"], "created")
                 step.advance(len(plan.links))
 
             # Ports join while the switches' side of every link is still down, so ovs-vswitchd sees no

@@ -17,6 +17,12 @@ the square of its ports: 5,000 ports in one took 34 s. An experiment's switches 
 several private instances, each holding at most PORTS_PER_INSTANCE ports (whole switches, in plan order, so
 that neighbouring switches share one); links between switches of two instances are veths between their
 namespaces. `CLOUDEMU_OVS_PORTS` sets the budget.
+
+A link between two switches of one OVS (one instance, or both on the machine's), with no shaping, is a pair of OVS
+patch ports, not a veth: a packet crosses it inside one lookup, where each veth hop waits for the daemon's next poll
+of its ports (a userspace daemon with 1,000 ports polls each about every few ms: through a chain of 200 switches a
+first packet took seconds, and most sampled pings across 10,000 hosts were lost). `CLOUDEMU_PATCH_LINKS=0` keeps
+veths (a device to capture on).
 """
 
 from __future__ import annotations
@@ -44,6 +50,13 @@ def private(kernel_datapath: bool, controllers: bool) -> bool:
 
 
 PORTS_PER_INSTANCE = 1000
+
+
+def patch_links() -> bool:
+    value = os.environ.get("CLOUDEMU_PATCH_LINKS", "1")
+    if value not in ("0", "1"):
+        raise ValueError(f"CLOUDEMU_PATCH_LINKS={value!r}: 1 (patch ports between switches of one OVS) or 0 (veths)")
+    return value == "1"
 
 
 def ports_per_instance() -> int:

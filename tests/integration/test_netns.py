@@ -282,3 +282,28 @@ def test_pingall_past_a_hundred_hosts_samples_two_pairs_per_host_and_still_finds
     finally:
         assert emu.down().clean
     assert leftovers(name) == {}
+
+
+def test_a_chain_of_switches_sharing_instances_links_them_with_patch_ports(state_dir, monkeypatch):
+    """Two switches of 3 ports per ovs-vswitchd: each pair's link is a patch-port pair inside its instance, the
+    links between instances veths; the chain passes pingall, the patch ports show in ovs-vsctl, and down leaves
+    nothing (the patch ports went with their daemon)."""
+    monkeypatch.setenv("CLOUDEMU_OVS_PORTS", "6")
+    name = "patched"
+    emu = Emulation(load_text(f"version: 1\nname: {name}\ntopology: {{generator: linear, switches: 6, "
+                              "hosts_per_switch: 1}\n")).up()
+    try:
+        assert len(leftovers(name).get("processes", [])) == 2 * 3
+        switches = {n.name for n in emu.plan.nodes if n.kind == "switch"}
+        types = {(link.a.node, link.b.node): emu.node(link.a.node).cmd(
+                     ["ovs-vsctl", "get", "Interface", link.a.dev, "type"]).strip()
+                 for link in emu.plan.links if {link.a.node, link.b.node} <= switches}
+        assert types == {("s1", "s2"): "patch", ("s2", "s3"): '""', ("s3", "s4"): "patch", ("s4", "s5"): '""',
+                         ("s5", "s6"): "patch"}
+        link = next(lk for lk in emu.plan.links if (lk.a.node, lk.b.node) == ("s1", "s2"))
+        assert not Path("/sys/class/net", link.a.dev).exists()
+        assert f"options: {{peer={link.b.dev}}}" in emu.node("s1").cmd(["ovs-vsctl", "show"])
+        assert emu.pingall(wait=20).failed == []
+    finally:
+        assert emu.down().clean
+    assert leftovers(name) == {}

@@ -121,3 +121,40 @@ def test_switches_are_spread_over_instances_of_bounded_ports(monkeypatch):
     monkeypatch.setenv("CLOUDEMU_OVS_PORTS", "zero")
     with pytest.raises(ValueError, match="CLOUDEMU_OVS_PORTS"):
         switchd.ports_per_instance()
+
+
+def test_links_between_switches_of_one_ovs_are_patch_ports(monkeypatch):
+    """Within one OVS an unshaped switch-to-switch link is a patch-port pair (no device, no journal entry); across
+    instances, or shaped, it stays a veth; CLOUDEMU_PATCH_LINKS=0 keeps veths everywhere."""
+    monkeypatch.setenv("CLOUDEMU_OVS_PORTS", "14")  # s1+s2 (6 + 7 ports) in one instance, s3+s4 in the next
+    engine = _engine(monkeypatch, kernel=False, choice=None)
+    text = ("version: 1\nname: t\ntopology: {generator: linear, switches: 4, hosts_per_switch: 5}\n")
+    plan = compile_topology(load_text(text))
+    where = engine.switch_instances(plan)
+    placed = engine.placed(plan)
+    kinds = {(link.a.node, link.b.node): link.kind for link in placed.links if link.a.node in where and link.b.node in where}
+    assert kinds == {("s1", "s2"): "patch", ("s2", "s3"): "veth", ("s3", "s4"): "patch"}
+    patched = [link for link in placed.links if link.kind == "patch"]
+    veths = batches.veth_lines(placed.links, "m")
+    assert not any(e.dev in line for link in patched for e in (link.a, link.b) for line in veths)
+    journaled = {r.name for r in engine.resources(plan) if r.kind == "veth"}
+    assert not journaled & {e.dev for link in patched for e in (link.a, link.b)}
+    configured = {i.dev for c in batches.namespace_configs(placed, tx_csum_off=True) for i in c.ifaces}
+    assert not configured & {e.dev for link in patched for e in (link.a, link.b)}  # no device to bring up
+    link = patched[0]
+    cmds = batches.ovs_patch_port("s1", link.a, link.b, "t")
+    assert cmds[1] == ["set", "Interface", link.a.dev, "type=patch", f"options:peer={link.b.dev}"]
+
+    chain = compile_topology(load_text("version: 1\nname: t\ntopology: {generator: linear, switches: 70}\n"))
+    monkeypatch.setenv("CLOUDEMU_OVS_PORTS", "1000")
+    kinds = [link.kind for link in engine.placed(chain).links if link.a.node.startswith("s") and link.b.node.startswith("s")]
+    assert kinds.count("veth") == 2 and kinds.index("veth") == batches.PATCH_GROUP_MAX - 1  # OVS follows 64 at most
+
+    shaped = compile_topology(load_text("version: 1\nname: t\nnodes: {s1: {kind: switch}, s2: {kind: switch}}\n"
+                                        "links: [{endpoints: [s1, s2], bw: 10}]\n"))
+    assert [link.kind for link in engine.placed(shaped).links] == ["veth"]
+    monkeypatch.setenv("CLOUDEMU_PATCH_LINKS", "0")
+    assert all(link.kind == "veth" for link in engine.placed(plan).links)
+    monkeypatch.setenv("CLOUDEMU_PATCH_LINKS", "yes")
+    with pytest.raises(ValueError, match="CLOUDEMU_PATCH_LINKS"):
+        engine.placed(plan)
