@@ -37,7 +37,7 @@ def topology_text(hosts: int, switches: int, name: str) -> str:
             f"topology: {{generator: linear, switches: {switches}, hosts_per_switch: {hosts // switches}}}\n")
 
 
-PING_TIMEOUT, PING_SAMPLE = 1.0, None  # --ping-timeout, --ping-sample
+PING_TIMEOUT, PING_SAMPLE, PING_WAIT = 1.0, None, 10.0  # --ping-timeout, --ping-sample, --ping-wait
 
 
 def available_kb() -> int:
@@ -53,7 +53,7 @@ def run_cloudemu(hosts: int, switches: int, pingall: bool = False) -> tuple[floa
     up = time.perf_counter() - t0
     extra = {"memory_kb_per_host": round((before - available_kb()) / hosts, 1)}
     if pingall:
-        res = emu.pingall(wait=10, timeout=PING_TIMEOUT, sample=PING_SAMPLE)
+        res = emu.pingall(wait=PING_WAIT, timeout=PING_TIMEOUT, sample=PING_SAMPLE)
         extra["pingall"] = {"pairs": res.pairs, "failed": len(res.failed), "seconds": round(res.seconds, 2)}
     t0 = time.perf_counter()
     res = emu.down()
@@ -160,10 +160,11 @@ def main() -> None:
     ap.add_argument("--ping-timeout", type=float, default=1.0, help="seconds a ping waits (a first packet through "
                                                                     "100 userspace switches takes about 3 s)")
     ap.add_argument("--ping-sample", type=int, help="pairs pingall samples at most")
+    ap.add_argument("--ping-wait", type=float, default=10.0, help="seconds pingall retries failed pairs for")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = ap.parse_args()
-    global PING_TIMEOUT, PING_SAMPLE
-    PING_TIMEOUT, PING_SAMPLE = args.ping_timeout, args.ping_sample
+    global PING_TIMEOUT, PING_SAMPLE, PING_WAIT
+    PING_TIMEOUT, PING_SAMPLE, PING_WAIT = args.ping_timeout, args.ping_sample, args.ping_wait
     os.environ.setdefault("CLOUDEMU_STATE_DIR", tempfile.mkdtemp(prefix="cloudemu-bench-"))
 
     if args.runs > 1:
@@ -218,7 +219,7 @@ def repeated(args) -> None:
         if args.pingall:
             row |= {"pingall_s": extra["pingall"]["seconds"], "pingall_failed": extra["pingall"]["failed"]}
         rows.append(row)
-        print(json.dumps({k: round(v, 3) for k, v in row.items()}), flush=True)
+        print(json.dumps({k: round(v, 3) for k, v in row.items()} | {"phases": extra["phases"]}), flush=True)
 
     def spread(key: str) -> str:
         values = sorted(r[key] for r in rows)

@@ -17,9 +17,12 @@ def failing_pairs(plan: Plan, engine: Provisioner, pairs: list[list[str]], *, ti
                   wait: float, workers: int = 32) -> list[list[str]]:
     """[source node, destination address] pairs, each pinged once in parallel through the node's network
     namespace: from this process for sources in a named namespace (one echo each, all at once), else with the
-    machine's own `ping` (one `lxc exec` per ping overloads LXD at a few dozen at once); failed pairs again until
-    `wait` seconds pass. Returns those that still fail."""
+    machine's own `ping` (one `lxc exec` per ping overloads LXD at a few dozen at once); at most as many at once as
+    the network's floods allow (icmp.in_flight_for); failed pairs again until `wait` seconds pass. Returns those
+    that still fail."""
     nodes = {n.name: n for n in plan.nodes}
+    in_flight = icmp.in_flight_for(sum(n.kind == "host" for n in plan.nodes))
+    workers = min(workers, in_flight)
     deadline = time.monotonic() + wait
     netns = {}  # a source reached by `ip netns exec`: pinged from this process (icmp.ping_many), all at once
     for name in {p[0] for p in pairs}:
@@ -39,7 +42,7 @@ def failing_pairs(plan: Plan, engine: Provisioner, pairs: list[list[str]], *, ti
         for i, good in zip(slow, pool.map(once, [batch[i] for i in slow]), strict=True):
             ok[i] = good
         for i, good in zip(fast, icmp.ping_many([(netns[batch[i][0]], batch[i][1]) for i in fast],
-                                                timeout=max(1.0, timeout)), strict=True):
+                                                timeout=max(1.0, timeout), in_flight=in_flight), strict=True):
             ok[i] = good
         return ok
 
