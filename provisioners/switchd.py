@@ -20,9 +20,8 @@ namespaces. `CLOUDEMU_OVS_PORTS` sets the budget.
 
 A link between two switches of one OVS (one instance, or both on the machine's), with no shaping, is a pair of OVS
 patch ports, not a veth: a packet crosses it inside one lookup, where each veth hop waits for the daemon's next poll
-of its ports (a userspace daemon with 1,000 ports polls each about every few ms: through a chain of 200 switches a
-first packet took seconds, and most sampled pings across 10,000 hosts were lost). `CLOUDEMU_PATCH_LINKS=0` keeps
-veths (a device to capture on).
+of its ports (a chain of 200 switches, one host each: the first end-to-end ping took 3.1 s over veths, 0.15 s over
+patch ports). `CLOUDEMU_PATCH_LINKS=0` keeps veths (a device to capture on).
 """
 
 from __future__ import annotations
