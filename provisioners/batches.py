@@ -23,9 +23,14 @@ def needs_netem(link: PlanLink) -> bool:
     return any(link.params.get(k) for k in ("delay", "jitter", "loss"))
 
 
+def veths(links: list[PlanLink]) -> list[PlanLink]:
+    """The links made as veth pairs (not patch ports: see patched)."""
+    return [link for link in links if link.kind == "veth"]
+
+
 def veth_lines(links: list[PlanLink], mark: str) -> list[str]:
     lines, marks = [], []
-    for link in (link for link in links if link.kind == "veth"):
+    for link in veths(links):
         first, second = (link.a, link.b) if link.a.netns is None or link.b.netns is not None else (link.b, link.a)
         mtu = f" mtu {link.params['mtu']}" if link.params.get("mtu") else ""
         lines.append(f"link add {veth_side(first, mtu)} type veth peer name {veth_side(second, mtu)}")
@@ -118,7 +123,7 @@ def namespace_configs(plan: Plan, tx_csum_off: bool) -> list[nsconfig.NamespaceC
     # solicitations and MLD reports are multicast, flooded by every switch to every port; at 500 hosts on 10
     # userspace switches that kept ovs-vswitchd busy for 5 s after `up`, and the first pings across switches failed.
     configs = {ns: nsconfig.NamespaceConfig(ns, ipv6=False) for ns in sorted(hosts)}
-    ends = [(end, link.params) for link in plan.links if link.kind == "veth" for end in (link.a, link.b)]
+    ends = [(end, link.params) for link in veths(plan.links) for end in (link.a, link.b)]
     ends += [(t.end, t.params) for t in plan.tunnels]
     for end, params in ends:
         if end.netns:

@@ -42,7 +42,7 @@ class Fabric:
         out += [Resource("netns", n.netns) for n in plan.nodes if n.kind == "host"]
         out += [Resource("linux-bridge", n.device) for n in plan.nodes if n.kind == "bridge"]
         out += [Resource("ovs-bridge", n.device) for n in plan.nodes if n.kind == "switch"]
-        out += [batches.veth_resource(link) for link in plan.links if link.kind == "veth"]
+        out += [batches.veth_resource(link) for link in batches.veths(plan.links)]
         out += [batches.tunnel_resource(t) for t in plan.tunnels]
         out += [Resource("port", f"{outer}", n.netns) for n in plan.nodes for outer, *_ in n.options.get("ports", ())]
         if any(n.options.get("ports") for n in plan.nodes):
@@ -117,7 +117,7 @@ class Fabric:
         clash = [n.netns for n in plan.nodes if n.netns and n.netns in existing_ns]
         clash += [ns for ns in map(switchd.namespace_of, self.instances(plan)) if ns in existing_ns]
         clash += [n.device for n in plan.nodes if n.device and n.device in existing_dev]
-        clash += [e.dev for link in plan.links if link.kind == "veth" for e in (link.a, link.b)
+        clash += [e.dev for link in batches.veths(plan.links) for e in (link.a, link.b)
                   if e.netns is None and e.dev in existing_dev]
         clash += [batches.tunnel_resource(t).name for t in plan.tunnels if t.end.netns is None and t.end.dev in existing_dev]
         clash += [t.create_as for t in plan.tunnels if t.create_as and t.create_as in existing_dev]
@@ -197,7 +197,7 @@ class Fabric:
                         elif owner.kind == "bridge":
                             bridge_ports.append(f"link set dev {end.dev} master {owner.device}")
                 self.ex.ip_batch(bridge_ports)
-                journal.mark([batches.veth_resource(link) for link in plan.links if link.kind == "veth"], "created")
+                journal.mark([batches.veth_resource(link) for link in batches.veths(plan.links)], "created")
                 step.advance(len(plan.links))
 
             # Ports join while the switches' side of every link is still down, so ovs-vswitchd sees no

@@ -196,9 +196,10 @@ def bridged_traffic_filtered() -> bool:
 
 def up(count: int, out: Path, underlay: str | None, engine: str) -> None:
     state = load_state()
-    if state.get("machines") and alive(state):
-        raise SystemExit(f"testbed: already up with {len(state['machines'])} machines; 'scripts/testbed down' first")
-    if state.get("machines"):  # recorded, but none of its processes runs: a killed run or a restarted machine
+    if state.get("machines"):
+        if alive(state):
+            raise SystemExit(f"testbed: already up with {len(state['machines'])} machines; 'scripts/testbed down' first")
+        # recorded, but none of its processes runs: a killed run or a restarted machine
         print("testbed: clearing a testbed none of whose processes runs (left by a killed run)", file=sys.stderr)
         down()
     if shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists():
