@@ -45,8 +45,24 @@ def available_kb() -> int:
     return int(info["MemAvailable"].split()[0])
 
 
+def settle(idle: float = 0.8, longest: float = 120.0) -> None:
+    """Wait until the machine is quiet: the kernel tears a namespace down after `netns del` returns, and 10,000 of
+    them keep a core busy for seconds; a run started meanwhile measured the one before (up 32 s instead of 17 s)."""
+    def ticks() -> tuple[int, int]:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(values), values[3] + values[4]  # all, idle + iowait
+    deadline = time.monotonic() + longest
+    while time.monotonic() < deadline:
+        total, quiet = ticks()
+        time.sleep(1.0)
+        total2, quiet2 = ticks()
+        if (quiet2 - quiet) >= idle * max(total2 - total, 1):
+            return
+
+
 def run_cloudemu(hosts: int, switches: int, pingall: bool = False) -> tuple[float, float, dict]:
     emu = Emulation(load_text(topology_text(hosts, switches, "bench")))
+    settle()
     before = available_kb()
     t0 = time.perf_counter()
     emu.up()
@@ -59,26 +75,29 @@ def run_cloudemu(hosts: int, switches: int, pingall: bool = False) -> tuple[floa
     res = emu.down()
     down = time.perf_counter() - t0
     assert res.clean, res.left
-    return up, down, {"phases": {k: round(v, 3) for k, v in emu.timings.items()}, **extra}
+    return up, down, {"phases": {k: round(v, 3) for k, v in emu.timings.items()},
+                      "down_phases": {k: round(v, 3) for k, v in res.timings.items()}, **extra}
 
 
-FLOOR_PER_SIDE = 1000  # the kernel floor's veth ends per namespace: cloudemu's ports per private ovs-vswitchd
 
 
 def run_kernel_floor(hosts: int, switches: int) -> tuple[float, float, dict]:
     """What the kernel itself costs: a namespace, a veth into it and an address per host (`ip -batch`, bounded by
     the open-files limit as cloudemu's are, then netlink), no switch at all. The veths' other ends go where
-    cloudemu's switch ends go: a namespace per 1,000 (as its switches' namespaces, one per private ovs-vswitchd),
-    not the root namespace, whose every new device the machine's own services (udev) also see."""
+    cloudemu's switch ends go: a namespace per private ovs-vswitchd's worth of ports (provisioners.switchd), not the
+    root namespace, whose every new device the machine's own services (udev) also see."""
     from emulator.runtime.executor import within_open_files
-    from provisioners import nsconfig
+    from provisioners import nsconfig, switchd
 
-    sides = [f"kf.sw{i}" for i in range((hosts + FLOOR_PER_SIDE - 1) // FLOOR_PER_SIDE)]
+    per_side = switchd.ports_per_instance()
+
+    sides = [f"kf.sw{i}" for i in range((hosts + per_side - 1) // per_side)]
     lines = [f"netns add {n}" for n in sides] + [f"netns add kf.h{h}" for h in range(hosts)]
-    links = [f"link add kf-{h} netns {sides[h // FLOOR_PER_SIDE]} type veth peer name eth0 netns kf.h{h}"
+    links = [f"link add kf-{h} netns {sides[h // per_side]} type veth peer name eth0 netns kf.h{h}"
              for h in range(hosts)]
     addresses = [nsconfig.NamespaceConfig(f"kf.h{h}", [nsconfig.IfaceConfig(
         "eth0", f"10.{h >> 16 & 255}.{h >> 8 & 255}.{h & 255 or 1}/8")], ipv6=False) for h in range(hosts)]
+    settle()
     t0 = time.perf_counter()
     subprocess.run(["ip", "-batch", "-"], input="\n".join(lines) + "\n", text=True, check=True)
     for part in within_open_files(links):
@@ -109,6 +128,7 @@ def run_bare(hosts: int, switches: int) -> tuple[float, float, dict]:
         links.append(f"link add {a}-n type veth peer name {b}-p")
         ports += ["--", "add-port", a, f"{a}-n", "--", "add-port", b, f"{b}-p"]
         ups += [f"link set {a}-n up", f"link set {b}-p up"]
+    settle()
     t0 = time.perf_counter()
     subprocess.run(["ip", "-batch", "-"], input="\n".join(lines + links) + "\n", text=True, check=True)
     subprocess.run(["ovs-vsctl", "--timeout=120", *bridges], check=True)
@@ -136,6 +156,7 @@ def run_mininet(hosts: int, switches: int) -> tuple[float, float, dict]:
 
     topo = LinearTopo(k=switches, n=hosts // switches)
     datapath = "kernel" if Path("/sys/module/openvswitch").exists() else "user"
+    settle()
     t0 = time.perf_counter()
     net = Mininet(topo=topo, switch=partial(OVSBridge, datapath=datapath), controller=None, link=Link,
                   autoSetMacs=True, build=False)
@@ -203,7 +224,8 @@ def main() -> None:
     if "speedup_vs_mininet" in result:
         s = result["speedup_vs_mininet"]
         print(f"cloudemu speed-up over Mininet: up {s['up']}x, down {s['down']}x (target >= 10x)")
-    print("cloudemu phases:", runs["cloudemu"][2]["phases"])
+    print("cloudemu phases of up:", runs["cloudemu"][2]["phases"])
+    print("cloudemu phases of down:", runs["cloudemu"][2]["down_phases"])
 
 
 def repeated(args) -> None:
@@ -219,7 +241,8 @@ def repeated(args) -> None:
         if args.pingall:
             row |= {"pingall_s": extra["pingall"]["seconds"], "pingall_failed": extra["pingall"]["failed"]}
         rows.append(row)
-        print(json.dumps({k: round(v, 3) for k, v in row.items()} | {"phases": extra["phases"]}), flush=True)
+        print(json.dumps({k: round(v, 3) for k, v in row.items()} | {"phases": extra["phases"],
+                                                                    "down_phases": extra["down_phases"]}), flush=True)
 
     def spread(key: str) -> str:
         values = sorted(r[key] for r in rows)
