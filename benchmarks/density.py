@@ -1,47 +1,46 @@
 """Density: cloudemu's up and down at H hosts on one machine, the cost per host and the machine's memory per host.
 
 H hosts over S OVS switches in a chain (`linear`), the userspace datapath; MemAvailable before and after `up`
-gives the memory per emulated host (kernel objects, OVS daemons, cloudemu's own included); each run prints one
-JSON line. benchmarks/setup_rate.py puts the same beside Mininet, a bare loop and the kernel floor.
+gives the memory per emulated host (kernel objects, OVS daemons, cloudemu's own included). Each run waits for a
+quiet machine first and prints one JSON line; the last line is the median and range of each figure.
+benchmarks/setup_rate.py (whose run this is) puts the same beside Mininet, a bare loop and the kernel floor.
 
-    sudo .venv/bin/python benchmarks/density.py 20000 400     # (run three times for a median and range)
+    sudo .venv/bin/python benchmarks/density.py 20000 400 --runs 3
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from emulator import Emulation, load_text  # noqa: E402
-
-
-def available_kb() -> int:
-    info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
-    return int(info["MemAvailable"].split()[0])
+from setup_rate import run_cloudemu  # noqa: E402
 
 
 def main() -> None:
-    hosts, switches = int(sys.argv[1]), int(sys.argv[2])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("hosts", type=int)
+    ap.add_argument("switches", type=int)
+    ap.add_argument("--runs", type=int, default=1)
+    args = ap.parse_args()
     os.environ.setdefault("CLOUDEMU_STATE_DIR", tempfile.mkdtemp(prefix="cloudemu-bench-"))
-    before = available_kb()
-    emu = Emulation(load_text(f"version: 1\nname: dens\ntopology: {{generator: linear, switches: {switches}, "
-                              f"hosts_per_switch: {hosts // switches}}}\n"))
-    t0 = time.perf_counter()
-    emu.up()
-    up = time.perf_counter() - t0
-    used = before - available_kb()
-    t0 = time.perf_counter()
-    res = emu.down()
-    down = time.perf_counter() - t0
-    print(json.dumps({"hosts": hosts, "up": round(up, 2), "down": round(down, 2), "per_host_ms": round(up / hosts * 1e3, 2),
-                      "mem_kb_per_host": round(used / hosts, 1), "clean": res.clean,
-                      "phases": {k: round(v, 2) for k, v in emu.timings.items()}}))
+    rows = []
+    for _ in range(args.runs):
+        up, down, extra = run_cloudemu(args.hosts, args.switches)
+        rows.append({"up_s": up, "down_s": down, "per_host_ms": up / args.hosts * 1e3,
+                     "mem_kb_per_host": extra["memory_kb_per_host"]})
+        print(json.dumps({k: round(v, 2) for k, v in rows[-1].items()} | {"phases": extra["phases"],
+                                                                           "down_phases": extra["down_phases"]}),
+              flush=True)
+    spread = {k: sorted(r[k] for r in rows) for k in rows[0]}
+    print(json.dumps({"hosts": args.hosts, "switches": args.switches, "runs": args.runs,
+                      **{k: f"{statistics.median(v):.3g} ({v[0]:.3g}-{v[-1]:.3g})" for k, v in spread.items()}}))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,12 @@ A userspace ovs-vswitchd reconfigures every port it has for each port it adds, s
 the square of its ports: 5,000 ports in one took 34 s. An experiment's switches are therefore spread over
 several private instances, each holding at most PORTS_PER_INSTANCE ports (whole switches, in plan order, so
 that neighbouring switches share one); links between switches of two instances are veths between their
-namespaces. `CLOUDEMU_OVS_PORTS` sets the budget.
+namespaces. `CLOUDEMU_OVS_PORTS` sets the budget. Smaller instances start for less (one daemon opening all its
+ports, CPU: 0.37 s for 500 ports, 1.07 s for 1,000, 3.8 s for 2,000; 10,000 hosts: 8.8-11 s of daemon CPU in 500-port
+instances against 14.6 s in 1,000-port ones), but a first packet pays for them: OVS's learning switch matches an ARP
+broadcast on its addresses, so each new one is an upcall (about 20-30 ms of CPU) in every daemon it floods through,
+one after another. With 500-port instances (23 daemons end to end at 10,000 hosts) the first ARP from h1 to hosts
+past the 15th daemon often took over the kernel's 3 s and failed, and a sampled pingall took 139 s instead of 65 s.
 
 A link between two switches of one OVS (one instance, or both on the machine's), with no shaping, is a pair of OVS
 patch ports, not a veth: a packet crosses it inside one lookup, where each veth hop waits for the daemon's next poll
