@@ -82,24 +82,25 @@ def run_cloudemu(hosts: int, switches: int, pingall: bool = False) -> tuple[floa
 
 
 def run_kernel_floor(hosts: int, switches: int) -> tuple[float, float, dict]:
-    """What the kernel itself costs: a namespace, a veth into it and an address per host (`ip -batch`, bounded by
-    the open-files limit as cloudemu's are, then netlink), no switch at all. The veths' other ends go where
+    """What the kernel itself costs: a namespace (made as provisioners.namespaces makes them: `ip netns add` costs
+    O(namespaces) each), a veth into it (`ip -batch`, bounded by the open-files limit as cloudemu's are) and an address
+    (netlink) per host, no switch at all. The veths' other ends go where
     cloudemu's switch ends go: a namespace per private ovs-vswitchd's worth of ports (provisioners.switchd), not the
     root namespace, whose every new device the machine's own services (udev) also see."""
-    from emulator.runtime.executor import within_open_files
-    from provisioners import nsconfig, switchd
+    from emulator.runtime.executor import LocalExecutor, within_open_files
+    from provisioners import namespaces, nsconfig, switchd
 
     per_side = switchd.ports_per_instance()
 
     sides = [f"kf.sw{i}" for i in range((hosts + per_side - 1) // per_side)]
-    lines = [f"netns add {n}" for n in sides] + [f"netns add kf.h{h}" for h in range(hosts)]
+    names = sides + [f"kf.h{h}" for h in range(hosts)]
     links = [f"link add kf-{h} netns {sides[h // per_side]} type veth peer name eth0 netns kf.h{h}"
              for h in range(hosts)]
     addresses = [nsconfig.NamespaceConfig(f"kf.h{h}", [nsconfig.IfaceConfig(
         "eth0", f"10.{h >> 16 & 255}.{h >> 8 & 255}.{h & 255 or 1}/8")], ipv6=False) for h in range(hosts)]
     settle()
     t0 = time.perf_counter()
-    subprocess.run(["ip", "-batch", "-"], input="\n".join(lines) + "\n", text=True, check=True)
+    namespaces.add(names, LocalExecutor().ip_batch)
     for part in within_open_files(links):
         subprocess.run(["ip", "-batch", "-"], input="\n".join(part) + "\n", text=True, check=True)
     nsconfig.configure(addresses)  # over netlink from two threads, as cloudemu configures its hosts
