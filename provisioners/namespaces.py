@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import ctypes
 import os
-import threading
 from collections.abc import Callable
 
 from emulator.runtime.tokens import identifier
+from provisioners import nsconfig
 
 NETNS_RUN = "/run/netns"
 CLONE_NEWNET = 0x40000000
@@ -31,36 +31,9 @@ def add(names: list[str], ip_batch: Callable[[list[str]], None], workers: int = 
     if not names:
         return
     ip_batch([f"netns add {names[0]}"])
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def work(chunk: list[str]) -> None:
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        try:
-            for i, name in enumerate(chunk):
-                if errors:
-                    return
-                _add_one(name)
-                if on_done and (i % 100 == 99 or i == len(chunk) - 1):
-                    with lock:
-                        on_done(i % 100 + 1)
-        except BaseException as exc:  # surfaced to the caller below
-            errors.append(exc)
-        finally:
-            _call(_libc.setns, home, CLONE_NEWNET, what="setns back")  # the thread ends anyway; leave it home
-            os.close(home)
-
-    rest = names[1:]
-    threads = [threading.Thread(target=work, args=(rest[i::workers],), name=f"netns-{i}", daemon=True)
-               for i in range(max(1, min(workers, len(rest))))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
     if on_done:
-        on_done(1)  # the first, made by ip
-    if errors:
-        raise errors[0]
+        on_done(1)
+    nsconfig.in_threads(names[1:], _add_one, workers, on_done, every=100)
 
 
 def _add_one(name: str) -> None:
@@ -74,7 +47,7 @@ def _add_one(name: str) -> None:
         raise
 
 
-def _call(function, *args, what: str) -> None:
+def _call(function: Callable[..., int], *args: object, what: str) -> None:
     if function(*args) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")

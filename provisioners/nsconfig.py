@@ -13,6 +13,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.ethtool.ioctl import IoctlEthtool
@@ -27,6 +28,7 @@ NETNS_RUN = "/run/netns"
 LOOPBACK_INDEX = 1  # lo is the first device of every namespace
 HTB_ROOT = 0x10000  # handle 1:
 HTB_CLASS = 0x10001  # class 1:1
+T = TypeVar("T")
 NLMSG_HEADER = struct.Struct("=IHHII")  # length, type, flags, sequence, port
 RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 3, 0, 1
 
@@ -64,27 +66,37 @@ def configure(namespaces: list[NamespaceConfig], on_done: Callable[[int], None] 
     """Apply every NamespaceConfig from `workers` threads; raises the first error.
 
     Netlink calls release the GIL, so two threads keep both cores of a small machine busy."""
+    def one(ns: NamespaceConfig) -> None:
+        enter(ns.netns)
+        _configure_one(ns)
+    in_threads(namespaces, one, workers, on_done)
+
+
+def in_threads(items: list[T], one: Callable[[T], None], workers: int = 2,
+               on_done: Callable[[int], None] | None = None, every: int = 50) -> None:
+    """`one(item)` for every item, from `workers` threads that may each move between network namespaces (setns and
+    unshare act on the calling thread only) and are moved back where they started; `on_done(n)` every `every`
+    items; raises the first error."""
     errors: list[BaseException] = []
     lock = threading.Lock()
 
-    def work(chunk: list[NamespaceConfig]) -> None:
+    def work(chunk: list[T]) -> None:
         home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         try:
-            for i, ns in enumerate(chunk):
+            for i, item in enumerate(chunk):
                 if errors:
                     return
-                enter(ns.netns)
-                _configure_one(ns)
-                if on_done and (i % 50 == 49 or i == len(chunk) - 1):
+                one(item)
+                if on_done and (i % every == every - 1 or i == len(chunk) - 1):
                     with lock:
-                        on_done(i % 50 + 1)
+                        on_done(i % every + 1)
         except BaseException as exc:  # surfaced to the caller below
             errors.append(exc)
         finally:
             setns(home)  # the thread ends anyway; leave it where it started
             os.close(home)
 
-    threads = [threading.Thread(target=work, args=(namespaces[i::workers],), name=f"nsconfig-{i}", daemon=True)
+    threads = [threading.Thread(target=work, args=(items[i::workers],), name=f"netns-worker-{i}", daemon=True)
                for i in range(max(1, workers))]
     for t in threads:
         t.start()
