@@ -82,13 +82,14 @@ def run_cloudemu(hosts: int, switches: int, pingall: bool = False) -> tuple[floa
 
 
 def run_kernel_floor(hosts: int, switches: int) -> tuple[float, float, dict]:
-    """What the kernel itself costs: a namespace (made as provisioners.namespaces makes them: `ip netns add` costs
+    """What the kernel itself costs: a namespace (made as emulator.runtime.namespaces makes them: `ip netns add` costs
     O(namespaces) each), a veth into it (`ip -batch`, bounded by the open-files limit as cloudemu's are) and an address
     (netlink) per host, no switch at all. The veths' other ends go where
     cloudemu's switch ends go: a namespace per private ovs-vswitchd's worth of ports (provisioners.switchd), not the
     root namespace, whose every new device the machine's own services (udev) also see."""
+    from emulator.runtime import namespaces
     from emulator.runtime.executor import LocalExecutor, within_open_files
-    from provisioners import namespaces, nsconfig, switchd
+    from provisioners import nsconfig, switchd
 
     per_side = switchd.ports_per_instance()
 

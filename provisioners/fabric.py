@@ -21,7 +21,7 @@ from emulator.runtime import ovsinstance, processes
 from emulator.runtime.events import Phases
 from emulator.runtime.executor import LocalExecutor
 from emulator.runtime.journal import Journal, Resource
-from provisioners import batches, computenodes, devices, firewall, namespaces, nsconfig, portforward, switchd
+from provisioners import batches, computenodes, devices, firewall, nsconfig, portforward, switchd
 from provisioners.base import NodeState, unchecked
 
 NETNS_DIR = Path("/run/netns")
@@ -308,8 +308,8 @@ class Fabric:
         self._add_ports(ports)
 
     def make_namespaces(self, hosts: list[PlanNode], journal: Journal, advance) -> None:
-        """Plain hosts: a network namespace each (provisioners.namespaces: `ip netns add` costs O(namespaces) each)."""
-        namespaces.add([n.netns for n in hosts], self.ex.ip_batch, on_done=advance)
+        """Plain hosts: a network namespace each (the executor makes them: `ip netns add` costs O(namespaces) each)."""
+        self.ex.netns_add([n.netns for n in hosts], on_done=advance)
         journal.mark([Resource("netns", n.netns) for n in hosts], "created")
 
     def _apply_netem(self, plan: Plan) -> None:

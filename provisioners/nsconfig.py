@@ -10,10 +10,8 @@ from __future__ import annotations
 import os
 import socket
 import struct
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.ethtool.ioctl import IoctlEthtool
@@ -22,13 +20,14 @@ from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP
 from pyroute2.netns import setns
 
+from emulator.runtime.namespaces import in_threads
+
 #: Where sysctls are written; a container's /proc/sys is read-only, so its agent mounts a proc of its own.
 PROC_SYS = "/proc/sys"
 NETNS_RUN = "/run/netns"
 LOOPBACK_INDEX = 1  # lo is the first device of every namespace
 HTB_ROOT = 0x10000  # handle 1:
 HTB_CLASS = 0x10001  # class 1:1
-T = TypeVar("T")
 NLMSG_HEADER = struct.Struct("=IHHII")  # length, type, flags, sequence, port
 RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 3, 0, 1
 
@@ -70,40 +69,6 @@ def configure(namespaces: list[NamespaceConfig], on_done: Callable[[int], None] 
         enter(ns.netns)
         _configure_one(ns)
     in_threads(namespaces, one, workers, on_done)
-
-
-def in_threads(items: list[T], one: Callable[[T], None], workers: int = 2,
-               on_done: Callable[[int], None] | None = None, every: int = 50) -> None:
-    """`one(item)` for every item, from `workers` threads that may each move between network namespaces (setns and
-    unshare act on the calling thread only) and are moved back where they started; `on_done(n)` every `every`
-    items; raises the first error."""
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def work(chunk: list[T]) -> None:
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        try:
-            for i, item in enumerate(chunk):
-                if errors:
-                    return
-                one(item)
-                if on_done and (i % every == every - 1 or i == len(chunk) - 1):
-                    with lock:
-                        on_done(i % every + 1)
-        except BaseException as exc:  # surfaced to the caller below
-            errors.append(exc)
-        finally:
-            setns(home)  # the thread ends anyway; leave it where it started
-            os.close(home)
-
-    threads = [threading.Thread(target=work, args=(items[i::workers],), name=f"netns-worker-{i}", daemon=True)
-               for i in range(max(1, workers))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
 
 
 def links_up(devices: list[str]) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import resource
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from emulator.model import CloudemuError
+from emulator.runtime import namespaces
 from emulator.runtime.tokens import argv_words, batch_text
 
 
@@ -74,6 +75,11 @@ class LocalExecutor:
             text = batch_text(part, "ip")
             if text:
                 self.run(["ip", *(["-force"] if force else []), "-batch", "-"], input=text, check=not force)
+
+    def netns_add(self, names: list[str], on_done: Callable[[int], None] | None = None) -> None:
+        """Named network namespaces, made without `ip netns add`'s remount of /run/netns before each one, which
+        costs as much as the namespaces already there (emulator.runtime.namespaces)."""
+        namespaces.add(names, self.ip_batch, on_done=on_done)
 
     def tc_batch(self, lines: Iterable[str]) -> None:
         text = batch_text(lines, "tc")

@@ -1,13 +1,13 @@
-"""Named namespaces made without `ip netns add` for each (provisioners.namespaces): real ones, usable by `ip`."""
+"""Named namespaces made without `ip netns add` for each (emulator.runtime.namespaces): real ones, usable by `ip`."""
 
 import os
 import subprocess
 
 import pytest
 
+from emulator.runtime import namespaces
 from emulator.runtime.executor import LocalExecutor
 from emulator.runtime.tokens import UnsafeToken
-from provisioners import namespaces
 from tests.conftest import NEEDS_ROOT_OVS
 
 pytestmark = NEEDS_ROOT_OVS
