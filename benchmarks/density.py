@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from setup_rate import run_cloudemu  # noqa: E402
+from setup_rate import median_range, run_cloudemu  # noqa: E402
 
 
 def main() -> None:
@@ -38,9 +37,8 @@ def main() -> None:
         print(json.dumps({k: round(v, 2) for k, v in rows[-1].items()} | {"phases": extra["phases"],
                                                                            "down_phases": extra["down_phases"]}),
               flush=True)
-    spread = {k: sorted(r[k] for r in rows) for k in rows[0]}
     print(json.dumps({"hosts": args.hosts, "switches": args.switches, "runs": args.runs,
-                      **{k: f"{statistics.median(v):.3g} ({v[0]:.3g}-{v[-1]:.3g})" for k, v in spread.items()}}))
+                      **{k: median_range([r[k] for r in rows]) for k in rows[0]}}))
 
 
 if __name__ == "__main__":

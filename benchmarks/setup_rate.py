@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -230,10 +231,14 @@ def main() -> None:
     print("cloudemu phases of down:", runs["cloudemu"][2]["down_phases"])
 
 
+def median_range(values: list[float]) -> str:
+    """`median (lowest-highest)`, as the README gives every figure."""
+    values = sorted(values)
+    return f"{statistics.median(values):.3g} ({values[0]:.3g}-{values[-1]:.3g})"
+
+
 def repeated(args) -> None:
     """`--runs N`: cloudemu and the kernel floor N times; the median and range of each figure."""
-    import statistics
-
     rows = []
     for _ in range(args.runs):
         up, down, extra = run_cloudemu(args.hosts, args.switches, args.pingall)
@@ -247,8 +252,7 @@ def repeated(args) -> None:
                                                                     "down_phases": extra["down_phases"]}), flush=True)
 
     def spread(key: str) -> str:
-        values = sorted(r[key] for r in rows)
-        return f"{statistics.median(values):.3g} ({values[0]:.3g}-{values[-1]:.3g})"
+        return median_range([r[key] for r in rows])
     print(json.dumps({"hosts": args.hosts, "switches": args.switches, "runs": args.runs,
                       **{k: spread(k) for k in rows[0]}}, indent=1))
 

@@ -167,7 +167,7 @@ class Fabric:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ovs") as background:
             with phases.phase("namespaces", total=len(hosts)) as step:
                 if instances:  # IPv6 off before any port arrives: bridge ports need no addresses
-                    self.ex.ip_batch([f"netns add {ns}" for ns in switch_namespaces])
+                    self.ex.netns_add(switch_namespaces)
                     journal.mark([Resource("netns", ns) for ns in switch_namespaces], "created")
                     nsconfig.configure([nsconfig.NamespaceConfig(ns, ipv6_later=False) for ns in switch_namespaces])
                 making_switches = background.submit(self._make_switches, plan, switches, where, userspace)

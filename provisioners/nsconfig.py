@@ -20,11 +20,10 @@ from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP
 from pyroute2.netns import setns
 
-from emulator.runtime.namespaces import in_threads
+from emulator.runtime.namespaces import NETNS_RUN, in_threads
 
 #: Where sysctls are written; a container's /proc/sys is read-only, so its agent mounts a proc of its own.
 PROC_SYS = "/proc/sys"
-NETNS_RUN = "/run/netns"
 LOOPBACK_INDEX = 1  # lo is the first device of every namespace
 HTB_ROOT = 0x10000  # handle 1:
 HTB_CLASS = 0x10001  # class 1:1

@@ -10,7 +10,6 @@ import resource
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from emulator.model import CloudemuError
 from emulator.runtime import namespaces
@@ -61,17 +60,9 @@ class LocalExecutor:
             raise CommandError(argv, proc.returncode, proc.stderr or proc.stdout)
         return proc
 
-    def ip_batch(self, lines: Iterable[str], *, force: bool = False, parallel: int = 1) -> None:
-        """Many `ip` commands in one process; `force` goes on past errors (for removal).
-
-        `parallel` splits independent lines over that many processes (namespace creation
-        scales to two cores)."""
-        lines = list(lines)
-        if parallel > 1 and len(lines) >= 2 * parallel:
-            with ThreadPoolExecutor(parallel) as pool:
-                list(pool.map(lambda part: self.ip_batch(part, force=force), [lines[i::parallel] for i in range(parallel)]))
-            return
-        for part in within_open_files(lines):
+    def ip_batch(self, lines: Iterable[str], *, force: bool = False) -> None:
+        """Many `ip` commands in one process; `force` goes on past errors (for removal)."""
+        for part in within_open_files(list(lines)):
             text = batch_text(part, "ip")
             if text:
                 self.run(["ip", *(["-force"] if force else []), "-batch", "-"], input=text, check=not force)
